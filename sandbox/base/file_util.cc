@@ -1,0 +1,82 @@
+#include "sandbox/base/file_util.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sandbox/base/unique_fd.h"
+
+namespace stoke {
+
+Result<std::string> read_file(const std::string& path) {
+  unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return sys_error("open " + path);
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("read " + path);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+Status write_file(const std::string& path, std::string_view data) {
+  unique_fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return sys_error("open " + path);
+  ssize_t n = ::write(fd.get(), data.data(), data.size());
+  if (n < 0) return sys_error("write '" + std::string(data) + "' to " + path);
+  if (static_cast<size_t>(n) != data.size()) return plain_error("write " + path, "short write");
+  return {};
+}
+
+Status write_file_atomic(const std::string& path, std::string_view data, unsigned mode) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+  if (!fd) return sys_error("create " + tmp);
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd.get(), data.data() + off, data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::unlink(tmp.c_str());
+      return sys_error("write " + tmp, e);
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd.get()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    return sys_error("fsync " + tmp, e);
+  }
+  fd.reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    return sys_error("rename " + tmp + " to " + path, e);
+  }
+  return {};
+}
+
+Status make_dirs(const std::string& path, unsigned mode) {
+  if (path.empty()) return plain_error("mkdir", "empty path");
+  for (size_t pos = 1;; ++pos) {
+    pos = path.find('/', pos);
+    std::string part = path.substr(0, pos);
+    if (::mkdir(part.c_str(), mode) != 0 && errno != EEXIST) return sys_error("mkdir " + part);
+    if (pos == std::string::npos) break;
+  }
+  return {};
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+}  // namespace stoke
