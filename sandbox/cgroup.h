@@ -1,0 +1,105 @@
+// Cgroup limits and accounting behind one interface, with a v1 and a v2 backend
+// chosen at runtime (this host is v1 "hybrid"; production hosts are mostly v2).
+//
+// Groups live beneath the cgroup the caller itself is in, under a directory named
+// "stoke" (v1: in every hierarchy we use; v2: in the unified tree). A group is
+// created with its limits already written, and the files the child must write
+// "0" to are opened ahead of time: a task that writes 0 to its own group's
+// `tasks` (v1) / `cgroup.procs` (v2) file attaches itself without the global
+// threadgroup-lock stall that writing a pid from outside takes (DESIGN §2).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sandbox/base/result.h"
+#include "sandbox/base/unique_fd.h"
+
+namespace stoke {
+
+struct CgroupLimits {
+  uint64_t memory_bytes = 0;  // 0: no limit. Swap is always off for the group.
+  double cpus = 0;            // 0: no quota; 1.5 = one and a half CPUs of quota.
+  uint64_t pids = 0;          // 0: no limit.
+};
+
+struct CgroupUsage {
+  uint64_t cpu_user_ns = 0;
+  uint64_t cpu_system_ns = 0;
+  uint64_t memory_peak_bytes = 0;
+  uint64_t oom_kills = 0;  // processes the OOM killer took inside the group
+};
+
+// One sandbox's group (in v1: one directory per hierarchy used).
+class CgroupGroup {
+ public:
+  virtual ~CgroupGroup() = default;
+  virtual const std::string& name() const = 0;
+  // Fds (O_WRONLY|O_CLOEXEC) the child writes "0" to, in order, to join the group.
+  virtual std::vector<int> attach_fds() const = 0;
+  virtual Result<CgroupUsage> usage() const = 0;
+  // pids of the processes in the group (host pid namespace).
+  virtual Result<std::vector<int>> pids() const = 0;
+  // SIGKILL everything inside, repeating until the group is empty or ~1 s passed.
+  virtual Status kill_all() = 0;
+  // Close the attach fds and remove the directories (retries briefly on EBUSY).
+  // Idempotent; the destructor calls it and ignores the result.
+  virtual Status destroy() = 0;
+  // Directories that make up this group (for tests and leak checks).
+  virtual std::vector<std::string> paths() const = 0;
+};
+
+struct CgroupOptions {
+  // Which backend: "auto" (detect from /sys/fs/cgroup), "v1" or "v2".
+  std::string version = "auto";
+  // Name of the directory stoke creates beneath the caller's own cgroup.
+  std::string parent_name = "stoke";
+  // Testing hooks: a fake cgroupfs. When set, these replace what is read from
+  // /proc/self/mountinfo and /proc/self/cgroup.
+  //   v1: controller name ("memory", "cpu", "cpuacct", "pids") -> directory that
+  //       stands for the caller's own group in that hierarchy.
+  //   v2: v2_self_dir is the caller's own group directory.
+  std::map<std::string, std::string> v1_self_dirs;
+  std::string v2_self_dir;
+  // v2 only: when the caller's group has processes and controllers cannot be
+  // enabled for children (no-internal-processes rule), move the caller into a
+  // leaf "<parent_name>/supervisor" first. The agent wants this; tests may not.
+  bool v2_move_self_to_leaf = true;
+};
+
+class CgroupBackend {
+ public:
+  virtual ~CgroupBackend() = default;
+  virtual std::string_view version() const = 0;  // "v1" or "v2"
+  // Create a fresh group named `name` (unique per sandbox) with limits set.
+  virtual Result<std::unique_ptr<CgroupGroup>> create(const std::string& name,
+                                                      const CgroupLimits& limits) = 0;
+  // Names of groups that exist under stoke's parent directory (crash recovery).
+  virtual Result<std::vector<std::string>> list() const = 0;
+  // Kill and remove a group left behind by a crashed owner.
+  virtual Status remove_stale(const std::string& name) = 0;
+  // The directory or directories that hold stoke's groups.
+  virtual std::vector<std::string> parent_dirs() const = 0;
+};
+
+// Detect the host's cgroup layout (or obey options.version) and open a backend.
+Result<std::unique_ptr<CgroupBackend>> open_cgroup_backend(const CgroupOptions& options = {});
+
+// Backends, exposed for tests that pin one.
+Result<std::unique_ptr<CgroupBackend>> open_cgroup_v1(const CgroupOptions& options);
+Result<std::unique_ptr<CgroupBackend>> open_cgroup_v2(const CgroupOptions& options);
+
+// Pure parsers (unit-tested).
+// "/proc/self/cgroup" text -> controller -> path ("" key for the v2 "0::" line).
+std::map<std::string, std::string> parse_proc_self_cgroup(std::string_view text);
+// "/proc/self/mountinfo" text -> controller -> mount point of its v1 hierarchy,
+// plus key "" -> mount point of the cgroup2 filesystem, if any.
+std::map<std::string, std::string> parse_cgroup_mounts(std::string_view mountinfo);
+// "key value" lines (memory.stat, cpu.stat, memory.events, memory.oom_control).
+std::map<std::string, uint64_t> parse_flat_keyed(std::string_view text);
+
+}  // namespace stoke

@@ -1,0 +1,339 @@
+// cgroup v2 backend: one directory in the unified tree,
+// <caller's own group>/<parent_name>/<name>.
+//
+// The memory, cpu and pids controllers are enabled (those the caller's group
+// offers in cgroup.controllers) in <self>/cgroup.subtree_control and in
+// <self>/<parent_name>/cgroup.subtree_control. A controller that is missing is
+// skipped — unless a limit needs it: then create() fails, because a sandbox must
+// never run without a limit it asked for. Limits: memory.max, memory.swap.max=0,
+// cpu.max "<quota> <period>", pids.max. Usage: cpu.stat, memory.peak,
+// memory.events.
+//
+// No-internal-processes rule: a non-root group with processes cannot enable
+// controllers for its children. When that happens (EBUSY) and the options allow
+// it, the caller moves itself into the leaf <parent_name>/supervisor and retries.
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <set>
+
+#include "sandbox/base/file_util.h"
+#include "sandbox/cgroup.h"
+
+namespace stoke {
+
+// Defined in cgroup_common.cc.
+namespace cgroup_internal {
+Result<std::map<std::string, std::string>> detect_self_dirs();
+Status check_name(const std::string& what, const std::string& name);
+Result<uint64_t> read_u64(const std::string& path);
+Result<std::map<std::string, uint64_t>> read_keyed(const std::string& path);
+Result<std::vector<int>> read_pids(const std::vector<std::string>& procs_files);
+Status kill_until_empty(const std::vector<std::string>& procs_files);
+Result<bool> make_child_dir(const std::string& parent, const std::string& child,
+                            const std::function<Status()>& make_parent);
+Status remove_group_dir(const std::string& dir, const std::vector<std::string>& procs_files);
+void remove_parent_if_empty(const std::string& dir);
+Result<std::vector<std::string>> list_subdirs(const std::string& dir);
+Result<unique_fd> open_for_attach(const std::string& path);
+}  // namespace cgroup_internal
+
+namespace {
+
+using namespace cgroup_internal;
+
+constexpr uint64_t kCpuPeriodUs = 100000;
+constexpr uint64_t kMinCpuQuotaUs = 1000;
+constexpr const char* kSupervisorLeaf = "supervisor";
+
+bool file_exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+// Space-separated names, as in cgroup.controllers / cgroup.subtree_control.
+Result<std::set<std::string>> read_name_set(const std::string& path) {
+  auto text = read_file(path);
+  if (!text) return text.error();
+  std::set<std::string> out;
+  std::string word;
+  for (char ch : *text + " ") {
+    if (ch == ' ' || ch == '\n' || ch == '\t') {
+      if (!word.empty() && word[0] == '+') word.erase(0, 1);  // as a fake tree may hold them
+      if (!word.empty()) out.insert(word);
+      word.clear();
+    } else {
+      word.push_back(ch);
+    }
+  }
+  return out;
+}
+
+class CgroupV2Group final : public CgroupGroup {
+ public:
+  CgroupV2Group(std::string name, std::string dir, std::string parent_dir, std::set<std::string> controllers)
+      : name_(std::move(name)),
+        dir_(std::move(dir)),
+        parent_dir_(std::move(parent_dir)),
+        procs_files_{dir_ + "/cgroup.procs"},
+        controllers_(std::move(controllers)) {}
+  ~CgroupV2Group() override { (void)destroy(); }
+
+  const std::string& name() const override { return name_; }
+
+  std::vector<int> attach_fds() const override {
+    if (!attach_) return {};
+    return {attach_.get()};
+  }
+
+  Status open_attach_fd() {
+    auto fd = open_for_attach(dir_ + "/cgroup.procs");
+    if (!fd) return fd.error();
+    attach_ = std::move(fd.value());
+    return {};
+  }
+
+  Status write_limits(const CgroupLimits& limits) {
+    if (controllers_.count("memory")) {
+      STOKE_TRY(write_file(dir_ + "/memory.max", limits.memory_bytes > 0 ? std::to_string(limits.memory_bytes)
+                                                                         : std::string("max")));
+      // Absent when the kernel has no swap accounting; then there is no swap to turn off.
+      if (file_exists(dir_ + "/memory.swap.max"))
+        STOKE_TRY(write_file(dir_ + "/memory.swap.max", "0"));
+      else
+        spdlog::debug("cgroup v2: {} has no memory.swap.max; not limiting swap", dir_);
+    }
+    if (controllers_.count("cpu")) {
+      std::string quota = "max";
+      if (limits.cpus > 0) {
+        auto q = static_cast<uint64_t>(std::llround(limits.cpus * static_cast<double>(kCpuPeriodUs)));
+        quota = std::to_string(std::max(q, kMinCpuQuotaUs));
+      }
+      STOKE_TRY(write_file(dir_ + "/cpu.max", quota + " " + std::to_string(kCpuPeriodUs)));
+    }
+    if (controllers_.count("pids")) {
+      STOKE_TRY(
+          write_file(dir_ + "/pids.max", limits.pids > 0 ? std::to_string(limits.pids) : std::string("max")));
+    }
+    return {};
+  }
+
+  Result<CgroupUsage> usage() const override {
+    CgroupUsage u;
+    auto cpu = read_keyed(dir_ + "/cpu.stat");  // present without the cpu controller too
+    if (!cpu) return cpu.error();
+    u.cpu_user_ns = (*cpu)["user_usec"] * 1000;
+    u.cpu_system_ns = (*cpu)["system_usec"] * 1000;
+    if (auto peak = read_u64(dir_ + "/memory.peak"); peak) {  // since 5.19, needs memory controller
+      u.memory_peak_bytes = *peak;
+    } else if (peak.error().err != ENOENT) {
+      return peak.error();
+    }
+    if (auto events = read_keyed(dir_ + "/memory.events"); events) {
+      u.oom_kills = (*events)["oom_kill"];
+    } else if (events.error().err != ENOENT) {
+      return events.error();
+    }
+    return u;
+  }
+
+  Result<std::vector<int>> pids() const override { return read_pids(procs_files_); }
+
+  Status kill_all() override {
+    std::string kill_file = dir_ + "/cgroup.kill";  // since 5.14
+    if (Status s = write_file(kill_file, "1"); !s && s.error().err != ENOENT)
+      spdlog::debug("cgroup v2: {}: {}; falling back to SIGKILL", kill_file, s.error().message());
+    return kill_until_empty(procs_files_);
+  }
+
+  Status destroy() override {
+    attach_.reset();
+    if (removed_) return {};
+    STOKE_TRY(remove_group_dir(dir_, procs_files_));
+    removed_ = true;
+    remove_parent_if_empty(parent_dir_);
+    return {};
+  }
+
+  std::vector<std::string> paths() const override { return {dir_}; }
+
+ private:
+  std::string name_;
+  std::string dir_;
+  std::string parent_dir_;
+  std::vector<std::string> procs_files_;
+  std::set<std::string> controllers_;  // enabled for this group
+  unique_fd attach_;
+  bool removed_ = false;
+};
+
+class CgroupV2Backend final : public CgroupBackend {
+ public:
+  CgroupV2Backend(std::string self_dir, const CgroupOptions& options)
+      : self_dir_(std::move(self_dir)),
+        parent_dir_(self_dir_ + "/" + options.parent_name),
+        move_self_to_leaf_(options.v2_move_self_to_leaf) {}
+
+  std::string_view version() const override { return "v2"; }
+
+  Result<std::unique_ptr<CgroupGroup>> create(const std::string& name, const CgroupLimits& limits) override {
+    const std::string step = "cgroup v2 create " + name;
+    STOKE_TRY(check_name("group name", name));
+    if (name == kSupervisorLeaf) return plain_error(step, "the name 'supervisor' is reserved");
+    if (!(limits.cpus >= 0) || !std::isfinite(limits.cpus))
+      return plain_error(step, "invalid cpu count " + std::to_string(limits.cpus));
+
+    auto available = read_name_set(self_dir_ + "/cgroup.controllers");
+    if (!available) return available.error().context(step);
+    std::set<std::string> enabled;
+    struct Wanted {
+      const char* controller;
+      const char* limit;
+      bool requested;
+    };
+    const Wanted wanted[] = {{"memory", "memory limit", limits.memory_bytes > 0},
+                             {"cpu", "CPU quota", limits.cpus > 0},
+                             {"pids", "pids limit", limits.pids > 0}};
+    for (const Wanted& w : wanted) {
+      if (available->count(w.controller)) {
+        enabled.insert(w.controller);
+        continue;
+      }
+      if (w.requested)
+        return plain_error(step, std::string("a ") + w.limit + " was requested but the '" + w.controller +
+                                     "' controller is not available in " + self_dir_ + "/cgroup.controllers");
+      spdlog::debug(
+          "cgroup v2: controller '{}' is not available in {}; its limits and accounting are skipped",
+          w.controller, self_dir_);
+    }
+
+    auto setup_parent = [&] { return prepare_parent(enabled); };
+    if (Status s = setup_parent(); !s) return s.error().context(step);
+    auto made = make_child_dir(parent_dir_, name, setup_parent);
+    if (!made) return made.error().context(step);
+    std::string dir = parent_dir_ + "/" + name;
+    if (!*made) {
+      // Only an empty leftover of the same name is taken over; its limits are reset below.
+      auto inside = read_pids({dir + "/cgroup.procs"});
+      if (!inside || !inside->empty()) return Error{step, EEXIST, dir + " already exists and is in use"};
+      spdlog::debug("cgroup v2: reusing existing empty group {}", dir);
+    }
+    auto group = std::make_unique<CgroupV2Group>(name, dir, parent_dir_, enabled);
+    if (Status s = group->write_limits(limits); !s) {
+      (void)group->destroy();
+      return s.error().context(step);
+    }
+    if (Status s = group->open_attach_fd(); !s) {
+      (void)group->destroy();
+      return s.error().context(step);
+    }
+    spdlog::debug("cgroup v2: created {} (memory={} cpus={} pids={})", dir, limits.memory_bytes, limits.cpus,
+                  limits.pids);
+    return std::unique_ptr<CgroupGroup>(std::move(group));
+  }
+
+  Result<std::vector<std::string>> list() const override {
+    auto sub = list_subdirs(parent_dir_);
+    if (!sub) return sub.error().context("cgroup v2 list");
+    std::erase(sub.value(), kSupervisorLeaf);
+    return sub;
+  }
+
+  Status remove_stale(const std::string& name) override {
+    STOKE_TRY(check_name("group name", name));
+    if (name == kSupervisorLeaf)
+      return plain_error("cgroup v2 remove_stale", "'supervisor' holds the agent itself");
+    CgroupV2Group group(name, parent_dir_ + "/" + name, parent_dir_, {});
+    if (Status s = group.kill_all(); !s) return s.error().context("cgroup v2 remove_stale " + name);
+    if (Status s = group.destroy(); !s) return s.error().context("cgroup v2 remove_stale " + name);
+    spdlog::debug("cgroup v2: removed stale group {}", name);
+    return {};
+  }
+
+  std::vector<std::string> parent_dirs() const override { return {parent_dir_}; }
+
+ private:
+  // "+a +b" into dir/cgroup.subtree_control for those of `controllers` not yet on.
+  static Status enable_controllers(const std::string& dir, const std::set<std::string>& controllers) {
+    if (controllers.empty()) return {};
+    std::string path = dir + "/cgroup.subtree_control";
+    auto on = read_name_set(path);
+    if (!on) return on.error();
+    std::string req;
+    for (const auto& c : controllers)
+      if (!on->count(c)) req += (req.empty() ? "+" : " +") + c;
+    if (req.empty()) return {};
+    return write_file(path, req);
+  }
+
+  // mkdir <parent_name> and enable the controllers on the way down to it. Another
+  // owner's destroy() may remove the (empty) parent at any moment: start over then.
+  Status prepare_parent(const std::set<std::string>& controllers) {
+    for (int attempt = 0;; ++attempt) {
+      Status s = prepare_parent_once(controllers);
+      if (s.ok() || s.error().err != ENOENT || attempt >= 3) return s;
+    }
+  }
+
+  Status prepare_parent_once(const std::set<std::string>& controllers) {
+    if (::mkdir(parent_dir_.c_str(), 0755) != 0 && errno != EEXIST) return sys_error("mkdir " + parent_dir_);
+    Status s = enable_controllers(self_dir_, controllers);
+    if (!s && s.error().err == EBUSY && move_self_to_leaf_) {
+      STOKE_TRY(move_self_to_leaf());
+      s = enable_controllers(self_dir_, controllers);
+    }
+    if (!s && s.error().err == EBUSY) {
+      std::string why =
+          "this process's cgroup has processes in it, so it cannot enable controllers for children "
+          "(no-internal-processes rule)";
+      why += move_self_to_leaf_
+                 ? "; others remain after this process moved to " + parent_dir_ + "/" + kSupervisorLeaf
+                 : "; set v2_move_self_to_leaf to move this process out of the way";
+      return Error{s.error().step, EBUSY, why};
+    }
+    if (!s) return s;
+    return enable_controllers(parent_dir_, controllers);
+  }
+
+  // Move this whole process (all threads: its pid to cgroup.procs) into the leaf.
+  Status move_self_to_leaf() {
+    std::string leaf = parent_dir_ + "/" + kSupervisorLeaf;
+    if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) return sys_error("mkdir " + leaf);
+    STOKE_TRY(write_file(leaf + "/cgroup.procs", std::to_string(::getpid())));
+    spdlog::debug("cgroup v2: moved this process into {} (no-internal-processes rule)", leaf);
+    return {};
+  }
+
+  std::string self_dir_;
+  std::string parent_dir_;
+  bool move_self_to_leaf_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<CgroupBackend>> open_cgroup_v2(const CgroupOptions& options) {
+  STOKE_TRY(check_name("parent_name", options.parent_name));
+  std::string self = options.v2_self_dir;
+  if (self.empty()) {
+    auto detected = detect_self_dirs();
+    if (!detected) return detected.error().context("cgroup v2");
+    auto it = detected->find("");
+    if (it == detected->end())
+      return plain_error("cgroup v2: cannot find this process's cgroup2 group",
+                         "no cgroup2 mount in /proc/self/mountinfo or no '0::' line in /proc/self/cgroup");
+    self = it->second;
+    // After an earlier move into <parent_name>/supervisor, our own group is that
+    // leaf; stoke's groups still belong beside it, not beneath it.
+    std::string suffix = "/" + options.parent_name + "/" + kSupervisorLeaf;
+    if (self.size() > suffix.size() && self.compare(self.size() - suffix.size(), suffix.size(), suffix) == 0)
+      self.resize(self.size() - suffix.size());
+  }
+  while (self.size() > 1 && self.back() == '/') self.pop_back();
+  if (!file_exists(self + "/cgroup.controllers"))
+    return sys_error("cgroup v2: " + self + " is not a cgroup2 group (no cgroup.controllers)", ENOENT);
+  spdlog::debug("cgroup v2: stoke's groups go under {}/{}", self, options.parent_name);
+  return std::unique_ptr<CgroupBackend>(new CgroupV2Backend(std::move(self), options));
+}
+
+}  // namespace stoke
