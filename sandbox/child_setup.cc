@@ -1,0 +1,274 @@
+#include "sandbox/child_setup.h"
+
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/close_range.h>
+#include <linux/securebits.h>
+#include <linux/seccomp.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+
+#include "sandbox/base/raw_syscall.h"
+
+// glibc 2.36's <sys/mount.h> lacks mount_setattr's struct; <linux/mount.h> has
+// it but clashes with glibc's header, so declare the one struct we need.
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+
+namespace stoke {
+namespace {
+
+struct MountAttr {
+  uint64_t attr_set;
+  uint64_t attr_clr;
+  uint64_t propagation;
+  uint64_t userns_fd;
+};
+
+// The kernel's struct sigaction (not glibc's): handler, flags, restorer, mask.
+struct KernelSigaction {
+  unsigned long handler;
+  unsigned long flags;
+  unsigned long restorer;
+  unsigned long mask;
+};
+
+[[noreturn]] void fail(const ChildPlan* plan, int32_t step, int32_t index, long ret) {
+  ChildError e{kChildErrorMagic, step, index, static_cast<int32_t>(-ret)};
+  raw::call(SYS_write, plan->error_fd, &e, sizeof e);
+  for (;;) raw::call(SYS_exit_group, 127);
+}
+
+inline void check(const ChildPlan* plan, int32_t step, long ret, int32_t index = -1) {
+  if (ret < 0) fail(plan, step, index, ret);
+}
+
+void run_mount_op(const ChildPlan* plan, const MountOp& op, int32_t index) {
+  long r = 0;
+  switch (op.kind) {
+    case MountOp::kMountTmpfs:
+      r = raw::call(SYS_mount, "tmpfs", op.target, "tmpfs", op.flags, op.data);
+      break;
+    case MountOp::kMountProc:
+      r = raw::call(SYS_mount, "proc", op.target, "proc", op.flags, op.data);
+      break;
+    case MountOp::kBind:
+      r = raw::call(SYS_move_mount, plan->bind_fds[op.slot], "", AT_FDCWD, op.target,
+                    MOVE_MOUNT_F_EMPTY_PATH);
+      if (r == 0) raw::call(SYS_close, plan->bind_fds[op.slot]);
+      break;
+    case MountOp::kMakeReadOnly: {
+      MountAttr attr{MOUNT_ATTR_RDONLY, 0, 0, 0};
+      r = raw::call(SYS_mount_setattr, AT_FDCWD, op.target, op.flags ? AT_RECURSIVE : 0, &attr,
+                    sizeof attr);
+      break;
+    }
+    case MountOp::kMkdir:
+      r = raw::call(SYS_mkdirat, AT_FDCWD, op.target, op.mode);
+      if (r == -EEXIST) r = 0;
+      break;
+    case MountOp::kTouch:
+      r = raw::call(SYS_openat, AT_FDCWD, op.target, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, op.mode);
+      if (r >= 0) r = raw::call(SYS_close, r);
+      break;
+    case MountOp::kSymlink:
+      r = raw::call(SYS_symlinkat, op.source, AT_FDCWD, op.target);
+      break;
+    case MountOp::kWriteFile: {
+      r = raw::call(SYS_openat, AT_FDCWD, op.target, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, op.mode);
+      if (r < 0) break;
+      long fd = r;
+      size_t off = 0;
+      while (off < op.data_len) {
+        r = raw::call(SYS_write, fd, op.data + off, op.data_len - off);
+        if (r < 0) break;
+        off += static_cast<size_t>(r);
+      }
+      raw::call(SYS_close, fd);
+      if (r > 0) r = 0;
+      break;
+    }
+  }
+  check(plan, kStepMount, r, index);
+}
+
+void bring_up_loopback(const ChildPlan* plan) {
+  long s = raw::call(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  check(plan, kStepLoopbackUp, s);
+  struct ifreq ifr = {};
+  ifr.ifr_name[0] = 'l';
+  ifr.ifr_name[1] = 'o';
+  check(plan, kStepLoopbackUp, raw::call(SYS_ioctl, s, SIOCGIFFLAGS, &ifr));
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+  check(plan, kStepLoopbackUp, raw::call(SYS_ioctl, s, SIOCSIFFLAGS, &ifr));
+  raw::call(SYS_close, s);
+}
+
+void drop_capabilities(const ChildPlan* plan) {
+  for (int cap = 0; cap <= plan->last_cap; ++cap)
+    check(plan, kStepDropCapabilities, raw::call(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0));
+  check(plan, kStepDropCapabilities,
+        raw::call(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0));
+  // Root inside the sandbox must not regain capabilities through execve or
+  // uid changes; lock that in before the capability sets go to zero.
+  unsigned long bits = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+                       SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
+                       SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+  check(plan, kStepDropCapabilities, raw::call(SYS_prctl, PR_SET_SECUREBITS, bits, 0, 0, 0));
+  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2] = {};
+  check(plan, kStepDropCapabilities, raw::call(SYS_capset, &header, data));
+}
+
+void place_fds(const ChildPlan* plan) {
+  // Stage every source above the scratch base first, so a mapping like 4->3
+  // plus 3->4 cannot clobber a source before it is used.
+  int staged[16];
+  for (size_t i = 0; i < plan->fd_count && i < 16; ++i) {
+    long r = raw::call(SYS_fcntl, plan->fds[i].source, F_DUPFD_CLOEXEC, plan->fd_scratch_base);
+    check(plan, kStepFds, r, static_cast<int32_t>(i));
+    staged[i] = static_cast<int>(r);
+  }
+  // Everything the parent had open is closed at execve...
+  check(plan, kStepFds, raw::call(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC));
+  // ...except exactly the mapped fds (dup3 without O_CLOEXEC).
+  for (size_t i = 0; i < plan->fd_count && i < 16; ++i)
+    check(plan, kStepFds, raw::call(SYS_dup3, staged[i], plan->fds[i].target, 0),
+          static_cast<int32_t>(i));
+}
+
+void reset_signals(const ChildPlan* plan) {
+  KernelSigaction dfl = {};  // SIG_DFL, no flags, empty mask
+  for (int sig = 1; sig <= 64; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    long r = raw::call(SYS_rt_sigaction, sig, &dfl, 0L, 8);
+    if (r < 0 && r != -EINVAL) check(plan, kStepResetSignals, r, sig);
+  }
+}
+
+}  // namespace
+
+const char* child_step_name(int32_t step) {
+  switch (static_cast<ChildStep>(step)) {
+    case kStepWaitForParent: return "wait for parent";
+    case kStepJoinCgroup: return "join cgroup";
+    case kStepCgroupNamespace: return "new cgroup namespace";
+    case kStepCloneBindSource: return "clone bind source";
+    case kStepBecomeRoot: return "become root in user namespace";
+    case kStepLoopbackUp: return "bring up loopback";
+    case kStepPrivateMounts: return "make mounts private";
+    case kStepMount: return "mount";
+    case kStepPivotRoot: return "pivot_root";
+    case kStepHostname: return "set hostname";
+    case kStepWorkdir: return "change to workdir";
+    case kStepRlimits: return "set rlimits";
+    case kStepDropCapabilities: return "drop capabilities";
+    case kStepParentDeathSignal: return "set parent-death signal";
+    case kStepNoNewPrivs: return "set no_new_privs";
+    case kStepResetSignals: return "reset signals";
+    case kStepFds: return "place file descriptors";
+    case kStepSeccomp: return "load seccomp filter";
+    case kStepExec: return "exec";
+    case kStepCount: break;
+  }
+  return "unknown step";
+}
+
+int sandbox_child_main(void* arg) {
+  const ChildPlan* plan = static_cast<const ChildPlan*>(arg);
+
+  // 1. Wait until the parent has written our uid/gid maps.
+  char go = 0;
+  long r = raw::call(SYS_read, plan->sync_fd, &go, 1);
+  if (r != 1) fail(plan, kStepWaitForParent, -1, r < 0 ? r : -EPIPE);
+
+  // 2. Join our cgroups by writing "0" while still host root: no lock stall.
+  for (size_t i = 0; i < plan->cgroup_fd_count; ++i)
+    check(plan, kStepJoinCgroup, raw::call(SYS_write, plan->cgroup_fds[i], "0", 1),
+          static_cast<int32_t>(i));
+
+  // 3. The cgroup namespace is rooted at the group we just joined.
+  check(plan, kStepCgroupNamespace, raw::call(SYS_unshare, CLONE_NEWCGROUP));
+
+  // 4. Clone bind sources while still host uid 0: a root-owned 0700 directory
+  //    is walkable by its owner, and the clones belong to our mount namespace.
+  for (size_t i = 0; i < plan->bind_count; ++i) {
+    r = raw::call(SYS_open_tree, AT_FDCWD, plan->bind_sources[i],
+                  OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    check(plan, kStepCloneBindSource, r, static_cast<int32_t>(i));
+    plan->bind_fds[i] = static_cast<int>(r);
+  }
+
+  // 5. uid/gid 0 inside = the unprivileged host id; no supplementary groups
+  //    (root's host groups would otherwise still grant file access).
+  check(plan, kStepBecomeRoot, raw::call(SYS_setgroups, 0, 0L));
+  check(plan, kStepBecomeRoot, raw::call(SYS_setresgid, 0, 0, 0));
+  check(plan, kStepBecomeRoot, raw::call(SYS_setresuid, 0, 0, 0));
+  raw::call(SYS_umask, 0);  // modes in the plan are exact
+
+  if (plan->bring_up_loopback) bring_up_loopback(plan);
+
+  // 6. Filesystem: nothing we mount may propagate anywhere, then the plan.
+  check(plan, kStepPrivateMounts, raw::call(SYS_mount, 0L, "/", 0L, MS_REC | MS_PRIVATE, 0L));
+  for (size_t i = 0; i < plan->mount_count; ++i)
+    run_mount_op(plan, plan->mounts[i], static_cast<int32_t>(i));
+
+  // 7. Switch root and detach the old one entirely.
+  check(plan, kStepPivotRoot, raw::call(SYS_chdir, plan->new_root));
+  check(plan, kStepPivotRoot, raw::call(SYS_pivot_root, ".", "."));
+  check(plan, kStepPivotRoot, raw::call(SYS_umount2, ".", MNT_DETACH));
+  check(plan, kStepPivotRoot, raw::call(SYS_chdir, "/"));
+
+  check(plan, kStepHostname, raw::call(SYS_sethostname, plan->hostname, plan->hostname_len));
+  check(plan, kStepWorkdir, raw::call(SYS_chdir, plan->workdir));
+  for (size_t i = 0; i < plan->rlimit_count; ++i)
+    check(plan, kStepRlimits,
+          raw::call(SYS_prlimit64, 0, plan->rlimits[i].resource, &plan->rlimits[i].value, 0L),
+          static_cast<int32_t>(i));
+
+  // 8. Privileges: no capabilities in any set, no way back, seccomp last.
+  drop_capabilities(plan);
+  // Only now: a change of euid (becoming root in the user namespace) clears
+  // the parent-death signal. The parent is alive (it waits for our exec).
+  if (plan->parent_death_kill)
+    check(plan, kStepParentDeathSignal, raw::call(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+  check(plan, kStepNoNewPrivs, raw::call(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+  reset_signals(plan);
+  place_fds(plan);
+  raw::call(SYS_umask, 022);
+  if (plan->seccomp != nullptr)
+    check(plan, kStepSeccomp, raw::call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, plan->seccomp));
+
+  // 9. Unblock signals (the parent blocked them around clone) and exec.
+  unsigned long empty_mask = 0;
+  raw::call(SYS_rt_sigprocmask, SIG_SETMASK, &empty_mask, 0L, 8);
+  long first_error = -ENOENT;
+  for (size_t i = 0; i < plan->exec_candidate_count; ++i) {
+    r = raw::call(SYS_execve, plan->exec_candidates[i], plan->argv, plan->envp);
+    // Keep searching PATH past "not here"; remember "here but not executable".
+    if (r == -EACCES) first_error = r;
+    if (r != -ENOENT && r != -ENOTDIR && r != -EACCES) {
+      first_error = r;
+      break;
+    }
+  }
+  fail(plan, kStepExec, 0, first_error);
+}
+
+}  // namespace stoke

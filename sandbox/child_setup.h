@@ -1,0 +1,105 @@
+// The sandbox child: everything that runs between clone() and execve().
+//
+// Parent/child handshake (the only one; keep this diagram true):
+//
+//   parent (spawner thread)                      child (clone(CLONE_VM|NEW*))
+//   ───────────────────────                      ───────────────────────────
+//   build ChildPlan, cgroup, pipes
+//   clone ─────────────────────────────────────▶ read(sync_fd)  [blocks]
+//   write /proc/PID/{uid,gid}_map
+//   write(sync_fd, 1 byte) ───────────────────▶ run the steps of kSteps in order
+//   read(error_fd) [blocks]                      ├─ a step fails: write ChildError,
+//     ◀──────────── ChildError (16 bytes) ───────┤   exit_group(127)
+//     ◀──────────── EOF (execve closed the ──────┘─ execve succeeds
+//                   CLOEXEC pipe)
+//
+// The child shares the parent's memory (CLONE_VM, so a 500 MB agent does not
+// pay a page-table copy) and so may use nothing but raw system calls on data
+// the plan already holds: no malloc, no errno, no locks, no C++ exceptions.
+#pragma once
+
+#include <linux/filter.h>
+#include <sys/resource.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "sandbox/mount_plan.h"
+
+namespace stoke {
+
+// Steps in the order the child runs them; the names appear in error messages.
+enum ChildStep : int32_t {
+  kStepWaitForParent,
+  kStepJoinCgroup,
+  kStepCgroupNamespace,
+  kStepCloneBindSource,  // index = bind slot
+  kStepBecomeRoot,
+  kStepLoopbackUp,
+  kStepPrivateMounts,
+  kStepMount,  // index = MountOp
+  kStepPivotRoot,
+  kStepHostname,
+  kStepWorkdir,
+  kStepRlimits,
+  kStepDropCapabilities,
+  kStepParentDeathSignal,
+  kStepNoNewPrivs,
+  kStepResetSignals,
+  kStepFds,
+  kStepSeccomp,
+  kStepExec,
+  kStepCount,
+};
+const char* child_step_name(int32_t step);
+
+// Fixed-size record the child writes on failure.
+struct ChildError {
+  uint32_t magic;  // kChildErrorMagic
+  int32_t step;    // ChildStep
+  int32_t index;   // mount op index, fd index, ... (-1 if none)
+  int32_t err;     // errno
+};
+inline constexpr uint32_t kChildErrorMagic = 0x53544b45;  // "STKE"
+
+struct ChildRlimit {
+  int resource;
+  struct rlimit64 value;
+};
+
+// Everything the child needs, prepared by the parent. Plain pointers into
+// storage the parent keeps alive until the child has exec'd or died.
+struct ChildPlan {
+  int sync_fd = -1;   // read end; the parent writes one byte after the id maps
+  int error_fd = -1;  // write end, O_CLOEXEC
+  const int* cgroup_fds = nullptr;
+  size_t cgroup_fd_count = 0;
+  bool bring_up_loopback = true;  // the child owns a fresh network namespace
+  const char* const* bind_sources = nullptr;  // phase one: open_tree() each...
+  int* bind_fds = nullptr;                     // ...into these slots
+  size_t bind_count = 0;
+  const MountOp* mounts = nullptr;
+  size_t mount_count = 0;
+  const char* new_root = nullptr;
+  const char* hostname = nullptr;
+  size_t hostname_len = 0;
+  const char* workdir = "/";
+  const ChildRlimit* rlimits = nullptr;
+  size_t rlimit_count = 0;
+  int last_cap = 40;
+  const sock_fprog* seccomp = nullptr;
+  const FdMapping* fds = nullptr;
+  size_t fd_count = 0;
+  int fd_scratch_base = 1000;  // fds are staged above this before being placed
+  bool parent_death_kill = true;
+  // execve: try each candidate path in turn (PATH search done by the parent).
+  const char* const* exec_candidates = nullptr;
+  size_t exec_candidate_count = 0;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+};
+
+// clone() entry point; `arg` is a ChildPlan*. Never returns.
+int sandbox_child_main(void* arg);
+
+}  // namespace stoke

@@ -1,0 +1,154 @@
+#include "sandbox/seccomp_profile.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <sys/mman.h>
+#include <sys/personality.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+#include <mutex>
+
+#include "sandbox/base/unique_fd.h"
+
+namespace stoke {
+namespace {
+
+// What ordinary programs (CPython, Node.js, shells, coreutils, compiled
+// functions) need. Anything not listed fails with EPERM. Names libseccomp does
+// not know on this architecture are skipped.
+constexpr const char* kAllowed[] = {
+    "accept", "accept4", "access", "alarm", "arch_prctl", "bind", "brk", "capget",
+    "clock_getres", "clock_gettime", "clock_nanosleep", "close", "close_range", "connect",
+    "copy_file_range", "creat", "dup", "dup2", "dup3", "epoll_create", "epoll_create1",
+    "epoll_ctl", "epoll_pwait", "epoll_pwait2", "epoll_wait", "eventfd", "eventfd2", "execve",
+    "execveat", "exit", "exit_group", "faccessat", "faccessat2", "fadvise64", "fallocate",
+    "fchdir", "fchmod", "fchmodat", "fchown", "fchownat", "fcntl", "fdatasync", "fgetxattr",
+    "flistxattr", "flock", "fork", "fstat", "fstatfs", "fsync", "ftruncate", "futex",
+    "futex_waitv", "getcpu", "getcwd", "getdents", "getdents64", "getegid", "geteuid",
+    "getgid", "getgroups", "getitimer", "getpeername", "getpgid", "getpgrp", "getpid",
+    "getppid", "getpriority", "getrandom", "getresgid", "getresuid", "getrlimit",
+    "get_robust_list", "getrusage", "getsid", "getsockname", "getsockopt", "gettid",
+    "gettimeofday", "getuid", "getxattr", "inotify_add_watch", "inotify_init",
+    "inotify_init1", "inotify_rm_watch", "ioctl", "kill", "lchown", "lgetxattr", "link",
+    "linkat", "listen", "listxattr", "llistxattr", "lseek", "lstat", "madvise",
+    "membarrier", "memfd_create", "mincore", "mkdir", "mkdirat", "mlock", "mlock2",
+    "mlockall", "mmap", "mprotect", "mremap", "msgctl", "msgget", "msgrcv", "msgsnd",
+    "msync", "munlock", "munlockall", "munmap", "name_to_handle_at", "nanosleep",
+    "newfstatat", "open", "openat", "openat2", "pause", "pidfd_getfd", "pidfd_open",
+    "pidfd_send_signal", "pipe", "pipe2", "poll", "ppoll", "prctl", "pread64", "preadv",
+    "preadv2", "prlimit64", "pselect6", "pwrite64", "pwritev", "pwritev2", "read",
+    "readahead", "readlink", "readlinkat", "readv", "recvfrom", "recvmmsg", "recvmsg",
+    "rename", "renameat", "renameat2", "restart_syscall", "rmdir", "rseq",
+    "rt_sigaction", "rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo", "rt_sigreturn",
+    "rt_sigsuspend", "rt_sigtimedwait", "rt_tgsigqueueinfo", "sched_getaffinity",
+    "sched_getattr", "sched_getparam", "sched_get_priority_max", "sched_get_priority_min",
+    "sched_getscheduler", "sched_rr_get_interval", "sched_setaffinity", "sched_setattr",
+    "sched_setparam", "sched_setscheduler", "sched_yield", "select", "semctl", "semget",
+    "semop", "semtimedop", "sendfile", "sendmmsg", "sendmsg", "sendto", "setfsgid",
+    "setfsuid", "setgid", "setgroups", "setitimer", "setpgid", "setpriority", "setregid",
+    "setresgid", "setresuid", "setreuid", "setrlimit", "set_robust_list", "setsid",
+    "setsockopt", "set_tid_address", "setuid", "shmat", "shmctl", "shmdt", "shmget",
+    "shutdown", "sigaltstack", "signalfd", "signalfd4", "socket", "socketpair", "splice",
+    "stat", "statfs", "statx", "symlink", "symlinkat", "sync", "sync_file_range", "syncfs",
+    "sysinfo", "tee", "tgkill", "time", "timer_create", "timer_delete", "timer_getoverrun",
+    "timer_gettime", "timer_settime", "timerfd_create", "timerfd_gettime", "timerfd_settime",
+    "times", "tkill", "truncate", "umask", "uname", "unlink", "unlinkat", "utime",
+    "utimensat", "utimes", "vfork", "vmsplice", "wait4", "waitid", "write", "writev",
+    "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self",
+};
+
+// Listed explicitly so a future widening of the allow-list cannot let them in.
+const std::vector<std::string> kAlwaysDenied = {
+    "mount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen", "fsmount",
+    "fsconfig", "fspick", "mount_setattr", "unshare", "setns", "bpf", "perf_event_open",
+    "keyctl", "add_key", "request_key", "ptrace", "process_vm_readv", "process_vm_writev",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
+    "swapon", "swapoff", "open_by_handle_at", "userfaultfd", "io_uring_setup",
+    "io_uring_enter", "io_uring_register", "clock_settime", "clock_adjtime", "settimeofday",
+    "adjtimex", "chroot", "acct", "quotactl", "lookup_dcookie", "vhangup", "iopl", "ioperm",
+    "syslog", "sethostname", "setdomainname", "mknod", "mknodat", "nfsservctl",
+    "fanotify_init",
+};
+
+constexpr uint64_t kNamespaceFlags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
+                                     CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP | CLONE_NEWTIME;
+
+struct CtxDeleter {
+  void operator()(scmp_filter_ctx c) const { seccomp_release(c); }
+};
+
+Result<SeccompProgram> compile_default() {
+  std::unique_ptr<void, CtxDeleter> ctx(seccomp_init(SCMP_ACT_ERRNO(EPERM)));
+  if (!ctx) return plain_error("seccomp_init", "libseccomp could not allocate a filter");
+  // A binary tree of syscall numbers instead of a linear chain.
+  seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_OPTIMIZE, 2);
+  // The filter is loaded after no_new_privs by the sandbox itself.
+  seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_NNP, 0);
+
+  auto rule = [&](uint32_t action, const char* name, unsigned n = 0,
+                  const scmp_arg_cmp* cmps = nullptr) -> Status {
+    int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR) return {};  // not on this architecture
+    int rc = seccomp_rule_add_array(ctx.get(), action, nr, n, cmps);
+    if (rc < 0) return sys_error(std::string("seccomp rule for ") + name, -rc);
+    return {};
+  };
+
+  for (const char* name : kAllowed) STOKE_TRY(rule(SCMP_ACT_ALLOW, name));
+
+  // clone: allowed only without namespace flags (fork/threads are fine).
+  scmp_arg_cmp no_ns = SCMP_A0(SCMP_CMP_MASKED_EQ, kNamespaceFlags, 0);
+  STOKE_TRY(rule(SCMP_ACT_ALLOW, "clone", 1, &no_ns));
+  // clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc
+  // fall back to clone, whose flags we can check.
+  STOKE_TRY(rule(SCMP_ACT_ERRNO(ENOSYS), "clone3"));
+  // personality: only the default domain and the query value (0xffffffff).
+  for (uint64_t p : {uint64_t{PER_LINUX}, uint64_t{0xffffffff}}) {
+    scmp_arg_cmp eq = SCMP_A0(SCMP_CMP_EQ, p);
+    STOKE_TRY(rule(SCMP_ACT_ALLOW, "personality", 1, &eq));
+  }
+  // mknod: FIFOs and sockets only (mkfifo is mknod); device nodes never.
+  for (uint64_t type : {uint64_t{S_IFIFO}, uint64_t{S_IFSOCK}}) {
+    scmp_arg_cmp a1 = SCMP_A1(SCMP_CMP_MASKED_EQ, S_IFMT, type);
+    STOKE_TRY(rule(SCMP_ACT_ALLOW, "mknod", 1, &a1));
+    scmp_arg_cmp a2 = SCMP_A2(SCMP_CMP_MASKED_EQ, S_IFMT, type);
+    STOKE_TRY(rule(SCMP_ACT_ALLOW, "mknodat", 1, &a2));
+  }
+  // The always-denied set falls to the EPERM default (libseccomp refuses rules
+  // whose action equals the default). Guard against a careless widening of
+  // kAllowed letting one of them in.
+  for (const char* name : kAllowed)
+    for (const auto& denied : kAlwaysDenied)
+      if (denied == name) return plain_error("seccomp profile", std::string(name) + " is both allowed and always denied");
+
+  // Export the BPF through a memfd (libseccomp 2.5 only exports to an fd).
+  unique_fd mem(memfd_create("stoke-seccomp", MFD_CLOEXEC));
+  if (!mem) return sys_error("memfd_create for seccomp export");
+  int rc = seccomp_export_bpf(ctx.get(), mem.get());
+  if (rc < 0) return sys_error("seccomp_export_bpf", -rc);
+  off_t size = lseek(mem.get(), 0, SEEK_END);
+  if (size <= 0 || size % sizeof(sock_filter) != 0)
+    return plain_error("seccomp export", "unexpected BPF size " + std::to_string(size));
+  SeccompProgram prog;
+  prog.instructions.resize(static_cast<size_t>(size) / sizeof(sock_filter));
+  if (pread(mem.get(), prog.instructions.data(), static_cast<size_t>(size), 0) != size)
+    return sys_error("read back seccomp BPF");
+  return prog;
+}
+
+}  // namespace
+
+Result<const SeccompProgram*> default_seccomp_program() {
+  static std::once_flag once;
+  static Result<SeccompProgram>* cached = nullptr;
+  std::call_once(once, [] { cached = new Result<SeccompProgram>(compile_default()); });
+  if (!cached->ok()) return cached->error();
+  return &cached->value();
+}
+
+const std::vector<std::string>& always_denied_syscalls() { return kAlwaysDenied; }
+
+}  // namespace stoke

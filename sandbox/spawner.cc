@@ -1,0 +1,309 @@
+#include "sandbox/spawner.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "sandbox/base/file_util.h"
+#include "sandbox/capabilities.h"
+#include "sandbox/child_setup.h"
+#include "sandbox/mount_plan.h"
+#include "sandbox/seccomp_profile.h"
+
+namespace stoke {
+namespace {
+
+constexpr size_t kChildStackSize = 256 * 1024;
+
+constexpr int kCloneFlags = CLONE_VM | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
+                            CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD | SIGCHLD;
+
+std::vector<std::string> exec_candidates(const SandboxSpec& spec) {
+  const std::string& prog = spec.argv[0];
+  if (prog.find('/') != std::string::npos) return {prog};
+  std::string path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
+  for (const auto& kv : spec.env)
+    if (kv.rfind("PATH=", 0) == 0) path = kv.substr(5);
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find(':', start);
+    if (end == std::string::npos) end = path.size();
+    std::string dir = path.substr(start, end - start);
+    if (dir.empty()) dir = ".";
+    out.push_back(dir + "/" + prog);
+    start = end + 1;
+  }
+  return out;
+}
+
+// Rlimits the child applies, clamped to what this process may grant.
+std::vector<ChildRlimit> rlimits_for(const Rlimits& r) {
+  std::vector<ChildRlimit> out;
+  auto add = [&](int resource, uint64_t value) {
+    struct rlimit64 current;
+    if (getrlimit64(resource, &current) != 0) return;
+    if (current.rlim_max != RLIM64_INFINITY && value > current.rlim_max) value = current.rlim_max;
+    out.push_back({resource, {value, value}});
+  };
+  add(RLIMIT_NOFILE, r.nofile);
+  add(RLIMIT_CORE, r.core);
+  add(RLIMIT_FSIZE, r.fsize);
+  add(RLIMIT_STACK, r.stack);
+  return out;
+}
+
+Status write_id_maps(pid_t pid, const SandboxSpec& spec) {
+  std::string base = "/proc/" + std::to_string(pid);
+  STOKE_TRY(write_file(base + "/uid_map", single_id_map(spec.host_uid)));
+  STOKE_TRY(write_file(base + "/gid_map", single_id_map(spec.host_gid)));
+  return {};
+}
+
+// Reap a child that failed during setup (it exits right after reporting).
+void reap(int pidfd) {
+  siginfo_t info;
+  while (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED) != 0 &&
+         errno == EINTR) {
+  }
+}
+
+}  // namespace
+
+// ---- Sandbox -------------------------------------------------------------
+
+Sandbox::~Sandbox() {
+  if (!reaped_) {
+    (void)kill();
+    (void)wait();
+  }
+}
+
+Status Sandbox::kill() {
+  if (reaped_) return {};
+  if (syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0) != 0 && errno != ESRCH)
+    return sys_error("kill sandbox " + id_);
+  return {};
+}
+
+Result<ExitStatus> Sandbox::wait(std::optional<std::chrono::steady_clock::time_point> deadline) {
+  if (status_) return *status_;
+  ExitStatus st;
+  for (;;) {
+    int timeout_ms = -1;
+    if (deadline) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
+      timeout_ms = left.count() < 0 ? 0 : static_cast<int>(std::min<int64_t>(left.count() + 1, 1 << 30));
+    }
+    pollfd p{pidfd_.get(), POLLIN, 0};
+    int n = ::poll(&p, 1, timeout_ms);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sys_error("poll sandbox " + id_);
+    if (n > 0) break;
+    // Deadline passed: pid 1 dies, and with it the whole pid namespace.
+    st.timed_out = true;
+    STOKE_TRY(kill());
+    deadline.reset();
+  }
+  siginfo_t info{};
+  for (;;) {
+    if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &info, WEXITED) == 0) break;
+    if (errno != EINTR) return sys_error("wait for sandbox " + id_);
+  }
+  reaped_ = true;
+  st.wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
+  if (info.si_code == CLD_EXITED) {
+    st.exit_code = info.si_status;
+  } else {
+    st.signal = info.si_status;
+  }
+  auto usage = group_->usage();
+  if (usage.ok()) {
+    st.usage = usage.value();
+    st.oom = st.usage.oom_kills > 0;
+  } else {
+    spdlog::warn("sandbox {}: reading usage failed: {}", id_, usage.error().message());
+  }
+  status_ = st;
+  STOKE_TRY(teardown());
+  return st;
+}
+
+Status Sandbox::teardown() {
+  // pid 1 is gone, so the kernel has killed its namespace; anything left in the
+  // cgroup (a process that escaped the pid namespace cannot exist, but be sure)
+  // is killed before the group is removed.
+  Status killed = group_->kill_all();
+  Status removed = group_->destroy();
+  pidfd_.reset();
+  if (!killed.ok()) return killed.error().context("teardown of sandbox " + id_);
+  if (!removed.ok()) return removed.error().context("teardown of sandbox " + id_);
+  return {};
+}
+
+// ---- Spawner -------------------------------------------------------------
+
+Result<std::unique_ptr<Spawner>> Spawner::create(const SpawnerOptions& options) {
+  std::unique_ptr<Spawner> s(new Spawner());
+  s->options_ = options;
+  auto cg = open_cgroup_backend(options.cgroup);
+  if (!cg.ok()) return cg.error().context("open cgroups");
+  s->cgroups_ = std::move(cg.value());
+  auto seccomp = default_seccomp_program();  // compile once, up front
+  if (!seccomp.ok()) return seccomp.error().context("compile seccomp filter");
+  STOKE_TRY(make_dirs(options.new_root_dir, 0755));
+  s->last_cap_ = last_capability();
+  s->stack_size_ = kChildStackSize;
+  s->stack_ = mmap(nullptr, s->stack_size_, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (s->stack_ == MAP_FAILED) {
+    s->stack_ = nullptr;
+    return sys_error("allocate child stack");
+  }
+  return s;
+}
+
+Spawner::~Spawner() {
+  if (stack_ != nullptr) munmap(stack_, stack_size_);
+}
+
+const std::vector<RootfsEntry>& Spawner::rootfs_for(const std::string& hostname) {
+  if (cached_rootfs_.empty() || cached_hostname_ != hostname) {
+    LeanRootfsOptions o = options_.rootfs;
+    o.hostname = hostname;
+    cached_rootfs_ = host_lean_rootfs(o);
+    cached_hostname_ = hostname;
+  }
+  return cached_rootfs_;
+}
+
+Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
+  STOKE_TRY(validate_spec(spec));
+  std::lock_guard<std::mutex> lock(mu_);
+  auto started = std::chrono::steady_clock::now();
+
+  std::unique_ptr<Sandbox> sb(new Sandbox());
+  sb->id_ = "sb-" + std::to_string(getpid()) + "-" + std::to_string(++counter_);
+  sb->started_ = started;
+
+  auto plan = build_mount_plan(spec, options_.new_root_dir, rootfs_for(spec.hostname));
+  if (!plan.ok()) return plan.error().context("prepare sandbox filesystem");
+  auto seccomp = default_seccomp_program();
+  if (!seccomp.ok()) return seccomp.error();
+  sock_fprog fprog = seccomp.value()->fprog();
+
+  auto group = cgroups_->create(sb->id_, spec.limits);
+  if (!group.ok()) return group.error().context("create cgroup");
+  sb->group_ = std::move(group.value());
+  std::vector<int> cgroup_fds = sb->group_->attach_fds();
+
+  // Everything the child will point at lives in this frame until it has exec'd.
+  std::vector<std::string> candidates = exec_candidates(spec);
+  std::vector<const char*> candidate_ptrs;
+  for (auto& c : candidates) candidate_ptrs.push_back(c.c_str());
+  std::vector<char*> argv, envp;
+  for (auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  std::vector<ChildRlimit> rlimits = rlimits_for(spec.rlimits);
+
+  int sync_pipe[2], error_pipe[2];
+  if (pipe2(sync_pipe, O_CLOEXEC) != 0) return sys_error("create sync pipe");
+  unique_fd sync_read(sync_pipe[0]), sync_write(sync_pipe[1]);
+  if (pipe2(error_pipe, O_CLOEXEC) != 0) return sys_error("create error pipe");
+  unique_fd error_read(error_pipe[0]), error_write(error_pipe[1]);
+
+  int max_source_fd = 0;
+  for (const auto& m : spec.fds) max_source_fd = std::max(max_source_fd, m.source);
+
+  ChildPlan cp;
+  cp.sync_fd = sync_read.get();
+  cp.error_fd = error_write.get();
+  cp.cgroup_fds = cgroup_fds.data();
+  cp.cgroup_fd_count = cgroup_fds.size();
+  cp.bring_up_loopback = true;
+  std::vector<int> bind_fds(plan->bind_sources().size(), -1);
+  cp.bind_sources = plan->bind_sources().data();
+  cp.bind_fds = bind_fds.data();
+  cp.bind_count = bind_fds.size();
+  cp.mounts = plan->ops().data();
+  cp.mount_count = plan->ops().size();
+  cp.new_root = plan->new_root().c_str();
+  cp.hostname = spec.hostname.c_str();
+  cp.hostname_len = spec.hostname.size();
+  cp.workdir = spec.workdir.c_str();
+  cp.rlimits = rlimits.data();
+  cp.rlimit_count = rlimits.size();
+  cp.last_cap = last_cap_;
+  cp.seccomp = &fprog;
+  cp.fds = spec.fds.data();
+  cp.fd_count = spec.fds.size();
+  cp.fd_scratch_base = std::max(1000, max_source_fd + 1);
+  cp.parent_death_kill = spec.kill_with_parent;
+  cp.exec_candidates = candidate_ptrs.data();
+  cp.exec_candidate_count = candidate_ptrs.size();
+  cp.argv = argv.data();
+  cp.envp = envp.data();
+
+  // No signal handler of ours may run on the child's stack before execve.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int pidfd = -1;
+  pid_t pid = clone(sandbox_child_main, static_cast<char*>(stack_) + stack_size_, kCloneFlags, &cp, &pidfd);
+  int clone_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (pid < 0) {
+    (void)sb->group_->destroy();
+    sb->reaped_ = true;
+    return sys_error("clone sandbox (user, pid, mount, net, ipc, uts namespaces)", clone_errno);
+  }
+  sb->pid_ = pid;
+  sb->pidfd_.reset(pidfd);
+  sync_read.reset();
+  error_write.reset();
+
+  auto fail_spawn = [&](Error e) -> Error {
+    (void)sb->kill();
+    reap(sb->pidfd_.get());
+    sb->reaped_ = true;
+    (void)sb->group_->destroy();
+    return e;
+  };
+
+  if (Status maps = write_id_maps(pid, spec); !maps.ok()) return fail_spawn(maps.error().context("map ids"));
+  char go = 1;
+  if (::write(sync_write.get(), &go, 1) != 1) return fail_spawn(sys_error("signal sandbox child"));
+  sync_write.reset();
+
+  ChildError ce{};
+  ssize_t n;
+  do {
+    n = ::read(error_read.get(), &ce, sizeof ce);
+  } while (n < 0 && errno == EINTR);
+  if (n == 0) {
+    spdlog::debug("sandbox {} started: pid {} in {:.3f} ms", sb->id_, pid,
+                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
+    return sb;
+  }
+  if (n != static_cast<ssize_t>(sizeof ce) || ce.magic != kChildErrorMagic)
+    return fail_spawn(plain_error("sandbox setup", "child died without a report"));
+
+  std::string step = child_step_name(ce.step);
+  if (ce.step == kStepMount) step = plan->describe(static_cast<size_t>(ce.index));
+  if (ce.step == kStepExec) step = "exec " + spec.argv[0];
+  if (ce.step == kStepCloneBindSource)
+    step = std::string("clone bind source ") + plan->bind_sources()[static_cast<size_t>(ce.index)];
+  return fail_spawn(Error{"sandbox setup failed at '" + step + "'", ce.err, {}});
+}
+
+}  // namespace stoke

@@ -1,0 +1,64 @@
+// SandboxSpec: the plain, pre-resolved description of one sandbox.
+//
+// Mechanism only: nothing here knows about functions, protobuf or the agent.
+// The CLI and the agent translate their own inputs into this struct; the
+// spawner validates it (validate_spec) before anything touches the kernel.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sandbox/base/result.h"
+#include "sandbox/cgroup.h"
+
+namespace stoke {
+
+struct BindMount {
+  std::string source;  // host path (file or directory)
+  std::string target;  // absolute path inside the sandbox
+  bool writable = false;
+};
+
+// An fd of the caller that the sandboxed process receives as `target`.
+struct FdMapping {
+  int source = -1;
+  int target = -1;
+};
+
+struct Rlimits {
+  uint64_t nofile = 1024;
+  uint64_t core = 0;                   // no core dumps of user code
+  uint64_t fsize = 1ULL << 30;         // 1 GiB per file written
+  uint64_t stack = 8ULL << 20;
+};
+
+struct SandboxSpec {
+  std::vector<std::string> argv;  // argv[0]: absolute path, or a name searched in PATH inside
+  std::vector<std::string> env;   // exactly the environment the process gets (KEY=VALUE)
+  std::string workdir = "/";
+  std::string hostname = "sandbox";
+  std::vector<BindMount> binds;
+  uint64_t tmp_size_bytes = 64ULL << 20;
+  CgroupLimits limits{.memory_bytes = 256ULL << 20, .cpus = 1.0, .pids = 256};
+  Rlimits rlimits;
+  // Host ids the sandbox's root (uid/gid 0 inside) is mapped to.
+  uint32_t host_uid = 0;
+  uint32_t host_gid = 0;
+  // stdio and any extra fds: the sandbox gets exactly these, nothing else.
+  std::vector<FdMapping> fds{{0, 0}, {1, 1}, {2, 2}};
+  // SIGKILL the sandbox when the spawning thread exits.
+  bool kill_with_parent = true;
+};
+
+// Defaults for PATH etc. that a sandbox gets when the caller gives no env.
+std::vector<std::string> default_sandbox_env();
+
+// Checks everything that can be checked without the kernel: argv non-empty,
+// absolute and normalised bind targets not over the system dirs, sane sizes,
+// env entries of the form KEY=VALUE, ids unprivileged, fd targets unique.
+Status validate_spec(const SandboxSpec& spec);
+
+}  // namespace stoke
