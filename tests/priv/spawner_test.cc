@@ -1,0 +1,206 @@
+// The sandbox library used directly, in-process: lifecycle, teardown and
+// errors. (What a sandbox looks like from inside is isolation_test.cc.)
+#include "sandbox/spawner.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "sandbox/base/file_util.h"
+#include "sandbox/id_map.h"
+#include "tests/util/run_util.h"
+
+namespace stoke {
+namespace {
+
+using test::run_command;
+using test::TempDir;
+
+class SpawnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root: creates namespaces and cgroups";
+    SpawnerOptions o;
+    o.cgroup.parent_name = "stoke-spawner-test-" + std::to_string(getpid());
+    auto s = Spawner::create(o);
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    spawner_ = std::move(s.value());
+  }
+
+  SandboxSpec spec(std::vector<std::string> argv) {
+    SandboxSpec s;
+    s.argv = std::move(argv);
+    s.env = default_sandbox_env();
+    s.host_uid = s.host_gid = host_id_for(HostIdRange{}, static_cast<uint64_t>(getpid()));
+    return s;
+  }
+
+  ExitStatus run(const SandboxSpec& s) {
+    auto sb = spawner_->spawn(s);
+    EXPECT_TRUE(sb.ok()) << sb.error().message();
+    if (!sb.ok()) return {};
+    auto st = sb.value()->wait(std::chrono::steady_clock::now() + std::chrono::seconds(30));
+    EXPECT_TRUE(st.ok()) << st.error().message();
+    return st.ok() ? st.value() : ExitStatus{};
+  }
+
+  std::unique_ptr<Spawner> spawner_;
+};
+
+int count_fds() {
+  int n = 0;
+  DIR* d = opendir("/proc/self/fd");
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1;  // the DIR's own fd
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> stoke_cgroups_named(const std::string& name) {
+  std::vector<std::string> found;
+  for (const char* ctrl : {"memory", "cpu", "cpuacct", "pids", "unified"}) {
+    std::string root = std::string("/sys/fs/cgroup/") + ctrl;
+    auto r = run_command({"/usr/bin/find", root, "-maxdepth", "6", "-type", "d", "-name", name});
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty()) found.push_back(line);
+  }
+  return found;
+}
+
+TEST_F(SpawnerTest, ExitCodeAndSignalAreReported) {
+  EXPECT_EQ(run(spec({"/bin/sh", "-c", "exit 3"})).exit_code, 3);
+  // A real fault: pid 1 of a pid namespace ignores signals it sends itself,
+  // but not a forced SIGSEGV.
+  auto killed = run(spec({"/usr/bin/python3", "-c", "import ctypes; ctypes.string_at(0)"}));
+  EXPECT_EQ(killed.signal, SIGSEGV);
+  EXPECT_EQ(killed.shell_code(), 139);
+}
+
+TEST_F(SpawnerTest, ThousandSandboxesLeaveNoCgroupMountZombieOrFd) {
+  const int fds_before = count_fds();
+  const std::string mounts_before = read_all("/proc/self/mountinfo");
+  auto s = spec({"/bin/true"});
+  for (int i = 0; i < 1000; ++i) {
+    auto sb = spawner_->spawn(s);
+    ASSERT_TRUE(sb.ok()) << "spawn " << i << ": " << sb.error().message();
+    auto st = sb.value()->wait();
+    ASSERT_TRUE(st.ok()) << st.error().message();
+    ASSERT_EQ(st->exit_code, 0);
+  }
+  EXPECT_EQ(count_fds(), fds_before);
+  EXPECT_EQ(read_all("/proc/self/mountinfo"), mounts_before);
+  // No child of ours is left unreaped.
+  errno = 0;
+  EXPECT_EQ(waitpid(-1, nullptr, WNOHANG), -1);
+  EXPECT_EQ(errno, ECHILD);
+  // No group of ours is left, not even the parent directory.
+  EXPECT_TRUE(stoke_cgroups_named("stoke-spawner-test-" + std::to_string(getpid())).empty());
+  EXPECT_TRUE(stoke_cgroups_named("sb-" + std::to_string(getpid()) + "-*").empty());
+}
+
+TEST_F(SpawnerTest, SpawnWorksFromAMultithreadedProcessWithABigHeap) {
+  // CLONE_VM: no page-table copy, and the child touches no lock another thread holds.
+  std::vector<char> heap(256u << 20, 1);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> busy;
+  for (int i = 0; i < 4; ++i)
+    busy.emplace_back([&] {
+      while (!stop) {
+        std::string s(1000, 'x');  // keeps malloc's locks busy
+        (void)s;
+      }
+    });
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(run(spec({"/bin/true"})).exit_code, 0);
+  stop = true;
+  for (auto& t : busy) t.join();
+  EXPECT_EQ(heap[12345], 1);
+}
+
+TEST_F(SpawnerTest, MissingBinaryNamesTheExecStepAndErrno) {
+  auto sb = spawner_->spawn(spec({"/no/such/binary"}));
+  ASSERT_FALSE(sb.ok());
+  const std::string m = sb.error().message();
+  EXPECT_NE(m.find("exec /no/such/binary"), std::string::npos) << m;
+  EXPECT_NE(m.find("No such file or directory"), std::string::npos) << m;
+  EXPECT_TRUE(stoke_cgroups_named("sb-" + std::to_string(getpid()) + "-*").empty());
+}
+
+TEST_F(SpawnerTest, CommandIsFoundInPathInsideTheSandbox) {
+  EXPECT_EQ(run(spec({"true"})).exit_code, 0);
+}
+
+TEST_F(SpawnerTest, BindSourceBehindAPrivateHostDirectoryCanBeBound) {
+  // The sandbox's host uid could not walk through the 0700 temp dir, but the
+  // bind source is resolved while the child is still host root.
+  TempDir dir;
+  ASSERT_EQ(mkdir(dir.file("code").c_str(), 0755), 0);
+  ASSERT_TRUE(write_file_atomic(dir.file("code") + "/hello", "hi\n").ok());
+  auto s = spec({"/bin/sh", "-c", "test \"$(cat /code/hello)\" = hi"});
+  s.binds.push_back({dir.file("code"), "/code", false});
+  EXPECT_EQ(run(s).exit_code, 0);
+}
+
+TEST_F(SpawnerTest, FdsArePlacedExactlyAndNothingElseLeaks) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, 0), 0);  // deliberately not CLOEXEC: must still not leak
+  auto s = spec({"/bin/sh", "-c", "ls /proc/self/fd | tr '\\n' ' ' >&5"});
+  s.fds.push_back({p[1], 5});
+  auto sb = spawner_->spawn(s);
+  ASSERT_TRUE(sb.ok()) << sb.error().message();
+  close(p[1]);
+  char buf[256] = {};
+  ssize_t n = read(p[0], buf, sizeof buf - 1);
+  close(p[0]);
+  ASSERT_TRUE(sb.value()->wait().ok());
+  ASSERT_GT(n, 0);
+  // 0 1 2, 5, and the fd ls uses to read the directory.
+  EXPECT_EQ(std::string(buf), "0 1 2 3 5 ");
+}
+
+TEST_F(SpawnerTest, DeadlineKillsAndReportsTimedOut) {
+  auto sb = spawner_->spawn(spec({"/bin/sleep", "100"}));
+  ASSERT_TRUE(sb.ok());
+  auto t0 = std::chrono::steady_clock::now();
+  auto st = sb.value()->wait(t0 + std::chrono::milliseconds(200));
+  ASSERT_TRUE(st.ok());
+  EXPECT_TRUE(st->timed_out);
+  EXPECT_EQ(st->signal, SIGKILL);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+}
+
+TEST_F(SpawnerTest, SandboxDiesWithTheThreadThatSpawnedIt) {
+  // kill_with_parent: the parent-death signal fires when the spawning thread
+  // exits, so an agent crash cannot leave sandboxes running.
+  pid_t sandbox_pid = -1;
+  std::unique_ptr<Sandbox> keep;
+  std::thread t([&] {
+    auto sp = Spawner::create({.cgroup = {.parent_name = "stoke-spawner-test-" + std::to_string(getpid())}});
+    ASSERT_TRUE(sp.ok());
+    auto sb = sp.value()->spawn(spec({"/bin/sleep", "100"}));
+    ASSERT_TRUE(sb.ok()) << sb.error().message();
+    sandbox_pid = sb.value()->pid();
+    keep = std::move(sb.value());
+  });
+  t.join();
+  ASSERT_GT(sandbox_pid, 0);
+  auto st = keep->wait(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  ASSERT_TRUE(st.ok());
+  EXPECT_FALSE(st->timed_out) << "the sandbox outlived its spawning thread";
+  EXPECT_EQ(st->signal, SIGKILL);
+}
+
+}  // namespace
+}  // namespace stoke
