@@ -69,6 +69,10 @@ struct CgroupOptions {
   // enabled for children (no-internal-processes rule), move the caller into a
   // leaf "<parent_name>/supervisor" first. The agent wants this; tests may not.
   bool v2_move_self_to_leaf = true;
+  // Leave the parent directory in place when a group is destroyed (a long-lived
+  // owner such as the spawner removes it once, at the end, with
+  // remove_empty_parents) instead of removing and re-creating it per group.
+  bool keep_parent = false;
 };
 
 class CgroupBackend {
@@ -84,6 +88,8 @@ class CgroupBackend {
   virtual Status remove_stale(const std::string& name) = 0;
   // The directory or directories that hold stoke's groups.
   virtual std::vector<std::string> parent_dirs() const = 0;
+  // rmdir the parent directories if no group is left in them.
+  virtual void remove_empty_parents() = 0;
 };
 
 // Detect the host's cgroup layout (or obey options.version) and open a backend.

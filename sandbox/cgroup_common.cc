@@ -3,8 +3,7 @@
 // directory and kill loops, and the choice of backend.
 //
 // Helpers shared with cgroup_v1.cc / cgroup_v2.cc live in namespace
-// stoke::cgroup_internal; those two files declare the ones they use (cgroup.h is
-// the module's only header). Keep the declarations in step with the definitions.
+// stoke::cgroup_internal, declared in cgroup_internal.h.
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -23,6 +22,7 @@
 
 #include "sandbox/base/file_util.h"
 #include "sandbox/cgroup.h"
+#include "sandbox/cgroup_internal.h"
 
 #ifndef CGROUP2_SUPER_MAGIC
 #define CGROUP2_SUPER_MAGIC 0x63677270

@@ -18,24 +18,10 @@
 
 #include "sandbox/base/file_util.h"
 #include "sandbox/cgroup.h"
+#include "sandbox/cgroup_internal.h"
 
 namespace stoke {
 
-// Defined in cgroup_common.cc.
-namespace cgroup_internal {
-Result<std::map<std::string, std::string>> detect_self_dirs();
-Status check_name(const std::string& what, const std::string& name);
-Result<uint64_t> read_u64(const std::string& path);
-Result<std::map<std::string, uint64_t>> read_keyed(const std::string& path);
-Result<std::vector<int>> read_pids(const std::vector<std::string>& procs_files);
-Status kill_until_empty(const std::vector<std::string>& procs_files);
-Result<bool> make_child_dir(const std::string& parent, const std::string& child,
-                            const std::function<Status()>& make_parent);
-Status remove_group_dir(const std::string& dir, const std::vector<std::string>& procs_files);
-void remove_parent_if_empty(const std::string& dir);
-Result<std::vector<std::string>> list_subdirs(const std::string& dir);
-Result<unique_fd> open_for_attach(const std::string& path);
-}  // namespace cgroup_internal
 
 namespace {
 
@@ -191,8 +177,12 @@ class CgroupV1Group final : public CgroupGroup {
 
 class CgroupV1Backend final : public CgroupBackend {
  public:
-  CgroupV1Backend(std::vector<Hierarchy> hierarchies, ControllerMap cm)
-      : hier_(std::move(hierarchies)), cm_(cm) {}
+  CgroupV1Backend(std::vector<Hierarchy> hierarchies, ControllerMap cm, bool keep_parent)
+      : hier_(std::move(hierarchies)), cm_(cm), keep_parent_(keep_parent) {}
+
+  void remove_empty_parents() override {
+    for (const auto& h : hier_) remove_parent_if_empty(h.parent_dir);
+  }
 
   std::string_view version() const override { return "v1"; }
 
@@ -212,12 +202,12 @@ class CgroupV1Backend final : public CgroupBackend {
       dirs.push_back(h.parent_dir + "/" + name);
       parents.push_back(h.parent_dir);
     }
+    if (keep_parent_) parents.clear();  // destroy() then leaves them alone
     auto group = std::make_unique<CgroupV1Group>(name, dirs, parents, cm_);
     for (size_t i = 0; i < hier_.size(); ++i) {
       const Hierarchy& h = hier_[i];
-      Status parent = make_parent(h);
-      Result<bool> made = parent.ok() ? make_child_dir(h.parent_dir, name, [&h] { return make_parent(h); })
-                                      : Result<bool>(parent.error());
+      // The parent is made on the first ENOENT (and again if another owner removes it).
+      Result<bool> made = make_child_dir(h.parent_dir, name, [&h] { return make_parent(h); });
       if (!made) {
         group->set_dirs_to_remove(created);
         (void)group->destroy();
@@ -291,6 +281,7 @@ class CgroupV1Backend final : public CgroupBackend {
 
   std::vector<Hierarchy> hier_;
   ControllerMap cm_;
+  bool keep_parent_;
 };
 
 }  // namespace
@@ -344,7 +335,7 @@ Result<std::unique_ptr<CgroupBackend>> open_cgroup_v1(const CgroupOptions& optio
                          : cm.pids) = index;
   }
   for (const auto& h : hier) spdlog::debug("cgroup v1: {} -> {}", h.controllers, h.parent_dir);
-  return std::unique_ptr<CgroupBackend>(new CgroupV1Backend(std::move(hier), cm));
+  return std::unique_ptr<CgroupBackend>(new CgroupV1Backend(std::move(hier), cm, options.keep_parent));
 }
 
 }  // namespace stoke

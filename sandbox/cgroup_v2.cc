@@ -23,24 +23,10 @@
 
 #include "sandbox/base/file_util.h"
 #include "sandbox/cgroup.h"
+#include "sandbox/cgroup_internal.h"
 
 namespace stoke {
 
-// Defined in cgroup_common.cc.
-namespace cgroup_internal {
-Result<std::map<std::string, std::string>> detect_self_dirs();
-Status check_name(const std::string& what, const std::string& name);
-Result<uint64_t> read_u64(const std::string& path);
-Result<std::map<std::string, uint64_t>> read_keyed(const std::string& path);
-Result<std::vector<int>> read_pids(const std::vector<std::string>& procs_files);
-Status kill_until_empty(const std::vector<std::string>& procs_files);
-Result<bool> make_child_dir(const std::string& parent, const std::string& child,
-                            const std::function<Status()>& make_parent);
-Status remove_group_dir(const std::string& dir, const std::vector<std::string>& procs_files);
-void remove_parent_if_empty(const std::string& dir);
-Result<std::vector<std::string>> list_subdirs(const std::string& dir);
-Result<unique_fd> open_for_attach(const std::string& path);
-}  // namespace cgroup_internal
 
 namespace {
 
@@ -152,7 +138,7 @@ class CgroupV2Group final : public CgroupGroup {
     if (removed_) return {};
     STOKE_TRY(remove_group_dir(dir_, procs_files_));
     removed_ = true;
-    remove_parent_if_empty(parent_dir_);
+    if (!parent_dir_.empty()) remove_parent_if_empty(parent_dir_);
     return {};
   }
 
@@ -173,7 +159,10 @@ class CgroupV2Backend final : public CgroupBackend {
   CgroupV2Backend(std::string self_dir, const CgroupOptions& options)
       : self_dir_(std::move(self_dir)),
         parent_dir_(self_dir_ + "/" + options.parent_name),
-        move_self_to_leaf_(options.v2_move_self_to_leaf) {}
+        move_self_to_leaf_(options.v2_move_self_to_leaf),
+        keep_parent_(options.keep_parent) {}
+
+  void remove_empty_parents() override { remove_parent_if_empty(parent_dir_); }
 
   std::string_view version() const override { return "v2"; }
 
@@ -219,7 +208,8 @@ class CgroupV2Backend final : public CgroupBackend {
       if (!inside || !inside->empty()) return Error{step, EEXIST, dir + " already exists and is in use"};
       spdlog::debug("cgroup v2: reusing existing empty group {}", dir);
     }
-    auto group = std::make_unique<CgroupV2Group>(name, dir, parent_dir_, enabled);
+    // An empty parent path tells the group's destroy() to leave the parent be.
+    auto group = std::make_unique<CgroupV2Group>(name, dir, keep_parent_ ? std::string() : parent_dir_, enabled);
     if (Status s = group->write_limits(limits); !s) {
       (void)group->destroy();
       return s.error().context(step);
@@ -308,6 +298,7 @@ class CgroupV2Backend final : public CgroupBackend {
   std::string self_dir_;
   std::string parent_dir_;
   bool move_self_to_leaf_;
+  bool keep_parent_;
 };
 
 }  // namespace

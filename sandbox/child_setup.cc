@@ -55,6 +55,13 @@ struct KernelSigaction {
   for (;;) raw::call(SYS_exit_group, 127);
 }
 
+inline void done(const ChildPlan* plan, ChildStep step) {
+  if (plan->step_done_ns == nullptr) return;
+  struct timespec ts;
+  raw::call(SYS_clock_gettime, CLOCK_MONOTONIC, &ts);
+  plan->step_done_ns[step] = ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
+
 inline void check(const ChildPlan* plan, int32_t step, long ret, int32_t index = -1) {
   if (ret < 0) fail(plan, step, index, ret);
 }
@@ -197,14 +204,17 @@ int sandbox_child_main(void* arg) {
   char go = 0;
   long r = raw::call(SYS_read, plan->sync_fd, &go, 1);
   if (r != 1) fail(plan, kStepWaitForParent, -1, r < 0 ? r : -EPIPE);
+  done(plan, kStepWaitForParent);
 
   // 2. Join our cgroups by writing "0" while still host root: no lock stall.
   for (size_t i = 0; i < plan->cgroup_fd_count; ++i)
     check(plan, kStepJoinCgroup, raw::call(SYS_write, plan->cgroup_fds[i], "0", 1),
           static_cast<int32_t>(i));
+  done(plan, kStepJoinCgroup);
 
   // 3. The cgroup namespace is rooted at the group we just joined.
   check(plan, kStepCgroupNamespace, raw::call(SYS_unshare, CLONE_NEWCGROUP));
+  done(plan, kStepCgroupNamespace);
 
   // 4. Clone bind sources while still host uid 0: a root-owned 0700 directory
   //    is walkable by its owner, and the clones belong to our mount namespace.
@@ -214,6 +224,7 @@ int sandbox_child_main(void* arg) {
     check(plan, kStepCloneBindSource, r, static_cast<int32_t>(i));
     plan->bind_fds[i] = static_cast<int>(r);
   }
+  done(plan, kStepCloneBindSource);
 
   // 5. uid/gid 0 inside = the unprivileged host id; no supplementary groups
   //    (root's host groups would otherwise still grant file access).
@@ -221,39 +232,53 @@ int sandbox_child_main(void* arg) {
   check(plan, kStepBecomeRoot, raw::call(SYS_setresgid, 0, 0, 0));
   check(plan, kStepBecomeRoot, raw::call(SYS_setresuid, 0, 0, 0));
   raw::call(SYS_umask, 0);  // modes in the plan are exact
+  done(plan, kStepBecomeRoot);
 
   if (plan->bring_up_loopback) bring_up_loopback(plan);
+  done(plan, kStepLoopbackUp);
 
   // 6. Filesystem: nothing we mount may propagate anywhere, then the plan.
   check(plan, kStepPrivateMounts, raw::call(SYS_mount, 0L, "/", 0L, MS_REC | MS_PRIVATE, 0L));
+  done(plan, kStepPrivateMounts);
   for (size_t i = 0; i < plan->mount_count; ++i)
     run_mount_op(plan, plan->mounts[i], static_cast<int32_t>(i));
+  done(plan, kStepMount);
 
   // 7. Switch root and detach the old one entirely.
   check(plan, kStepPivotRoot, raw::call(SYS_chdir, plan->new_root));
   check(plan, kStepPivotRoot, raw::call(SYS_pivot_root, ".", "."));
   check(plan, kStepPivotRoot, raw::call(SYS_umount2, ".", MNT_DETACH));
   check(plan, kStepPivotRoot, raw::call(SYS_chdir, "/"));
+  done(plan, kStepPivotRoot);
 
   check(plan, kStepHostname, raw::call(SYS_sethostname, plan->hostname, plan->hostname_len));
+  done(plan, kStepHostname);
   check(plan, kStepWorkdir, raw::call(SYS_chdir, plan->workdir));
+  done(plan, kStepWorkdir);
   for (size_t i = 0; i < plan->rlimit_count; ++i)
     check(plan, kStepRlimits,
           raw::call(SYS_prlimit64, 0, plan->rlimits[i].resource, &plan->rlimits[i].value, 0L),
           static_cast<int32_t>(i));
+  done(plan, kStepRlimits);
 
   // 8. Privileges: no capabilities in any set, no way back, seccomp last.
   drop_capabilities(plan);
+  done(plan, kStepDropCapabilities);
   // Only now: a change of euid (becoming root in the user namespace) clears
   // the parent-death signal. The parent is alive (it waits for our exec).
   if (plan->parent_death_kill)
     check(plan, kStepParentDeathSignal, raw::call(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+  done(plan, kStepParentDeathSignal);
   check(plan, kStepNoNewPrivs, raw::call(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+  done(plan, kStepNoNewPrivs);
   reset_signals(plan);
+  done(plan, kStepResetSignals);
   place_fds(plan);
   raw::call(SYS_umask, 022);
+  done(plan, kStepFds);
   if (plan->seccomp != nullptr)
     check(plan, kStepSeccomp, raw::call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, plan->seccomp));
+  done(plan, kStepSeccomp);
 
   // 9. Unblock signals (the parent blocked them around clone) and exec.
   unsigned long empty_mask = 0;

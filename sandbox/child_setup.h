@@ -97,6 +97,9 @@ struct ChildPlan {
   size_t exec_candidate_count = 0;
   char* const* argv = nullptr;
   char* const* envp = nullptr;
+  // When set, the child stores CLOCK_MONOTONIC ns at the end of each step
+  // (indexed by ChildStep) so the parent can attribute spawn latency.
+  int64_t* step_done_ns = nullptr;
 };
 
 // clone() entry point; `arg` is a ChildPlan*. Never returns.

@@ -14,12 +14,16 @@ uint32_t host_id_for(const HostIdRange& range, uint64_t seed) {
   return range.first + static_cast<uint32_t>(z % (range.count ? range.count : 1));
 }
 
-Status check_unprivileged_host_id(uint32_t uid, uint32_t gid) {
+Status check_host_id_range(uint32_t uid, uint32_t gid) {
   if (uid < 1000 || gid < 1000)
     return plain_error("check host id", "uid " + std::to_string(uid) + "/gid " + std::to_string(gid) +
                                             " is privileged or a system account; use an id >= 1000");
   if (uid >= 0xfffffffeU || gid >= 0xfffffffeU)
     return plain_error("check host id", "uid/gid out of range");
+  return {};
+}
+
+Status check_not_host_account(uint32_t uid, uint32_t gid) {
   // getpwuid_r: the sandbox must never run as (or own the files of) a host account.
   struct passwd pw, *pwp = nullptr;
   char buf[4096];
@@ -31,6 +35,11 @@ Status check_unprivileged_host_id(uint32_t uid, uint32_t gid) {
     return plain_error("check host id", "gid " + std::to_string(gid) + " is host group '" +
                                             grp->gr_name + "'");
   return {};
+}
+
+Status check_unprivileged_host_id(uint32_t uid, uint32_t gid) {
+  STOKE_TRY(check_host_id_range(uid, gid));
+  return check_not_host_account(uid, gid);
 }
 
 std::string single_id_map(uint32_t host_id) { return "0 " + std::to_string(host_id) + " 1\n"; }

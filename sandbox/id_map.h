@@ -20,7 +20,12 @@ struct HostIdRange {
 // Pick an id in the range from a seed (e.g. a function id hash, or a pid).
 uint32_t host_id_for(const HostIdRange& range, uint64_t seed);
 
-// Refuse 0, ids outside [1000, 2^32-2), and ids that name a host user or group.
+// Refuse 0 and ids outside [1000, 2^32-2). Cheap: no lookups.
+Status check_host_id_range(uint32_t uid, uint32_t gid);
+// Refuse ids that name a host user or group (passwd/group lookups: slow-ish,
+// so the spawner caches the answer per id).
+Status check_not_host_account(uint32_t uid, uint32_t gid);
+// Both.
 Status check_unprivileged_host_id(uint32_t uid, uint32_t gid);
 
 // Contents of /proc/PID/{uid,gid}_map that map sandbox 0 to the host id.

@@ -8,8 +8,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <memory>
 #include <mutex>
+#include <optional>
+
+#include <spdlog/spdlog.h>
+
+#include "sandbox/base/file_util.h"
 
 #include "sandbox/base/unique_fd.h"
 
@@ -139,16 +145,76 @@ Result<SeccompProgram> compile_default() {
   return prog;
 }
 
+// ---- on-disk cache -------------------------------------------------------
+// Compiling the profile costs ~1.2 ms, as much as a whole sandbox spawn, which
+// a one-shot `stoke run` would pay every time. The BPF only depends on the
+// profile, libseccomp's syscall tables and the architecture, so it is kept
+// under /run (tmpfs: gone at reboot) keyed by a hash of all three.
+
+// Bump when a conditional rule in compile_default() changes.
+constexpr int kProfileRevision = 1;
+
+std::string cache_key() {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a
+  auto mix = [&](std::string_view text) {
+    for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
+    h = (h ^ 0xff) * 1099511628211ULL;
+  };
+  for (const char* name : kAllowed) mix(name);
+  for (const auto& name : kAlwaysDenied) mix(name);
+  const scmp_version* v = seccomp_version();
+  mix(std::to_string(kProfileRevision) + "/" + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+      std::to_string(v->micro) + "/" + std::to_string(seccomp_arch_native()));
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+std::optional<SeccompProgram> load_cached(const std::string& path) {
+  unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return std::nullopt;
+  struct stat st;
+  // Only a file root wrote and nobody else can change is trusted.
+  if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != 0 || (st.st_mode & 022) != 0 ||
+      st.st_size <= 0 || st.st_size % static_cast<off_t>(sizeof(sock_filter)) != 0 ||
+      st.st_size > static_cast<off_t>(BPF_MAXINSNS * sizeof(sock_filter)))
+    return std::nullopt;
+  SeccompProgram prog;
+  prog.instructions.resize(static_cast<size_t>(st.st_size) / sizeof(sock_filter));
+  if (pread(fd.get(), prog.instructions.data(), static_cast<size_t>(st.st_size), 0) != st.st_size)
+    return std::nullopt;
+  return prog;
+}
+
 }  // namespace
 
-Result<const SeccompProgram*> default_seccomp_program() {
-  static std::once_flag once;
-  static Result<SeccompProgram>* cached = nullptr;
-  std::call_once(once, [] { cached = new Result<SeccompProgram>(compile_default()); });
+Result<SeccompProgram> load_or_compile_seccomp_program(const std::string& cache_dir) {
+  std::string path;
+  if (!cache_dir.empty()) {
+    path = cache_dir + "/seccomp-default-" + cache_key() + ".bpf";
+    if (auto cached = load_cached(path)) return std::move(*cached);
+  }
+  auto prog = compile_default();
+  if (prog.ok() && !path.empty() && make_dirs(cache_dir, 0755).ok()) {
+    std::string_view bytes(reinterpret_cast<const char*>(prog->instructions.data()),
+                           prog->instructions.size() * sizeof(sock_filter));
+    Status stored = write_file_atomic(path, bytes, 0644);
+    if (!stored.ok()) spdlog::debug("seccomp cache not written: {}", stored.error().message());
+  }
+  return prog;
+}
+
+Result<const SeccompProgram*> default_seccomp_program(const std::string& cache_dir) {
+  static std::mutex mu;
+  static std::optional<Result<SeccompProgram>> cached;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!cached) cached.emplace(load_or_compile_seccomp_program(cache_dir));
   if (!cached->ok()) return cached->error();
   return &cached->value();
 }
 
 const std::vector<std::string>& always_denied_syscalls() { return kAlwaysDenied; }
+
+Result<SeccompProgram> compile_default_seccomp_program() { return compile_default(); }
 
 }  // namespace stoke

@@ -23,9 +23,18 @@ struct SeccompProgram {
   }
 };
 
-// The default sandbox profile for the host architecture. The result is cached:
-// later calls return the same program without recompiling.
-Result<const SeccompProgram*> default_seccomp_program();
+// Where compiled filters are kept between processes (root-owned, tmpfs).
+inline constexpr const char* kSeccompCacheDir = "/run/stoke/cache";
+
+// The default sandbox profile for the host architecture. Cached in memory (later
+// calls return the same program) and, unless cache_dir is empty, on disk.
+Result<const SeccompProgram*> default_seccomp_program(const std::string& cache_dir = kSeccompCacheDir);
+
+// Compile afresh, bypassing both caches (tests compare it with the cache).
+Result<SeccompProgram> compile_default_seccomp_program();
+// The on-disk cache alone: read a trusted cached copy from cache_dir, else
+// compile and store it there (atomically). No in-memory caching.
+Result<SeccompProgram> load_or_compile_seccomp_program(const std::string& cache_dir);
 
 // Names of the syscalls the default profile always denies (for docs and tests).
 const std::vector<std::string>& always_denied_syscalls();

@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+
 #include <spdlog/spdlog.h>
 
 #include "sandbox/base/file_util.h"
@@ -23,8 +25,45 @@ namespace {
 
 constexpr size_t kChildStackSize = 256 * 1024;
 
-constexpr int kCloneFlags = CLONE_VM | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
-                            CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD | SIGCHLD;
+// Network: CLONE_NEWNET too, unless the sandbox joins a pooled namespace.
+constexpr int kCloneFlags = CLONE_VM | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC |
+                            CLONE_NEWUTS | CLONE_PIDFD | SIGCHLD;
+
+double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// Parent-phase stopwatch: each lap() records the time since the previous one.
+class Laps {
+ public:
+  explicit Laps(SpawnTrace& trace) : trace_(trace), last_(std::chrono::steady_clock::now()) {}
+  void lap(const char* name) {
+    auto now = std::chrono::steady_clock::now();
+    trace_.phases.emplace_back(name, ms_between(last_, now));
+    last_ = now;
+  }
+
+ private:
+  SpawnTrace& trace_;
+  std::chrono::steady_clock::time_point last_;
+};
+
+int64_t monotonic_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
+
+// Child steps from the timestamps it left, then "exec" up to `exec_seen_ns`.
+void add_child_steps(SpawnTrace& trace, const int64_t* done_ns, int64_t go_ns, int64_t exec_seen_ns) {
+  int64_t prev = go_ns;
+  for (int step = 0; step < kStepCount; ++step) {
+    if (done_ns[step] == 0 || step == kStepExec) continue;
+    trace.phases.emplace_back(std::string("child: ") + child_step_name(step), (done_ns[step] - prev) / 1e6);
+    prev = done_ns[step];
+  }
+  trace.phases.emplace_back("child: exec", (exec_seen_ns - prev) / 1e6);
+}
 
 std::vector<std::string> exec_candidates(const SandboxSpec& spec) {
   const std::string& prog = spec.argv[0];
@@ -73,6 +112,23 @@ void reap(int pidfd) {
   siginfo_t info;
   while (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED) != 0 &&
          errno == EINTR) {
+  }
+}
+
+// Groups are named sb-<spawner pid>-<n>. A spawner that died without tearing
+// down (kill -9, crash) leaves empty groups whose <pid> no longer exists:
+// nothing owns them any more, so the next spawner removes them.
+void collect_stale_groups(CgroupBackend& cgroups) {
+  auto names = cgroups.list();
+  if (!names.ok()) return;
+  for (const auto& name : names.value()) {
+    int pid = 0, n = 0;
+    char tail = 0;
+    if (std::sscanf(name.c_str(), "sb-%d-%d%c", &pid, &n, &tail) != 2 || pid <= 0) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // owner alive (or pid reused)
+    Status removed = cgroups.remove_stale(name);
+    if (removed.ok()) spdlog::info("removed cgroup {} left by dead process {}", name, pid);
+    else spdlog::warn("cannot remove stale cgroup {}: {}", name, removed.error().message());
   }
 }
 
@@ -138,13 +194,14 @@ Result<ExitStatus> Sandbox::wait(std::optional<std::chrono::steady_clock::time_p
 }
 
 Status Sandbox::teardown() {
-  // pid 1 is gone, so the kernel has killed its namespace; anything left in the
-  // cgroup (a process that escaped the pid namespace cannot exist, but be sure)
-  // is killed before the group is removed.
-  Status killed = group_->kill_all();
+  // pid 1 is gone, so the kernel has killed its whole pid namespace. destroy()
+  // removes the cgroup, killing anything still inside first (rmdir says EBUSY).
   Status removed = group_->destroy();
   pidfd_.reset();
-  if (!killed.ok()) return killed.error().context("teardown of sandbox " + id_);
+  // Every process of the sandbox is dead once its cgroup is gone, so its
+  // network namespace can serve the next sandbox.
+  if (removed.ok() && netns_pool_ && netns_) netns_pool_->release(std::move(netns_));
+  netns_.reset();
   if (!removed.ok()) return removed.error().context("teardown of sandbox " + id_);
   return {};
 }
@@ -154,10 +211,13 @@ Status Sandbox::teardown() {
 Result<std::unique_ptr<Spawner>> Spawner::create(const SpawnerOptions& options) {
   std::unique_ptr<Spawner> s(new Spawner());
   s->options_ = options;
-  auto cg = open_cgroup_backend(options.cgroup);
+  CgroupOptions cgroup_options = options.cgroup;
+  cgroup_options.keep_parent = true;  // removed once, in ~Spawner
+  auto cg = open_cgroup_backend(cgroup_options);
   if (!cg.ok()) return cg.error().context("open cgroups");
   s->cgroups_ = std::move(cg.value());
-  auto seccomp = default_seccomp_program();  // compile once, up front
+  collect_stale_groups(*s->cgroups_);
+  auto seccomp = default_seccomp_program(options.seccomp_cache_dir);  // compile once, up front
   if (!seccomp.ok()) return seccomp.error().context("compile seccomp filter");
   STOKE_TRY(make_dirs(options.new_root_dir, 0755));
   s->last_cap_ = last_capability();
@@ -173,6 +233,8 @@ Result<std::unique_ptr<Spawner>> Spawner::create(const SpawnerOptions& options) 
 
 Spawner::~Spawner() {
   if (stack_ != nullptr) munmap(stack_, stack_size_);
+  // Sandboxes still alive keep their groups (and so the parent) until they end.
+  if (cgroups_) cgroups_->remove_empty_parents();
 }
 
 const std::vector<RootfsEntry>& Spawner::rootfs_for(const std::string& hostname) {
@@ -186,24 +248,45 @@ const std::vector<RootfsEntry>& Spawner::rootfs_for(const std::string& hostname)
 }
 
 Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
+  auto started = std::chrono::steady_clock::now();
+  std::unique_ptr<Sandbox> sb(new Sandbox());
+  Laps laps(sb->trace_);
   STOKE_TRY(validate_spec(spec));
   std::lock_guard<std::mutex> lock(mu_);
-  auto started = std::chrono::steady_clock::now();
-
-  std::unique_ptr<Sandbox> sb(new Sandbox());
+  uint64_t ids = (uint64_t{spec.host_uid} << 32) | spec.host_gid;
+  if (!checked_ids_.count(ids)) {
+    STOKE_TRY(check_not_host_account(spec.host_uid, spec.host_gid));
+    checked_ids_.insert(ids);
+  }
   sb->id_ = "sb-" + std::to_string(getpid()) + "-" + std::to_string(++counter_);
   sb->started_ = started;
+  laps.lap("validate");
 
   auto plan = build_mount_plan(spec, options_.new_root_dir, rootfs_for(spec.hostname));
   if (!plan.ok()) return plan.error().context("prepare sandbox filesystem");
-  auto seccomp = default_seccomp_program();
+  auto seccomp = default_seccomp_program(options_.seccomp_cache_dir);
   if (!seccomp.ok()) return seccomp.error();
   sock_fprog fprog = seccomp.value()->fprog();
 
+  laps.lap("mount plan");
   auto group = cgroups_->create(sb->id_, spec.limits);
   if (!group.ok()) return group.error().context("create cgroup");
   sb->group_ = std::move(group.value());
   std::vector<int> cgroup_fds = sb->group_->attach_fds();
+  laps.lap("cgroup");
+  int clone_flags = kCloneFlags;
+  if (options_.netns_pool) {
+    auto ns = options_.netns_pool->acquire();
+    if (!ns.ok()) {
+      (void)sb->group_->destroy();
+      sb->reaped_ = true;
+      return ns.error().context("network namespace");
+    }
+    sb->netns_ = std::move(ns.value());
+    sb->netns_pool_ = options_.netns_pool;
+  } else {
+    clone_flags |= CLONE_NEWNET;
+  }
 
   // Everything the child will point at lives in this frame until it has exec'd.
   std::vector<std::string> candidates = exec_candidates(spec);
@@ -230,7 +313,7 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   cp.error_fd = error_write.get();
   cp.cgroup_fds = cgroup_fds.data();
   cp.cgroup_fd_count = cgroup_fds.size();
-  cp.bring_up_loopback = true;
+  cp.bring_up_loopback = !options_.netns_pool;  // pooled ones come with lo up
   std::vector<int> bind_fds(plan->bind_sources().size(), -1);
   cp.bind_sources = plan->bind_sources().data();
   cp.bind_fds = bind_fds.data();
@@ -253,14 +336,34 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   cp.exec_candidate_count = candidate_ptrs.size();
   cp.argv = argv.data();
   cp.envp = envp.data();
+  int64_t step_done_ns[kStepCount] = {};
+  cp.step_done_ns = step_done_ns;
+  laps.lap("prepare child plan");
 
   // No signal handler of ours may run on the child's stack before execve.
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   int pidfd = -1;
-  pid_t pid = clone(sandbox_child_main, static_cast<char*>(stack_) + stack_size_, kCloneFlags, &cp, &pidfd);
-  int clone_errno = errno;
+  pid_t pid;
+  int clone_errno = 0;
+  {
+    // The child is born into the pooled network namespace; this thread goes
+    // straight back to its own when the scope ends.
+    std::unique_ptr<NetnsPool::Scope> in_netns;
+    if (sb->netns_) {
+      auto scope = options_.netns_pool->enter(sb->netns_.get());
+      if (!scope.ok()) {
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        (void)sb->group_->destroy();
+        sb->reaped_ = true;
+        return scope.error();
+      }
+      in_netns = std::move(scope.value());
+    }
+    pid = clone(sandbox_child_main, static_cast<char*>(stack_) + stack_size_, clone_flags, &cp, &pidfd);
+    clone_errno = errno;
+  }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (pid < 0) {
     (void)sb->group_->destroy();
@@ -271,6 +374,7 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   sb->pidfd_.reset(pidfd);
   sync_read.reset();
   error_write.reset();
+  laps.lap("clone");
 
   auto fail_spawn = [&](Error e) -> Error {
     (void)sb->kill();
@@ -281,7 +385,9 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   };
 
   if (Status maps = write_id_maps(pid, spec); !maps.ok()) return fail_spawn(maps.error().context("map ids"));
+  laps.lap("id maps");
   char go = 1;
+  int64_t go_ns = monotonic_ns();
   if (::write(sync_write.get(), &go, 1) != 1) return fail_spawn(sys_error("signal sandbox child"));
   sync_write.reset();
 
@@ -291,8 +397,9 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
     n = ::read(error_read.get(), &ce, sizeof ce);
   } while (n < 0 && errno == EINTR);
   if (n == 0) {
+    add_child_steps(sb->trace_, step_done_ns, go_ns, monotonic_ns());
     spdlog::debug("sandbox {} started: pid {} in {:.3f} ms", sb->id_, pid,
-                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
+                  ms_between(started, std::chrono::steady_clock::now()));
     return sb;
   }
   if (n != static_cast<ssize_t>(sizeof ce) || ce.magic != kChildErrorMagic)

@@ -17,7 +17,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "rootfs/lean_rootfs.h"
@@ -25,6 +27,7 @@
 #include "sandbox/base/unique_fd.h"
 #include "sandbox/cgroup.h"
 #include "sandbox/id_map.h"
+#include "sandbox/netns_pool.h"
 #include "sandbox/spec.h"
 
 namespace stoke {
@@ -40,6 +43,17 @@ struct ExitStatus {
   int shell_code() const { return signal != 0 ? 128 + signal : exit_code; }
 };
 
+// Where a spawn's time went, in order: parent phases, then each child step,
+// then "exec" (last child step to the new program running). Milliseconds.
+struct SpawnTrace {
+  std::vector<std::pair<std::string, double>> phases;
+  double total_ms() const {
+    double t = 0;
+    for (const auto& p : phases) t += p.second;
+    return t;
+  }
+};
+
 class Sandbox {
  public:
   ~Sandbox();
@@ -50,6 +64,7 @@ class Sandbox {
   pid_t pid() const { return pid_; }      // host pid of the sandbox's pid 1
   int pidfd() const { return pidfd_.get(); }
   CgroupGroup& cgroup() { return *group_; }
+  const SpawnTrace& trace() const { return trace_; }
 
   // Wait for pid 1 to exit. Past `deadline` the whole sandbox is killed and the
   // status says timed_out. Then usage is read and the cgroup removed: after
@@ -68,6 +83,9 @@ class Sandbox {
   unique_fd pidfd_;
   std::unique_ptr<CgroupGroup> group_;
   std::chrono::steady_clock::time_point started_;
+  std::shared_ptr<NetnsPool> netns_pool_;  // where netns_ goes back after teardown
+  unique_fd netns_;
+  SpawnTrace trace_;
   bool reaped_ = false;
   std::optional<ExitStatus> status_;
 };
@@ -78,6 +96,11 @@ struct SpawnerOptions {
   // namespace (never mounted on in the host's namespace).
   std::string new_root_dir = "/run/stoke/sandbox-root";
   LeanRootfsOptions rootfs;
+  // Pooled network namespaces (loopback up, reused after each sandbox). When
+  // null, each sandbox gets a fresh one from clone(CLONE_NEWNET).
+  std::shared_ptr<NetnsPool> netns_pool;
+  // Compiled seccomp filters are kept here between processes ("" = never).
+  std::string seccomp_cache_dir = "/run/stoke/cache";
 };
 
 class Spawner {
@@ -99,6 +122,7 @@ class Spawner {
   size_t stack_size_ = 0;
   int last_cap_ = 40;
   uint64_t counter_ = 0;
+  std::set<uint64_t> checked_ids_;  // (uid << 32 | gid) known not to be host accounts
   std::string cached_hostname_;
   std::vector<RootfsEntry> cached_rootfs_;
 };

@@ -62,7 +62,7 @@ Status validate_spec(const SandboxSpec& spec) {
   if (spec.tmp_size_bytes < 4096) return plain_error("check sandbox spec", "tmp size must be at least 4K");
   if (spec.limits.memory_bytes != 0 && spec.limits.memory_bytes < (4ULL << 20))
     return plain_error("check sandbox spec", "memory limit must be at least 4M");
-  STOKE_TRY(check_unprivileged_host_id(spec.host_uid, spec.host_gid));
+  STOKE_TRY(check_host_id_range(spec.host_uid, spec.host_gid));
   if (spec.fds.size() > 16) return plain_error("check sandbox spec", "at most 16 fds can be passed");
   std::set<int> fd_targets;
   for (const auto& m : spec.fds) {

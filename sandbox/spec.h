@@ -58,7 +58,8 @@ std::vector<std::string> default_sandbox_env();
 
 // Checks everything that can be checked without the kernel: argv non-empty,
 // absolute and normalised bind targets not over the system dirs, sane sizes,
-// env entries of the form KEY=VALUE, ids unprivileged, fd targets unique.
+// env entries of the form KEY=VALUE, ids in the unprivileged range, fd targets
+// unique. (That the ids are no host account is checked by the spawner.)
 Status validate_spec(const SandboxSpec& spec);
 
 }  // namespace stoke

@@ -106,9 +106,10 @@ TEST_F(SpawnerTest, ThousandSandboxesLeaveNoCgroupMountZombieOrFd) {
   errno = 0;
   EXPECT_EQ(waitpid(-1, nullptr, WNOHANG), -1);
   EXPECT_EQ(errno, ECHILD);
-  // No group of ours is left, not even the parent directory.
-  EXPECT_TRUE(stoke_cgroups_named("stoke-spawner-test-" + std::to_string(getpid())).empty());
+  // No group of ours is left; the parent directory goes with the spawner.
   EXPECT_TRUE(stoke_cgroups_named("sb-" + std::to_string(getpid()) + "-*").empty());
+  spawner_.reset();
+  EXPECT_TRUE(stoke_cgroups_named("stoke-spawner-test-" + std::to_string(getpid())).empty());
 }
 
 TEST_F(SpawnerTest, SpawnWorksFromAMultithreadedProcessWithABigHeap) {
@@ -200,6 +201,72 @@ TEST_F(SpawnerTest, SandboxDiesWithTheThreadThatSpawnedIt) {
   ASSERT_TRUE(st.ok());
   EXPECT_FALSE(st->timed_out) << "the sandbox outlived its spawning thread";
   EXPECT_EQ(st->signal, SIGKILL);
+}
+
+}  // namespace
+}  // namespace stoke
+
+namespace stoke {
+namespace {
+
+bool group_exists_anywhere(const std::string& name) {
+  auto r = test::run_command({"/usr/bin/find", "/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name", name});
+  return !r.out.empty();
+}
+
+TEST(SpawnerRecovery, GroupsOfADeadSpawnerAreRemovedByTheNextOne) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: creates cgroups";
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  ASSERT_GT(dead, 0);
+  ASSERT_EQ(waitpid(dead, nullptr, 0), dead);
+  CgroupOptions o;
+  o.parent_name = "stoke-recovery-test-" + std::to_string(getpid());
+  auto backend = open_cgroup_backend(o);
+  ASSERT_TRUE(backend.ok()) << backend.error().message();
+  const std::string leftover = "sb-" + std::to_string(dead) + "-1";
+  auto group = backend.value()->create(leftover, {});
+  ASSERT_TRUE(group.ok()) << group.error().message();
+  group.value().release();  // as if its owner had been killed: never destroyed
+  ASSERT_TRUE(group_exists_anywhere(leftover));
+
+  auto spawner = Spawner::create({.cgroup = o});
+  ASSERT_TRUE(spawner.ok()) << spawner.error().message();
+  EXPECT_FALSE(group_exists_anywhere(leftover));
+  spawner.value().reset();
+  EXPECT_FALSE(group_exists_anywhere(o.parent_name));
+}
+
+TEST(SpawnerRecovery, KillingStokeRunKillsItsSandboxAndTheNextRunCleansUp) {
+  std::string why = test::priv_skip_reason();
+  if (!why.empty()) GTEST_SKIP() << why;
+  // stoke run -- sleep; kill -9 the stoke process itself.
+  pid_t stoke = fork();
+  if (stoke == 0) {
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    execl(test::stoke_bin().c_str(), "stoke", "run", "--", "/bin/sleep", "1000.25", nullptr);
+    _exit(127);
+  }
+  ASSERT_GT(stoke, 0);
+  const std::string group = "sb-" + std::to_string(stoke) + "-1";
+  for (int i = 0; i < 200 && !group_exists_anywhere(group); ++i) usleep(10000);
+  ASSERT_TRUE(group_exists_anywhere(group)) << "stoke run never created its sandbox";
+  usleep(100000);
+  ASSERT_EQ(kill(stoke, SIGKILL), 0);
+  ASSERT_EQ(waitpid(stoke, nullptr, 0), stoke);
+  // The sandbox died with its parent (no sleep 1000.25 left on the host)...
+  bool alive = true;
+  for (int i = 0; i < 100 && alive; ++i) {
+    alive = !test::run_command({"/usr/bin/pgrep", "-f", "sleep 1000.25"}).out.empty();
+    if (alive) usleep(20000);
+  }
+  EXPECT_FALSE(alive) << "the sandbox outlived a kill -9 of stoke run";
+  // ...and the next stoke run removes the group the dead one left.
+  auto r = test::run_command({test::stoke_bin(), "run", "--", "/bin/true"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(group_exists_anywhere(group));
 }
 
 }  // namespace
