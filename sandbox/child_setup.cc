@@ -115,16 +115,39 @@ void run_mount_op(const ChildPlan* plan, const MountOp& op, int32_t index) {
   check(plan, kStepMount, r, index);
 }
 
-void bring_up_loopback(const ChildPlan* plan) {
+void new_network_namespace(const ChildPlan* plan) {
+  check(plan, kStepNetwork, raw::call(SYS_unshare, CLONE_NEWNET));
   long s = raw::call(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  check(plan, kStepLoopbackUp, s);
+  check(plan, kStepNetwork, s);
   struct ifreq ifr = {};
   ifr.ifr_name[0] = 'l';
   ifr.ifr_name[1] = 'o';
-  check(plan, kStepLoopbackUp, raw::call(SYS_ioctl, s, SIOCGIFFLAGS, &ifr));
+  check(plan, kStepNetwork, raw::call(SYS_ioctl, s, SIOCGIFFLAGS, &ifr));
   ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
-  check(plan, kStepLoopbackUp, raw::call(SYS_ioctl, s, SIOCSIFFLAGS, &ifr));
+  check(plan, kStepNetwork, raw::call(SYS_ioctl, s, SIOCSIFFLAGS, &ifr));
   raw::call(SYS_close, s);
+}
+
+// One message from the parent; fds (if any) land in `fds`. Returns how many.
+int receive(const ChildPlan* plan, ChildStep step, int* fds) {
+  char byte = 0;
+  struct iovec iov = {&byte, 1};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxCgroupFds)] = {};
+  struct msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  long r = raw::call(SYS_recvmsg, plan->control_fd, &msg, MSG_CMSG_CLOEXEC);
+  if (r != 1) fail(plan, step, -1, r < 0 ? r : -EPIPE);  // EOF: the parent gave up
+  int n = 0;
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const int* data = reinterpret_cast<const int*>(CMSG_DATA(c));
+    for (size_t i = 0; i < count && n < kMaxCgroupFds; ++i) fds[n++] = data[i];
+  }
+  return n;
 }
 
 void drop_capabilities(const ChildPlan* plan) {
@@ -173,18 +196,19 @@ void reset_signals(const ChildPlan* plan) {
 
 const char* child_step_name(int32_t step) {
   switch (static_cast<ChildStep>(step)) {
-    case kStepWaitForParent: return "wait for parent";
-    case kStepJoinCgroup: return "join cgroup";
-    case kStepCgroupNamespace: return "new cgroup namespace";
+    case kStepNetwork: return "new network namespace";
     case kStepCloneBindSource: return "clone bind source";
+    case kStepWaitForIdMaps: return "wait for id maps";
     case kStepBecomeRoot: return "become root in user namespace";
-    case kStepLoopbackUp: return "bring up loopback";
     case kStepPrivateMounts: return "make mounts private";
     case kStepMount: return "mount";
     case kStepPivotRoot: return "pivot_root";
     case kStepHostname: return "set hostname";
     case kStepWorkdir: return "change to workdir";
     case kStepRlimits: return "set rlimits";
+    case kStepWaitForCgroup: return "wait for cgroup";
+    case kStepJoinCgroup: return "join cgroup";
+    case kStepCgroupNamespace: return "new cgroup namespace";
     case kStepDropCapabilities: return "drop capabilities";
     case kStepParentDeathSignal: return "set parent-death signal";
     case kStepNoNewPrivs: return "set no_new_privs";
@@ -199,24 +223,15 @@ const char* child_step_name(int32_t step) {
 
 int sandbox_child_main(void* arg) {
   const ChildPlan* plan = static_cast<const ChildPlan*>(arg);
+  long r;
 
-  // 1. Wait until the parent has written our uid/gid maps.
-  char go = 0;
-  long r = raw::call(SYS_read, plan->sync_fd, &go, 1);
-  if (r != 1) fail(plan, kStepWaitForParent, -1, r < 0 ? r : -EPIPE);
-  done(plan, kStepWaitForParent);
+  // 1. Network: the one expensive namespace, made while the parent writes our
+  //    id maps. Creating it needs no maps: we hold every capability in our new
+  //    user namespace from birth.
+  if (plan->new_netns) new_network_namespace(plan);
+  done(plan, kStepNetwork);
 
-  // 2. Join our cgroups by writing "0" while still host root: no lock stall.
-  for (size_t i = 0; i < plan->cgroup_fd_count; ++i)
-    check(plan, kStepJoinCgroup, raw::call(SYS_write, plan->cgroup_fds[i], "0", 1),
-          static_cast<int32_t>(i));
-  done(plan, kStepJoinCgroup);
-
-  // 3. The cgroup namespace is rooted at the group we just joined.
-  check(plan, kStepCgroupNamespace, raw::call(SYS_unshare, CLONE_NEWCGROUP));
-  done(plan, kStepCgroupNamespace);
-
-  // 4. Clone bind sources while still host uid 0: a root-owned 0700 directory
+  // 2. Clone bind sources while still host uid 0: a root-owned 0700 directory
   //    is walkable by its owner, and the clones belong to our mount namespace.
   for (size_t i = 0; i < plan->bind_count; ++i) {
     r = raw::call(SYS_open_tree, AT_FDCWD, plan->bind_sources[i],
@@ -226,25 +241,26 @@ int sandbox_child_main(void* arg) {
   }
   done(plan, kStepCloneBindSource);
 
-  // 5. uid/gid 0 inside = the unprivileged host id; no supplementary groups
-  //    (root's host groups would otherwise still grant file access).
+  // 3. uid/gid 0 inside = the unprivileged host id, once the parent has
+  //    written the maps; no supplementary groups (root's host groups would
+  //    otherwise still grant file access).
+  int unused[kMaxCgroupFds];
+  receive(plan, kStepWaitForIdMaps, unused);
+  done(plan, kStepWaitForIdMaps);
   check(plan, kStepBecomeRoot, raw::call(SYS_setgroups, 0, 0L));
   check(plan, kStepBecomeRoot, raw::call(SYS_setresgid, 0, 0, 0));
   check(plan, kStepBecomeRoot, raw::call(SYS_setresuid, 0, 0, 0));
   raw::call(SYS_umask, 0);  // modes in the plan are exact
   done(plan, kStepBecomeRoot);
 
-  if (plan->bring_up_loopback) bring_up_loopback(plan);
-  done(plan, kStepLoopbackUp);
-
-  // 6. Filesystem: nothing we mount may propagate anywhere, then the plan.
+  // 4. Filesystem: nothing we mount may propagate anywhere, then the plan.
   check(plan, kStepPrivateMounts, raw::call(SYS_mount, 0L, "/", 0L, MS_REC | MS_PRIVATE, 0L));
   done(plan, kStepPrivateMounts);
   for (size_t i = 0; i < plan->mount_count; ++i)
     run_mount_op(plan, plan->mounts[i], static_cast<int32_t>(i));
   done(plan, kStepMount);
 
-  // 7. Switch root and detach the old one entirely.
+  // 5. Switch root and detach the old one entirely.
   check(plan, kStepPivotRoot, raw::call(SYS_chdir, plan->new_root));
   check(plan, kStepPivotRoot, raw::call(SYS_pivot_root, ".", "."));
   check(plan, kStepPivotRoot, raw::call(SYS_umount2, ".", MNT_DETACH));
@@ -261,7 +277,21 @@ int sandbox_child_main(void* arg) {
           static_cast<int32_t>(i));
   done(plan, kStepRlimits);
 
-  // 8. Privileges: no capabilities in any set, no way back, seccomp last.
+  // 6. Join the cgroup the parent made meanwhile, by writing "0" to each of
+  //    its attach files: a task moving itself avoids the v1 lock stall. Then a
+  //    cgroup namespace rooted at that group.
+  int cgroup_fds[kMaxCgroupFds];
+  int cgroup_fd_count = receive(plan, kStepWaitForCgroup, cgroup_fds);
+  done(plan, kStepWaitForCgroup);
+  for (int i = 0; i < cgroup_fd_count; ++i) {
+    check(plan, kStepJoinCgroup, raw::call(SYS_write, cgroup_fds[i], "0", 1), i);
+    raw::call(SYS_close, cgroup_fds[i]);
+  }
+  done(plan, kStepJoinCgroup);
+  check(plan, kStepCgroupNamespace, raw::call(SYS_unshare, CLONE_NEWCGROUP));
+  done(plan, kStepCgroupNamespace);
+
+  // 7. Privileges: no capabilities in any set, no way back, seccomp last.
   drop_capabilities(plan);
   done(plan, kStepDropCapabilities);
   // Only now: a change of euid (becoming root in the user namespace) clears
@@ -280,7 +310,7 @@ int sandbox_child_main(void* arg) {
     check(plan, kStepSeccomp, raw::call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, plan->seccomp));
   done(plan, kStepSeccomp);
 
-  // 9. Unblock signals (the parent blocked them around clone) and exec.
+  // 8. Unblock signals (the parent blocked them around clone) and exec.
   unsigned long empty_mask = 0;
   raw::call(SYS_rt_sigprocmask, SIG_SETMASK, &empty_mask, 0L, 8);
   long first_error = -ENOENT;

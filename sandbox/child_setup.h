@@ -1,17 +1,25 @@
 // The sandbox child: everything that runs between clone() and execve().
 //
-// Parent/child handshake (the only one; keep this diagram true):
+// Parent/child handshake (the only one; keep this diagram true). The two sides
+// work in parallel: the child builds its network namespace and filesystem
+// while the parent writes the id maps and creates the cgroup.
 //
 //   parent (spawner thread)                      child (clone(CLONE_VM|NEW*))
 //   ───────────────────────                      ───────────────────────────
-//   build ChildPlan, cgroup, pipes
-//   clone ─────────────────────────────────────▶ read(sync_fd)  [blocks]
-//   write /proc/PID/{uid,gid}_map
-//   write(sync_fd, 1 byte) ───────────────────▶ run the steps of kSteps in order
-//   read(error_fd) [blocks]                      ├─ a step fails: write ChildError,
-//     ◀──────────── ChildError (16 bytes) ───────┤   exit_group(127)
-//     ◀──────────── EOF (execve closed the ──────┘─ execve succeeds
+//   build ChildPlan, socketpair, error pipe
+//   clone ─────────────────────────────────────▶ new netns + lo up (unless pooled)
+//   write /proc/PID/{uid,gid}_map                clone bind sources (still host root)
+//   send "maps" (1 byte) ──────────────────────▶ wait for "maps"
+//   create the cgroup (limits set)               become root in the user ns; mounts;
+//                                                pivot_root; hostname; rlimits
+//   send "cgroup" + its fds (SCM_RIGHTS) ─────▶ wait for "cgroup"; join it by
+//                                                writing "0"; new cgroup ns; drop
+//   read(error_fd) [blocks]                      caps; no_new_privs; seccomp
+//     ◀──────────── ChildError (16 bytes) ───────┤ a step fails: exit_group(127)
+//     ◀──────────── EOF (execve closed the ──────┘ execve succeeds
 //                   CLOEXEC pipe)
+//
+// If the parent dies or gives up, the child's recvmsg sees EOF and it exits.
 //
 // The child shares the parent's memory (CLONE_VM, so a 500 MB agent does not
 // pay a page-table copy) and so may use nothing but raw system calls on data
@@ -30,18 +38,19 @@ namespace stoke {
 
 // Steps in the order the child runs them; the names appear in error messages.
 enum ChildStep : int32_t {
-  kStepWaitForParent,
-  kStepJoinCgroup,
-  kStepCgroupNamespace,
+  kStepNetwork,          // unshare(CLONE_NEWNET) + loopback up, unless pooled
   kStepCloneBindSource,  // index = bind slot
+  kStepWaitForIdMaps,
   kStepBecomeRoot,
-  kStepLoopbackUp,
   kStepPrivateMounts,
   kStepMount,  // index = MountOp
   kStepPivotRoot,
   kStepHostname,
   kStepWorkdir,
   kStepRlimits,
+  kStepWaitForCgroup,
+  kStepJoinCgroup,
+  kStepCgroupNamespace,
   kStepDropCapabilities,
   kStepParentDeathSignal,
   kStepNoNewPrivs,
@@ -62,6 +71,9 @@ struct ChildError {
 };
 inline constexpr uint32_t kChildErrorMagic = 0x53544b45;  // "STKE"
 
+// Most fds the "cgroup" message carries (one per v1 hierarchy).
+inline constexpr int kMaxCgroupFds = 8;
+
 struct ChildRlimit {
   int resource;
   struct rlimit64 value;
@@ -70,11 +82,9 @@ struct ChildRlimit {
 // Everything the child needs, prepared by the parent. Plain pointers into
 // storage the parent keeps alive until the child has exec'd or died.
 struct ChildPlan {
-  int sync_fd = -1;   // read end; the parent writes one byte after the id maps
-  int error_fd = -1;  // write end, O_CLOEXEC
-  const int* cgroup_fds = nullptr;
-  size_t cgroup_fd_count = 0;
-  bool bring_up_loopback = true;  // the child owns a fresh network namespace
+  int control_fd = -1;  // SOCK_SEQPACKET: "maps", then "cgroup" with its fds
+  int error_fd = -1;    // write end, O_CLOEXEC
+  bool new_netns = true;  // false: already in a pooled namespace (lo up)
   const char* const* bind_sources = nullptr;  // phase one: open_tree() each...
   int* bind_fds = nullptr;                     // ...into these slots
   size_t bind_count = 0;

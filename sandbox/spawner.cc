@@ -6,11 +6,13 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include <spdlog/spdlog.h>
 
@@ -25,12 +27,19 @@ namespace {
 
 constexpr size_t kChildStackSize = 256 * 1024;
 
-// Network: CLONE_NEWNET too, unless the sandbox joins a pooled namespace.
+// No CLONE_NEWNET: the child makes its network namespace itself, in parallel
+// with the parent's work, or is born into a pooled one.
 constexpr int kCloneFlags = CLONE_VM | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC |
                             CLONE_NEWUTS | CLONE_PIDFD | SIGCHLD;
 
 double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+int64_t monotonic_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
 }
 
 // Parent-phase stopwatch: each lap() records the time since the previous one.
@@ -41,22 +50,46 @@ class Laps {
     auto now = std::chrono::steady_clock::now();
     trace_.phases.emplace_back(name, ms_between(last_, now));
     last_ = now;
+    if (std::string_view(name) == "clone") clone_done_ns_ = monotonic_ns();
   }
+  int64_t clone_done_ns() const { return clone_done_ns_; }
 
  private:
   SpawnTrace& trace_;
   std::chrono::steady_clock::time_point last_;
+  int64_t clone_done_ns_ = 0;
 };
 
-int64_t monotonic_ns() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+// One control message to the child: a byte, plus fds (SCM_RIGHTS) if any.
+Status send_to_child(int sock, const std::vector<int>& fds) {
+  if (fds.size() > static_cast<size_t>(kMaxCgroupFds)) return plain_error("send to sandbox child", "too many fds");
+  char byte = 1;
+  struct iovec iov = {&byte, 1};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxCgroupFds)] = {};
+  struct msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (!fds.empty()) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t n;
+  do {
+    n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n != 1) return sys_error("send to sandbox child");
+  return {};
 }
 
-// Child steps from the timestamps it left, then "exec" up to `exec_seen_ns`.
-void add_child_steps(SpawnTrace& trace, const int64_t* done_ns, int64_t go_ns, int64_t exec_seen_ns) {
-  int64_t prev = go_ns;
+// The child's steps from the timestamps it left (they overlap the parent's
+// phases, so they are listed apart), then "exec" up to `exec_seen_ns`.
+void add_child_steps(SpawnTrace& trace, const int64_t* done_ns, int64_t exec_seen_ns, const Laps& laps) {
+  int64_t prev = laps.clone_done_ns();
   for (int step = 0; step < kStepCount; ++step) {
     if (done_ns[step] == 0 || step == kStepExec) continue;
     trace.phases.emplace_back(std::string("child: ") + child_step_name(step), (done_ns[step] - prev) / 1e6);
@@ -269,23 +302,14 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   sock_fprog fprog = seccomp.value()->fprog();
 
   laps.lap("mount plan");
-  auto group = cgroups_->create(sb->id_, spec.limits);
-  if (!group.ok()) return group.error().context("create cgroup");
-  sb->group_ = std::move(group.value());
-  std::vector<int> cgroup_fds = sb->group_->attach_fds();
-  laps.lap("cgroup");
-  int clone_flags = kCloneFlags;
   if (options_.netns_pool) {
     auto ns = options_.netns_pool->acquire();
     if (!ns.ok()) {
-      (void)sb->group_->destroy();
       sb->reaped_ = true;
       return ns.error().context("network namespace");
     }
     sb->netns_ = std::move(ns.value());
     sb->netns_pool_ = options_.netns_pool;
-  } else {
-    clone_flags |= CLONE_NEWNET;
   }
 
   // Everything the child will point at lives in this frame until it has exec'd.
@@ -299,21 +323,25 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   envp.push_back(nullptr);
   std::vector<ChildRlimit> rlimits = rlimits_for(spec.rlimits);
 
-  int sync_pipe[2], error_pipe[2];
-  if (pipe2(sync_pipe, O_CLOEXEC) != 0) return sys_error("create sync pipe");
-  unique_fd sync_read(sync_pipe[0]), sync_write(sync_pipe[1]);
-  if (pipe2(error_pipe, O_CLOEXEC) != 0) return sys_error("create error pipe");
+  int control[2], error_pipe[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control) != 0) {
+    sb->reaped_ = true;
+    return sys_error("create control socket");
+  }
+  unique_fd control_parent(control[0]), control_child(control[1]);
+  if (pipe2(error_pipe, O_CLOEXEC) != 0) {
+    sb->reaped_ = true;
+    return sys_error("create error pipe");
+  }
   unique_fd error_read(error_pipe[0]), error_write(error_pipe[1]);
 
   int max_source_fd = 0;
   for (const auto& m : spec.fds) max_source_fd = std::max(max_source_fd, m.source);
 
   ChildPlan cp;
-  cp.sync_fd = sync_read.get();
+  cp.control_fd = control_child.get();
   cp.error_fd = error_write.get();
-  cp.cgroup_fds = cgroup_fds.data();
-  cp.cgroup_fd_count = cgroup_fds.size();
-  cp.bring_up_loopback = !options_.netns_pool;  // pooled ones come with lo up
+  cp.new_netns = !sb->netns_;  // pooled ones come with lo up
   std::vector<int> bind_fds(plan->bind_sources().size(), -1);
   cp.bind_sources = plan->bind_sources().data();
   cp.bind_fds = bind_fds.data();
@@ -355,41 +383,46 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
       auto scope = options_.netns_pool->enter(sb->netns_.get());
       if (!scope.ok()) {
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
-        (void)sb->group_->destroy();
         sb->reaped_ = true;
         return scope.error();
       }
       in_netns = std::move(scope.value());
     }
-    pid = clone(sandbox_child_main, static_cast<char*>(stack_) + stack_size_, clone_flags, &cp, &pidfd);
+    pid = clone(sandbox_child_main, static_cast<char*>(stack_) + stack_size_, kCloneFlags, &cp, &pidfd);
     clone_errno = errno;
   }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (pid < 0) {
-    (void)sb->group_->destroy();
     sb->reaped_ = true;
-    return sys_error("clone sandbox (user, pid, mount, net, ipc, uts namespaces)", clone_errno);
+    return sys_error("clone sandbox (user, pid, mount, ipc, uts namespaces)", clone_errno);
   }
   sb->pid_ = pid;
   sb->pidfd_.reset(pidfd);
-  sync_read.reset();
+  control_child.reset();
   error_write.reset();
   laps.lap("clone");
 
+  // From here on a failure kills the child (it may be blocked waiting for us)
+  // and reaps it before returning.
   auto fail_spawn = [&](Error e) -> Error {
     (void)sb->kill();
     reap(sb->pidfd_.get());
     sb->reaped_ = true;
-    (void)sb->group_->destroy();
+    if (sb->group_) (void)sb->group_->destroy();
     return e;
   };
 
   if (Status maps = write_id_maps(pid, spec); !maps.ok()) return fail_spawn(maps.error().context("map ids"));
+  if (Status sent = send_to_child(control_parent.get(), {}); !sent.ok()) return fail_spawn(sent.error());
   laps.lap("id maps");
-  char go = 1;
-  int64_t go_ns = monotonic_ns();
-  if (::write(sync_write.get(), &go, 1) != 1) return fail_spawn(sys_error("signal sandbox child"));
-  sync_write.reset();
+
+  // The cgroup is made while the child builds its filesystem.
+  auto group = cgroups_->create(sb->id_, spec.limits);
+  if (!group.ok()) return fail_spawn(group.error().context("create cgroup"));
+  sb->group_ = std::move(group.value());
+  if (Status sent = send_to_child(control_parent.get(), sb->group_->attach_fds()); !sent.ok())
+    return fail_spawn(sent.error());
+  laps.lap("cgroup");
 
   ChildError ce{};
   ssize_t n;
@@ -397,7 +430,7 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
     n = ::read(error_read.get(), &ce, sizeof ce);
   } while (n < 0 && errno == EINTR);
   if (n == 0) {
-    add_child_steps(sb->trace_, step_done_ns, go_ns, monotonic_ns());
+    add_child_steps(sb->trace_, step_done_ns, monotonic_ns(), laps);
     spdlog::debug("sandbox {} started: pid {} in {:.3f} ms", sb->id_, pid,
                   ms_between(started, std::chrono::steady_clock::now()));
     return sb;

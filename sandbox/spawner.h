@@ -43,15 +43,12 @@ struct ExitStatus {
   int shell_code() const { return signal != 0 ? 128 + signal : exit_code; }
 };
 
-// Where a spawn's time went, in order: parent phases, then each child step,
-// then "exec" (last child step to the new program running). Milliseconds.
+// Where a spawn's time went: the parent's phases in order, then the child's
+// steps from the end of clone (they run in parallel with the parent's "id maps"
+// and "cgroup"), then "exec" (last child step to the new program running).
+// Milliseconds.
 struct SpawnTrace {
   std::vector<std::pair<std::string, double>> phases;
-  double total_ms() const {
-    double t = 0;
-    for (const auto& p : phases) t += p.second;
-    return t;
-  }
 };
 
 class Sandbox {

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "api/cli/run_options.h"
 #include "api/cli/run_report.h"
@@ -53,6 +54,11 @@ int run_command(const std::vector<std::string>& args) {
   auto sandbox = spawner.value()->spawn(o.spec);
   if (!sandbox.ok()) return fail(sandbox.error().message());
 
+  if (std::getenv("STOKE_TRACE") != nullptr) {
+    // Where the spawn's time went, step by step (see SpawnTrace).
+    for (const auto& [phase, ms] : sandbox.value()->trace().phases)
+      std::fprintf(stderr, "stoke run: trace %-40s %8.3f ms\n", phase.c_str(), ms);
+  }
   std::optional<std::chrono::steady_clock::time_point> deadline;
   if (o.timeout) deadline = std::chrono::steady_clock::now() + *o.timeout;
   auto status = sandbox.value()->wait(deadline);
