@@ -5,6 +5,10 @@
 #include <string>
 #include <vector>
 
+#include <cstdlib>
+
+#include <spdlog/spdlog.h>
+
 #include "api/cli/run_command.h"
 
 namespace {
@@ -17,6 +21,10 @@ constexpr const char* kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A command line tool stays quiet unless something is wrong; STOKE_LOG=debug
+  // (or info, trace...) shows what the library does.
+  const char* level = std::getenv("STOKE_LOG");
+  spdlog::set_level(level != nullptr ? spdlog::level::from_str(level) : spdlog::level::warn);
   if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
