@@ -12,13 +12,15 @@ namespace {
 // most of these as symlinks into /usr; then the sandbox gets the same links).
 const std::vector<std::string> kSystemDirs = {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"};
 
-// Host /etc entries a program may legitimately need. Everything else in the
-// host's /etc (shadow, ssh keys, machine-id, credentials) stays out.
+// Host /etc entries a program needs at run time: the loader cache, time zone,
+// the alternatives links behind many /usr/bin names, CA certificates, name
+// databases, Python's site config. Everything else in the host's /etc (shadow,
+// ssh keys, machine-id, credentials, ldconfig's inputs) stays out; each entry
+// costs a bind per sandbox, so the list is kept to what programs read.
 const std::vector<std::string> kEtcFromHost = {
-    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/timezone",
-    "/etc/alternatives", "/etc/ssl/certs", "/etc/ca-certificates.conf", "/etc/mime.types",
-    "/etc/protocols", "/etc/services", "/etc/os-release", "/etc/debian_version", "/etc/python3",
-    "/etc/python3.11", "/etc/gai.conf", "/etc/magic"};
+    "/etc/ld.so.cache", "/etc/localtime", "/etc/timezone", "/etc/alternatives", "/etc/ssl/certs",
+    "/etc/mime.types", "/etc/protocols", "/etc/services", "/etc/os-release", "/etc/python3",
+    "/etc/python3.11"};
 
 std::string join(const std::string& root, const std::string& path) {
   if (root == "/" || root.empty()) return path;

@@ -246,6 +246,10 @@ int sandbox_child_main(void* arg) {
   //    otherwise still grant file access).
   int unused[kMaxCgroupFds];
   receive(plan, kStepWaitForIdMaps, unused);
+  // The parent may have pushed us to another CPU for the parallel start (it
+  // does so before sending "maps"); from here on the sandbox gets every CPU
+  // the spawner may use.
+  if (plan->cpu_mask != nullptr) raw::call(SYS_sched_setaffinity, 0, plan->cpu_mask_size, plan->cpu_mask);
   done(plan, kStepWaitForIdMaps);
   check(plan, kStepBecomeRoot, raw::call(SYS_setgroups, 0, 0L));
   check(plan, kStepBecomeRoot, raw::call(SYS_setresgid, 0, 0, 0));

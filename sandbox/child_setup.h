@@ -85,6 +85,11 @@ struct ChildPlan {
   int control_fd = -1;  // SOCK_SEQPACKET: "maps", then "cgroup" with its fds
   int error_fd = -1;    // write end, O_CLOEXEC
   bool new_netns = true;  // false: already in a pooled namespace (lo up)
+  // The CPUs the sandbox may use. The parent may push the new child to another
+  // CPU so both sides run at once; the child restores this mask once "maps"
+  // arrives (the push always comes before it).
+  const void* cpu_mask = nullptr;
+  size_t cpu_mask_size = 0;
   const char* const* bind_sources = nullptr;  // phase one: open_tree() each...
   int* bind_fds = nullptr;                     // ...into these slots
   size_t bind_count = 0;

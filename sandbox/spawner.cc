@@ -366,6 +366,16 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   cp.envp = envp.data();
   int64_t step_done_ns[kStepCount] = {};
   cp.step_done_ns = step_done_ns;
+  cpu_set_t allowed, elsewhere;
+  bool push_elsewhere = false;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) > 1) {
+    elsewhere = allowed;
+    int here = sched_getcpu();
+    if (here >= 0) CPU_CLR(here, &elsewhere);
+    push_elsewhere = CPU_COUNT(&elsewhere) > 0;
+    cp.cpu_mask = &allowed;
+    cp.cpu_mask_size = sizeof allowed;
+  }
   laps.lap("prepare child plan");
 
   // No signal handler of ours may run on the child's stack before execve.
@@ -396,6 +406,9 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
     sb->reaped_ = true;
     return sys_error("clone sandbox (user, pid, mount, ipc, uts namespaces)", clone_errno);
   }
+  // A new task starts on its parent's CPU and would wait there until this
+  // thread blocks; move it to an idle one so both halves run in parallel.
+  if (push_elsewhere) sched_setaffinity(pid, sizeof elsewhere, &elsewhere);
   sb->pid_ = pid;
   sb->pidfd_.reset(pidfd);
   control_child.reset();

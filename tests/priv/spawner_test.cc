@@ -271,3 +271,29 @@ TEST(SpawnerRecovery, KillingStokeRunKillsItsSandboxAndTheNextRunCleansUp) {
 
 }  // namespace
 }  // namespace stoke
+
+namespace stoke {
+namespace {
+
+std::string status_field(const std::string& status, const std::string& key) {
+  std::istringstream in(status);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key + ":", 0) == 0) return line.substr(line.find_first_not_of(" \t", key.size() + 1));
+  return "";
+}
+
+TEST(SpawnerCpus, SandboxGetsEveryCpuTheSpawnerMayUse) {
+  // The spawner briefly moves a new child to another CPU so parent and child
+  // start in parallel; the child must end up with the full mask again.
+  std::string why = test::priv_skip_reason();
+  if (!why.empty()) GTEST_SKIP() << why;
+  std::string mine = status_field(read_all("/proc/self/status"), "Cpus_allowed_list");
+  for (int i = 0; i < 20; ++i) {
+    auto r = test::run_command({test::stoke_bin(), "run", "--", "/bin/cat", "/proc/self/status"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(status_field(r.out, "Cpus_allowed_list"), mine);
+  }
+}
+
+}  // namespace
+}  // namespace stoke
