@@ -50,14 +50,11 @@ class Laps {
     auto now = std::chrono::steady_clock::now();
     trace_.phases.emplace_back(name, ms_between(last_, now));
     last_ = now;
-    if (std::string_view(name) == "clone") clone_done_ns_ = monotonic_ns();
   }
-  int64_t clone_done_ns() const { return clone_done_ns_; }
 
  private:
   SpawnTrace& trace_;
   std::chrono::steady_clock::time_point last_;
-  int64_t clone_done_ns_ = 0;
 };
 
 // One control message to the child: a byte, plus fds (SCM_RIGHTS) if any.
@@ -86,10 +83,11 @@ Status send_to_child(int sock, const std::vector<int>& fds) {
   return {};
 }
 
-// The child's steps from the timestamps it left (they overlap the parent's
-// phases, so they are listed apart), then "exec" up to `exec_seen_ns`.
-void add_child_steps(SpawnTrace& trace, const int64_t* done_ns, int64_t exec_seen_ns, const Laps& laps) {
-  int64_t prev = laps.clone_done_ns();
+// The child's steps from the timestamps it left, counted from the moment the
+// parent called clone (they overlap the parent's later phases, so they are
+// listed apart), then "exec" up to `exec_seen_ns`.
+void add_child_steps(SpawnTrace& trace, const int64_t* done_ns, int64_t clone_called_ns, int64_t exec_seen_ns) {
+  int64_t prev = clone_called_ns;
   for (int step = 0; step < kStepCount; ++step) {
     if (done_ns[step] == 0 || step == kStepExec) continue;
     trace.phases.emplace_back(std::string("child: ") + child_step_name(step), (done_ns[step] - prev) / 1e6);
@@ -385,6 +383,7 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   int pidfd = -1;
   pid_t pid;
   int clone_errno = 0;
+  int64_t clone_called_ns = 0;
   {
     // The child is born into the pooled network namespace; this thread goes
     // straight back to its own when the scope ends.
@@ -398,6 +397,7 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
       }
       in_netns = std::move(scope.value());
     }
+    clone_called_ns = monotonic_ns();
     pid = clone(sandbox_child_main, static_cast<char*>(stack_) + stack_size_, kCloneFlags, &cp, &pidfd);
     clone_errno = errno;
   }
@@ -443,7 +443,7 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
     n = ::read(error_read.get(), &ce, sizeof ce);
   } while (n < 0 && errno == EINTR);
   if (n == 0) {
-    add_child_steps(sb->trace_, step_done_ns, monotonic_ns(), laps);
+    add_child_steps(sb->trace_, step_done_ns, clone_called_ns, monotonic_ns());
     spdlog::debug("sandbox {} started: pid {} in {:.3f} ms", sb->id_, pid,
                   ms_between(started, std::chrono::steady_clock::now()));
     return sb;
