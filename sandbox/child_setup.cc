@@ -196,6 +196,7 @@ void reset_signals(const ChildPlan* plan) {
 
 const char* child_step_name(int32_t step) {
   switch (static_cast<ChildStep>(step)) {
+    case kStepOomScore: return "set oom_score_adj";
     case kStepNetwork: return "new network namespace";
     case kStepCloneBindSource: return "clone bind source";
     case kStepWaitForIdMaps: return "wait for id maps";
@@ -224,6 +225,17 @@ const char* child_step_name(int32_t step) {
 int sandbox_child_main(void* arg) {
   const ChildPlan* plan = static_cast<const ChildPlan*>(arg);
   long r;
+
+  // 0. Not the spawner's OOM protection: the sandbox is what should die first.
+  if (plan->oom_score_adj != nullptr) {
+    long fd = raw::call(SYS_openat, AT_FDCWD, "/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    check(plan, kStepOomScore, fd);
+    size_t len = 0;
+    while (plan->oom_score_adj[len] != '\0') ++len;
+    check(plan, kStepOomScore, raw::call(SYS_write, fd, plan->oom_score_adj, len));
+    raw::call(SYS_close, fd);
+  }
+  done(plan, kStepOomScore);
 
   // 1. Network: the one expensive namespace, made while the parent writes our
   //    id maps. Creating it needs no maps: we hold every capability in our new

@@ -38,6 +38,7 @@ namespace stoke {
 
 // Steps in the order the child runs them; the names appear in error messages.
 enum ChildStep : int32_t {
+  kStepOomScore,
   kStepNetwork,          // unshare(CLONE_NEWNET) + loopback up, unless pooled
   kStepCloneBindSource,  // index = bind slot
   kStepWaitForIdMaps,
@@ -85,6 +86,9 @@ struct ChildPlan {
   int control_fd = -1;  // SOCK_SEQPACKET: "maps", then "cgroup" with its fds
   int error_fd = -1;    // write end, O_CLOEXEC
   bool new_netns = true;  // false: already in a pooled namespace (lo up)
+  // Written to /proc/self/oom_score_adj first thing, when not null (only
+  // raising is allowed unprivileged; the spawner checks it is a raise).
+  const char* oom_score_adj = nullptr;
   // The CPUs the sandbox may use. The parent may push the new child to another
   // CPU so both sides run at once; the child restores this mask once "maps"
   // arrives (the push always comes before it).

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 
@@ -252,6 +253,7 @@ Result<std::unique_ptr<Spawner>> Spawner::create(const SpawnerOptions& options) 
   if (!seccomp.ok()) return seccomp.error().context("compile seccomp filter");
   STOKE_TRY(make_dirs(options.new_root_dir, 0755));
   s->last_cap_ = last_capability();
+  if (auto adj = read_file("/proc/self/oom_score_adj"); adj.ok()) s->own_oom_score_adj_ = std::atoi(adj->c_str());
   s->stack_size_ = kChildStackSize;
   s->stack_ = mmap(nullptr, s->stack_size_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -289,7 +291,9 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
     STOKE_TRY(check_not_host_account(spec.host_uid, spec.host_gid));
     checked_ids_.insert(ids);
   }
-  sb->id_ = "sb-" + std::to_string(getpid()) + "-" + std::to_string(++counter_);
+  // One counter per process: every spawner in it shares the name space.
+  static std::atomic<uint64_t> counter{0};
+  sb->id_ = "sb-" + std::to_string(getpid()) + "-" + std::to_string(++counter);
   sb->started_ = started;
   laps.lap("validate");
 
@@ -340,6 +344,9 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   cp.control_fd = control_child.get();
   cp.error_fd = error_write.get();
   cp.new_netns = !sb->netns_;  // pooled ones come with lo up
+  // Inherited unless it differs; lowering would need CAP_SYS_RESOURCE.
+  std::string oom_score_adj = std::to_string(spec.oom_score_adj);
+  if (spec.oom_score_adj > own_oom_score_adj_) cp.oom_score_adj = oom_score_adj.c_str();
   std::vector<int> bind_fds(plan->bind_sources().size(), -1);
   cp.bind_sources = plan->bind_sources().data();
   cp.bind_fds = bind_fds.data();

@@ -51,6 +51,9 @@ struct SandboxSpec {
   std::vector<FdMapping> fds{{0, 0}, {1, 1}, {2, 2}};
   // SIGKILL the sandbox when the spawning thread exits.
   bool kill_with_parent = true;
+  // The OOM killer's view of the sandbox. The agent protects itself (systemd
+  // OOMScoreAdjust=-500); its sandboxes must not inherit that.
+  int oom_score_adj = 0;
 };
 
 // Defaults for PATH etc. that a sandbox gets when the caller gives no env.
