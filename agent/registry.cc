@@ -1,0 +1,682 @@
+#include "agent/registry.h"
+
+#include <chrono>
+#include <iterator>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/names.h"
+
+namespace stoke::agent {
+
+// ---- error kinds ------------------------------------------------------------
+
+namespace {
+
+constexpr std::string_view kTagNotFound = "not found";
+constexpr std::string_view kTagAlreadyExists = "already exists";
+constexpr std::string_view kTagInvalid = "invalid";
+
+// detail is exactly the tag, or the tag followed by ": why".
+bool has_tag(const std::string& detail, std::string_view tag) {
+  if (detail.compare(0, tag.size(), tag) != 0) return false;
+  return detail.size() == tag.size() || detail.compare(tag.size(), 2, ": ") == 0;
+}
+
+}  // namespace
+
+Error kind_error(ErrorKind kind, std::string step, std::string why) {
+  std::string_view tag;
+  switch (kind) {
+    case ErrorKind::kNotFound: tag = kTagNotFound; break;
+    case ErrorKind::kAlreadyExists: tag = kTagAlreadyExists; break;
+    case ErrorKind::kInvalid: tag = kTagInvalid; break;
+    case ErrorKind::kIo: return plain_error(std::move(step), std::move(why));
+  }
+  std::string detail(tag);
+  if (!why.empty()) detail += ": " + why;
+  return plain_error(std::move(step), std::move(detail));
+}
+
+ErrorKind error_kind(const Error& error) {
+  if (has_tag(error.detail, kTagNotFound)) return ErrorKind::kNotFound;
+  if (has_tag(error.detail, kTagAlreadyExists)) return ErrorKind::kAlreadyExists;
+  if (has_tag(error.detail, kTagInvalid)) return ErrorKind::kInvalid;
+  return ErrorKind::kIo;
+}
+
+v1::Error::Code error_code(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kNotFound: return v1::Error::NOT_FOUND;
+    case ErrorKind::kAlreadyExists: return v1::Error::ALREADY_EXISTS;
+    case ErrorKind::kInvalid: return v1::Error::INVALID_ARGUMENT;
+    case ErrorKind::kIo: break;
+  }
+  return v1::Error::INTERNAL;
+}
+
+// ---- schema -----------------------------------------------------------------
+
+namespace {
+
+// kMigrations[i] takes a database from user_version i to i+1. Append a step
+// for every schema change; never edit a shipped one, since databases in the
+// field have already run it. STRICT tables make SQLite refuse a value of the
+// wrong type instead of storing it silently.
+constexpr const char* kMigrations[] = {
+    // 0 -> 1: the first schema.
+    R"sql(
+CREATE TABLE functions (
+  name            TEXT PRIMARY KEY NOT NULL,
+  current_version INTEGER NOT NULL,
+  created_ms      INTEGER NOT NULL,
+  updated_ms      INTEGER NOT NULL
+) STRICT;
+CREATE TABLE versions (
+  function     TEXT NOT NULL,
+  version      INTEGER NOT NULL,
+  runtime      INTEGER NOT NULL,
+  entry        TEXT NOT NULL,
+  memory_bytes INTEGER NOT NULL,
+  timeout_ms   INTEGER NOT NULL,
+  concurrency  INTEGER NOT NULL,
+  env_json     TEXT NOT NULL,
+  code_sha256  TEXT NOT NULL,
+  code_size    INTEGER NOT NULL,
+  created_ms   INTEGER NOT NULL,
+  PRIMARY KEY (function, version)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE activations (
+  id                TEXT PRIMARY KEY NOT NULL,
+  function          TEXT NOT NULL,
+  version           INTEGER NOT NULL,
+  state             TEXT NOT NULL CHECK (state IN ('running', 'finished')),
+  start_ms          INTEGER NOT NULL,
+  end_ms            INTEGER NOT NULL,
+  duration_ms       REAL NOT NULL,
+  wait_ms           REAL NOT NULL,
+  init_ms           REAL NOT NULL,
+  start_kind        INTEGER NOT NULL,
+  status            INTEGER NOT NULL,
+  result_json       TEXT NOT NULL,
+  logs              TEXT NOT NULL,
+  logs_truncated    INTEGER NOT NULL,
+  cpu_user_ms       REAL NOT NULL,
+  cpu_system_ms     REAL NOT NULL,
+  memory_peak_bytes INTEGER NOT NULL,
+  billed_ms         INTEGER NOT NULL,
+  gb_seconds        REAL NOT NULL
+) STRICT;
+CREATE INDEX activations_by_function ON activations (function, start_ms, id);
+CREATE INDEX activations_by_start ON activations (start_ms, id);
+CREATE INDEX activations_running ON activations (state) WHERE state = 'running';
+)sql",
+};
+constexpr int kMigrationCount = static_cast<int>(std::size(kMigrations));
+static_assert(kMigrationCount == Registry::kSchemaVersion, "one migration step per schema version");
+
+// Brings the schema to kSchemaVersion in one transaction: a crash mid-way
+// leaves the old version, and the next start runs the steps again.
+Status migrate(SqliteDb& db) {
+  auto tx = SqliteTransaction::begin(db);
+  if (!tx.ok()) return tx.error().context("migrate registry");
+  auto current = db.query_int64("PRAGMA user_version");
+  if (!current.ok()) return current.error().context("migrate registry");
+  if (*current > kMigrationCount)
+    return kind_error(ErrorKind::kInvalid, "open registry",
+                      "schema version " + std::to_string(*current) + " is newer than this agent's (" +
+                          std::to_string(kMigrationCount) + "); refusing to downgrade");
+  if (*current == kMigrationCount) return {};  // nothing to do; the transaction rolls back
+  for (int64_t v = *current; v < kMigrationCount; ++v) {
+    auto st = db.exec(kMigrations[v]);
+    if (!st.ok()) return st.error().context("migrate registry " + std::to_string(v) + " -> " + std::to_string(v + 1));
+  }
+  // user_version lives in the database header and is written transactionally.
+  STOKE_TRY(db.exec("PRAGMA user_version = " + std::to_string(kMigrationCount)));
+  return tx->commit();
+}
+
+// ---- helpers ----------------------------------------------------------------
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Invalid UTF-8 (possible in logs) is replaced rather than thrown on: storing
+// a slightly altered line beats losing the activation record.
+std::string dump_json(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+bool is_sha256_hex(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+Status check_name(const std::string& step, const std::string& name) {
+  auto st = check_function_name(name);
+  if (!st.ok()) return kind_error(ErrorKind::kInvalid, step, st.error().message());
+  return {};
+}
+
+Status check_record(const std::string& step, const FunctionRecord& r) {
+  if (r.runtime == v1::RUNTIME_UNSPECIFIED || !v1::Runtime_IsValid(r.runtime))
+    return kind_error(ErrorKind::kInvalid, step, "runtime must be python, node or exec");
+  if (!is_sha256_hex(r.code_sha256))
+    return kind_error(ErrorKind::kInvalid, step, "code_sha256 must be 64 lowercase hex digits");
+  return {};
+}
+
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+// The columns of a version row, in the order row_to_function reads them.
+constexpr const char* kVersionColumns =
+    "v.function, v.version, v.runtime, v.entry, v.memory_bytes, v.timeout_ms, v.concurrency, "
+    "v.env_json, v.code_sha256, v.code_size, v.created_ms";
+
+Result<v1::Function> row_to_function(const SqliteStatement& st) {
+  v1::Function f;
+  f.set_name(st.column_text(0));
+  f.set_version(static_cast<uint32_t>(st.column_int64(1)));
+  f.set_runtime(static_cast<v1::Runtime>(st.column_int64(2)));
+  f.set_entry(st.column_text(3));
+  f.set_memory_bytes(static_cast<uint64_t>(st.column_int64(4)));
+  f.set_timeout_ms(static_cast<uint64_t>(st.column_int64(5)));
+  f.set_concurrency(static_cast<uint32_t>(st.column_int64(6)));
+  auto env = nlohmann::json::parse(st.column_text(7), nullptr, /*allow_exceptions=*/false);
+  if (!env.is_object())
+    return plain_error("read function " + quoted(f.name()), "stored env is not a JSON object");
+  for (const auto& [k, v] : env.items()) {
+    if (!v.is_string()) return plain_error("read function " + quoted(f.name()), "stored env value is not a string");
+    (*f.mutable_env())[k] = v.get<std::string>();
+  }
+  f.set_code_sha256(st.column_text(8));
+  f.set_code_size(static_cast<uint64_t>(st.column_int64(9)));
+  f.set_created_ms(st.column_int64(10));
+  return f;
+}
+
+v1::Function record_to_function(const std::string& name, uint32_t version, int64_t created_ms,
+                                const FunctionRecord& r) {
+  v1::Function f;
+  f.set_name(name);
+  f.set_version(version);
+  f.set_runtime(r.runtime);
+  f.set_entry(r.entry);
+  f.set_memory_bytes(r.memory_bytes);
+  f.set_timeout_ms(r.timeout_ms);
+  f.set_concurrency(r.concurrency);
+  for (const auto& [k, v] : r.env) (*f.mutable_env())[k] = v;
+  f.set_code_sha256(r.code_sha256);
+  f.set_code_size(r.code_size);
+  f.set_created_ms(created_ms);
+  return f;
+}
+
+Status insert_version(SqliteDb& db, const std::string& name, uint32_t version, int64_t created_ms,
+                      const FunctionRecord& r) {
+  auto st = db.prepare(
+      "INSERT INTO versions (function, version, runtime, entry, memory_bytes, timeout_ms, concurrency, "
+      "env_json, code_sha256, code_size, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+  if (!st.ok()) return st.error();
+  nlohmann::json env = nlohmann::json::object();
+  for (const auto& [k, v] : r.env) env[k] = v;
+  st->bind_text(1, name)
+      .bind_int64(2, version)
+      .bind_int64(3, r.runtime)
+      .bind_text(4, r.entry)
+      .bind_int64(5, static_cast<int64_t>(r.memory_bytes))
+      .bind_int64(6, static_cast<int64_t>(r.timeout_ms))
+      .bind_int64(7, r.concurrency)
+      .bind_text(8, dump_json(env))
+      .bind_text(9, r.code_sha256)
+      .bind_int64(10, static_cast<int64_t>(r.code_size))
+      .bind_int64(11, created_ms);
+  return st->run();
+}
+
+// Activation columns in the order row_to_activation reads them. The list
+// query stops before result_json and logs, which it omits.
+constexpr const char* kActivationColumns =
+    "id, function, version, start_ms, end_ms, duration_ms, wait_ms, init_ms, start_kind, status, "
+    "logs_truncated, cpu_user_ms, cpu_system_ms, memory_peak_bytes, billed_ms, gb_seconds";
+constexpr const char* kActivationBodyColumns = "result_json, logs";
+constexpr int kActivationBodyFirst = 16;
+
+Result<v1::Activation> row_to_activation(const SqliteStatement& st, bool with_body) {
+  v1::Activation a;
+  a.set_activation_id(st.column_text(0));
+  a.set_function(st.column_text(1));
+  a.set_version(static_cast<uint32_t>(st.column_int64(2)));
+  a.set_start_ms(st.column_int64(3));
+  a.set_end_ms(st.column_int64(4));
+  a.set_duration_ms(st.column_double(5));
+  a.set_wait_ms(st.column_double(6));
+  a.set_init_ms(st.column_double(7));
+  a.set_start_kind(static_cast<v1::StartKind>(st.column_int64(8)));
+  a.set_status(static_cast<v1::ActivationStatus>(st.column_int64(9)));
+  a.set_logs_truncated(st.column_int64(10) != 0);
+  auto* u = a.mutable_usage();
+  u->set_cpu_user_ms(st.column_double(11));
+  u->set_cpu_system_ms(st.column_double(12));
+  u->set_memory_peak_bytes(static_cast<uint64_t>(st.column_int64(13)));
+  u->set_billed_ms(static_cast<uint64_t>(st.column_int64(14)));
+  u->set_gb_seconds(st.column_double(15));
+  if (with_body) {
+    a.set_result_json(st.column_text(kActivationBodyFirst));
+    auto logs = nlohmann::json::parse(st.column_text(kActivationBodyFirst + 1), nullptr, false);
+    if (!logs.is_array())
+      return plain_error("read activation " + quoted(a.activation_id()), "stored logs are not a JSON array");
+    for (const auto& line : logs) {
+      if (!line.is_string())
+        return plain_error("read activation " + quoted(a.activation_id()), "stored log line is not a string");
+      a.add_logs(line.get<std::string>());
+    }
+  }
+  return a;
+}
+
+// INSERT (begin) and INSERT OR REPLACE (finish) share the column binding.
+Status write_activation(SqliteDb& db, const char* verb, const v1::Activation& a, const char* state) {
+  std::string sql = std::string(verb) +
+                    " INTO activations (id, function, version, state, start_ms, end_ms, duration_ms, wait_ms, "
+                    "init_ms, start_kind, status, result_json, logs, logs_truncated, cpu_user_ms, cpu_system_ms, "
+                    "memory_peak_bytes, billed_ms, gb_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+                    "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+  auto st = db.prepare(sql);
+  if (!st.ok()) return st.error();
+  nlohmann::json logs = nlohmann::json::array();
+  for (const auto& line : a.logs()) logs.push_back(line);
+  const auto& u = a.usage();
+  st->bind_text(1, a.activation_id())
+      .bind_text(2, a.function())
+      .bind_int64(3, a.version())
+      .bind_text(4, state)
+      .bind_int64(5, a.start_ms())
+      .bind_int64(6, a.end_ms())
+      .bind_double(7, a.duration_ms())
+      .bind_double(8, a.wait_ms())
+      .bind_double(9, a.init_ms())
+      .bind_int64(10, a.start_kind())
+      .bind_int64(11, a.status())
+      .bind_text(12, a.result_json())
+      .bind_text(13, dump_json(logs))
+      .bind_int64(14, a.logs_truncated() ? 1 : 0)
+      .bind_double(15, u.cpu_user_ms())
+      .bind_double(16, u.cpu_system_ms())
+      .bind_int64(17, static_cast<int64_t>(u.memory_peak_bytes()))
+      .bind_int64(18, static_cast<int64_t>(u.billed_ms()))
+      .bind_double(19, u.gb_seconds());
+  return st->run();
+}
+
+// Page tokens are the position of the last row returned, "<start_ms>:<id>",
+// hex-encoded so clients treat them as opaque.
+std::string encode_token(int64_t start_ms, const std::string& id) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string raw = std::to_string(start_ms) + ":" + id;
+  std::string out;
+  out.reserve(raw.size() * 2);
+  for (unsigned char c : raw) {
+    out += kHex[c >> 4];
+    out += kHex[c & 0xf];
+  }
+  return out;
+}
+
+bool decode_token(const std::string& token, int64_t* start_ms, std::string* id) {
+  if (token.size() % 2 != 0) return false;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string raw;
+  for (size_t i = 0; i < token.size(); i += 2) {
+    int hi = nibble(token[i]), lo = nibble(token[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    raw += static_cast<char>(hi << 4 | lo);
+  }
+  size_t colon = raw.find(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == raw.size()) return false;
+  int64_t v = 0;
+  size_t i = 0;
+  bool negative = raw[0] == '-';
+  if (negative) i = 1;
+  if (i == colon) return false;
+  for (; i < colon; ++i) {
+    if (raw[i] < '0' || raw[i] > '9' || v > (INT64_MAX - 9) / 10) return false;
+    v = v * 10 + (raw[i] - '0');
+  }
+  *start_ms = negative ? -v : v;
+  *id = raw.substr(colon + 1);
+  return true;
+}
+
+}  // namespace
+
+// ---- registry -----------------------------------------------------------------
+
+Result<std::unique_ptr<Registry>> Registry::open(const std::string& path) {
+  auto db = SqliteDb::open(path);
+  if (!db.ok()) return db.error();
+  // Another process (an operator's sqlite3 shell, a backup) may briefly hold
+  // the lock; wait for it rather than fail the API call.
+  db->set_busy_timeout(5000);
+  auto mode = db->query_text("PRAGMA journal_mode = WAL");
+  if (!mode.ok()) return mode.error().context("open registry " + path);
+  if (*mode != "wal")
+    return plain_error("open registry " + path, "cannot switch to WAL mode (journal_mode is " + *mode + ")");
+  // FULL: WAL commits are fsynced, so a returned write survives power loss too.
+  auto sync = db->exec("PRAGMA synchronous = FULL");
+  if (!sync.ok()) return sync.error().context("open registry " + path);
+  auto mig = migrate(*db);
+  if (!mig.ok()) return mig.error().context("open registry " + path);
+  return std::unique_ptr<Registry>(new Registry(std::move(db.value())));
+}
+
+Result<v1::Function> Registry::read_function(const std::string& name, int64_t version) {
+  auto st = db_.prepare(std::string("SELECT ") + kVersionColumns +
+                        " FROM versions v WHERE v.function = ?1 AND v.version = ?2");
+  if (!st.ok()) return st.error();
+  st->bind_text(1, name).bind_int64(2, version);
+  auto row = st->step();
+  if (!row.ok()) return row.error();
+  if (!*row)
+    return kind_error(ErrorKind::kNotFound, "function " + quoted(name) + " version " + std::to_string(version));
+  return row_to_function(*st);
+}
+
+Result<v1::Function> Registry::create_function(const std::string& name, const FunctionRecord& record) {
+  std::string step = "create function " + quoted(name);
+  STOKE_TRY(check_name(step, name));
+  STOKE_TRY(check_record(step, record));
+  std::lock_guard lock(mu_);
+  auto tx = SqliteTransaction::begin(db_);
+  if (!tx.ok()) return tx.error().context(step);
+  auto exists = db_.prepare("SELECT 1 FROM functions WHERE name = ?1");
+  if (!exists.ok()) return exists.error().context(step);
+  exists->bind_text(1, name);
+  auto row = exists->step();
+  if (!row.ok()) return row.error().context(step);
+  if (*row) return kind_error(ErrorKind::kAlreadyExists, step);
+  int64_t now = now_ms();
+  auto ins = db_.prepare(
+      "INSERT INTO functions (name, current_version, created_ms, updated_ms) VALUES (?1, 1, ?2, ?2)");
+  if (!ins.ok()) return ins.error().context(step);
+  ins->bind_text(1, name).bind_int64(2, now);
+  auto st = ins->run();
+  if (!st.ok()) return st.error().context(step);
+  st = insert_version(db_, name, 1, now, record);
+  if (!st.ok()) return st.error().context(step);
+  st = tx->commit();
+  if (!st.ok()) return st.error().context(step);
+  return record_to_function(name, 1, now, record);
+}
+
+Result<v1::Function> Registry::update_function(const std::string& name, const FunctionRecord& record) {
+  std::string step = "update function " + quoted(name);
+  STOKE_TRY(check_name(step, name));
+  STOKE_TRY(check_record(step, record));
+  std::lock_guard lock(mu_);
+  auto tx = SqliteTransaction::begin(db_);
+  if (!tx.ok()) return tx.error().context(step);
+  auto cur = db_.prepare("SELECT current_version FROM functions WHERE name = ?1");
+  if (!cur.ok()) return cur.error().context(step);
+  cur->bind_text(1, name);
+  auto row = cur->step();
+  if (!row.ok()) return row.error().context(step);
+  if (!*row) return kind_error(ErrorKind::kNotFound, step);
+  int64_t previous = cur->column_int64(0);
+  if (previous >= UINT32_MAX) return kind_error(ErrorKind::kInvalid, step, "no version numbers left");
+  auto version = static_cast<uint32_t>(previous + 1);
+  int64_t now = now_ms();
+  auto st = insert_version(db_, name, version, now, record);
+  if (!st.ok()) return st.error().context(step);
+  auto upd = db_.prepare("UPDATE functions SET current_version = ?2, updated_ms = ?3 WHERE name = ?1");
+  if (!upd.ok()) return upd.error().context(step);
+  upd->bind_text(1, name).bind_int64(2, version).bind_int64(3, now);
+  st = upd->run();
+  if (!st.ok()) return st.error().context(step);
+  st = tx->commit();
+  if (!st.ok()) return st.error().context(step);
+  return record_to_function(name, version, now, record);
+}
+
+Result<v1::Function> Registry::get_function(const std::string& name) {
+  std::string step = "get function " + quoted(name);
+  STOKE_TRY(check_name(step, name));
+  std::lock_guard lock(mu_);
+  auto st = db_.prepare(std::string("SELECT ") + kVersionColumns +
+                        " FROM functions f JOIN versions v ON v.function = f.name AND v.version = f.current_version"
+                        " WHERE f.name = ?1");
+  if (!st.ok()) return st.error().context(step);
+  st->bind_text(1, name);
+  auto row = st->step();
+  if (!row.ok()) return row.error().context(step);
+  if (!*row) return kind_error(ErrorKind::kNotFound, step);
+  return row_to_function(*st);
+}
+
+Result<v1::Function> Registry::get_function_version(const std::string& name, uint32_t version) {
+  STOKE_TRY(check_name("get function " + quoted(name), name));
+  std::lock_guard lock(mu_);
+  return read_function(name, version);
+}
+
+Result<v1::FunctionList> Registry::list_functions() {
+  std::lock_guard lock(mu_);
+  auto st = db_.prepare(std::string("SELECT ") + kVersionColumns +
+                        " FROM functions f JOIN versions v ON v.function = f.name AND v.version = f.current_version"
+                        " ORDER BY f.name");
+  if (!st.ok()) return st.error().context("list functions");
+  v1::FunctionList out;
+  for (;;) {
+    auto row = st->step();
+    if (!row.ok()) return row.error().context("list functions");
+    if (!*row) break;
+    auto f = row_to_function(*st);
+    if (!f.ok()) return f.error();
+    *out.add_functions() = std::move(f.value());
+  }
+  return out;
+}
+
+Status Registry::delete_function(const std::string& name) {
+  std::string step = "delete function " + quoted(name);
+  STOKE_TRY(check_name(step, name));
+  std::lock_guard lock(mu_);
+  auto tx = SqliteTransaction::begin(db_);
+  if (!tx.ok()) return tx.error().context(step);
+  auto del = db_.prepare("DELETE FROM functions WHERE name = ?1");
+  if (!del.ok()) return del.error().context(step);
+  del->bind_text(1, name);
+  auto st = del->run();
+  if (!st.ok()) return st.error().context(step);
+  if (db_.changes() == 0) return kind_error(ErrorKind::kNotFound, step);
+  auto vers = db_.prepare("DELETE FROM versions WHERE function = ?1");
+  if (!vers.ok()) return vers.error().context(step);
+  vers->bind_text(1, name);
+  st = vers->run();
+  if (!st.ok()) return st.error().context(step);
+  st = tx->commit();
+  if (!st.ok()) return st.error().context(step);
+  return {};
+}
+
+Result<std::set<std::string>> Registry::referenced_code() {
+  std::lock_guard lock(mu_);
+  auto st = db_.prepare("SELECT DISTINCT code_sha256 FROM versions");
+  if (!st.ok()) return st.error().context("list referenced code");
+  std::set<std::string> out;
+  for (;;) {
+    auto row = st->step();
+    if (!row.ok()) return row.error().context("list referenced code");
+    if (!*row) break;
+    out.insert(st->column_text(0));
+  }
+  return out;
+}
+
+Status Registry::begin_activation(const v1::Activation& a) {
+  std::string step = "begin activation " + quoted(a.activation_id());
+  if (a.activation_id().empty()) return kind_error(ErrorKind::kInvalid, step, "activation_id is empty");
+  if (a.function().empty()) return kind_error(ErrorKind::kInvalid, step, "function is empty");
+  if (a.start_ms() == 0) return kind_error(ErrorKind::kInvalid, step, "start_ms is 0");
+  std::lock_guard lock(mu_);
+  auto tx = SqliteTransaction::begin(db_);
+  if (!tx.ok()) return tx.error().context(step);
+  auto exists = db_.prepare("SELECT 1 FROM activations WHERE id = ?1");
+  if (!exists.ok()) return exists.error().context(step);
+  exists->bind_text(1, a.activation_id());
+  auto row = exists->step();
+  if (!row.ok()) return row.error().context(step);
+  if (*row) return kind_error(ErrorKind::kAlreadyExists, step);
+  auto st = write_activation(db_, "INSERT", a, "running");
+  if (!st.ok()) return st.error().context(step);
+  st = tx->commit();
+  if (!st.ok()) return st.error().context(step);
+  return {};
+}
+
+Status Registry::finish_activation(const v1::Activation& activation) {
+  std::string step = "finish activation " + quoted(activation.activation_id());
+  if (activation.activation_id().empty()) return kind_error(ErrorKind::kInvalid, step, "activation_id is empty");
+  if (activation.function().empty()) return kind_error(ErrorKind::kInvalid, step, "function is empty");
+  if (activation.status() == v1::ACTIVATION_STATUS_UNSPECIFIED)
+    return kind_error(ErrorKind::kInvalid, step, "status is not set");
+  v1::Activation a = activation;
+  // end_ms 0 means "running" in the API; a finished record must not say that.
+  if (a.end_ms() == 0) a.set_end_ms(now_ms());
+  std::lock_guard lock(mu_);
+  auto tx = SqliteTransaction::begin(db_);
+  if (!tx.ok()) return tx.error().context(step);
+  auto st = write_activation(db_, "INSERT OR REPLACE", a, "finished");
+  if (!st.ok()) return st.error().context(step);
+  st = tx->commit();
+  if (!st.ok()) return st.error().context(step);
+  return {};
+}
+
+Result<v1::Activation> Registry::get_activation(const std::string& id) {
+  std::string step = "get activation " + quoted(id);
+  std::lock_guard lock(mu_);
+  auto st = db_.prepare(std::string("SELECT ") + kActivationColumns + ", " + kActivationBodyColumns +
+                        " FROM activations WHERE id = ?1");
+  if (!st.ok()) return st.error().context(step);
+  st->bind_text(1, id);
+  auto row = st->step();
+  if (!row.ok()) return row.error().context(step);
+  if (!*row) return kind_error(ErrorKind::kNotFound, step);
+  return row_to_activation(*st, /*with_body=*/true);
+}
+
+Result<v1::ActivationList> Registry::list_activations(const std::string& function, uint32_t limit,
+                                                      const std::string& page_token) {
+  const std::string step = "list activations";
+  if (limit == 0) limit = kDefaultListLimit;
+  if (limit > kMaxListLimit) limit = kMaxListLimit;
+  int64_t after_start = 0;
+  std::string after_id;
+  bool paged = !page_token.empty();
+  if (paged && !decode_token(page_token, &after_start, &after_id))
+    return kind_error(ErrorKind::kInvalid, step, "page_token is not one this agent issued");
+
+  // Keyset pagination on (start_ms, id): both indexes end in those columns,
+  // so a page costs the same however deep it is.
+  std::string sql = std::string("SELECT ") + kActivationColumns + " FROM activations WHERE 1";
+  int next_param = 1;
+  int p_function = 0, p_start = 0, p_id = 0;
+  if (!function.empty()) {
+    p_function = next_param++;
+    sql += " AND function = ?" + std::to_string(p_function);
+  }
+  if (paged) {
+    p_start = next_param++;
+    p_id = next_param++;
+    std::string s = "?" + std::to_string(p_start), i = "?" + std::to_string(p_id);
+    sql += " AND (start_ms < " + s + " OR (start_ms = " + s + " AND id < " + i + "))";
+  }
+  int p_limit = next_param++;
+  sql += " ORDER BY start_ms DESC, id DESC LIMIT ?" + std::to_string(p_limit);
+
+  std::lock_guard lock(mu_);
+  auto st = db_.prepare(sql);
+  if (!st.ok()) return st.error().context(step);
+  if (p_function != 0) st->bind_text(p_function, function);
+  if (paged) st->bind_int64(p_start, after_start).bind_text(p_id, after_id);
+  // One row more than asked says whether another page exists.
+  st->bind_int64(p_limit, static_cast<int64_t>(limit) + 1);
+  v1::ActivationList out;
+  for (;;) {
+    auto row = st->step();
+    if (!row.ok()) return row.error().context(step);
+    if (!*row) break;
+    if (static_cast<uint32_t>(out.activations_size()) == limit) {
+      const auto& last = out.activations(out.activations_size() - 1);
+      out.set_next_page_token(encode_token(last.start_ms(), last.activation_id()));
+      break;
+    }
+    auto a = row_to_activation(*st, /*with_body=*/false);
+    if (!a.ok()) return a.error();
+    *out.add_activations() = std::move(a.value());
+  }
+  return out;
+}
+
+Result<uint64_t> Registry::count_activations() {
+  std::lock_guard lock(mu_);
+  auto n = db_.query_int64("SELECT COUNT(*) FROM activations");
+  if (!n.ok()) return n.error().context("count activations");
+  return static_cast<uint64_t>(*n);
+}
+
+Result<int> Registry::fail_interrupted_activations(const std::string& reason) {
+  const std::string step = "fail interrupted activations";
+  std::lock_guard lock(mu_);
+  auto tx = SqliteTransaction::begin(db_);
+  if (!tx.ok()) return tx.error().context(step);
+  auto st = db_.prepare(
+      "UPDATE activations SET state = 'finished', status = ?1, result_json = ?2, end_ms = ?3 "
+      "WHERE state = 'running'");
+  if (!st.ok()) return st.error().context(step);
+  st->bind_int64(1, v1::INTERNAL_ERROR).bind_text(2, dump_json({{"error", reason}})).bind_int64(3, now_ms());
+  auto r = st->run();
+  if (!r.ok()) return r.error().context(step);
+  auto changed = static_cast<int>(db_.changes());
+  r = tx->commit();
+  if (!r.ok()) return r.error().context(step);
+  return changed;
+}
+
+Result<int> Registry::schema_version() {
+  std::lock_guard lock(mu_);
+  auto v = db_.query_int64("PRAGMA user_version");
+  if (!v.ok()) return v.error();
+  return static_cast<int>(*v);
+}
+
+Status Registry::check_integrity() {
+  std::lock_guard lock(mu_);
+  auto st = db_.prepare("PRAGMA integrity_check");
+  if (!st.ok()) return st.error();
+  std::vector<std::string> findings;
+  for (;;) {
+    auto row = st->step();
+    if (!row.ok()) return row.error().context("integrity check");
+    if (!*row) break;
+    findings.push_back(st->column_text(0));
+  }
+  if (findings.size() == 1 && findings[0] == "ok") return {};
+  std::string detail;
+  for (size_t i = 0; i < findings.size() && i < 5; ++i) detail += (i ? "; " : "") + findings[i];
+  return plain_error("registry integrity check", detail.empty() ? "no answer" : detail);
+}
+
+}  // namespace stoke::agent

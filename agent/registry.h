@@ -1,0 +1,150 @@
+// The agent's durable state: functions, their versions, and activations, in
+// one SQLite database under the state dir.
+//
+// Crash safety. The database runs in WAL mode with synchronous=FULL, and every
+// write is one IMMEDIATE transaction, so once a call that writes has returned
+// OK its change survives kill -9 of the agent (and power loss, as far as the
+// disk honours fsync), and a write interrupted by a crash is wholly absent.
+// On start the agent calls fail_interrupted_activations() because the
+// sandboxes of activations that were running died with it.
+//
+// Deletion removes rows. delete_function() drops the function and all of its
+// versions in one transaction; creating the same name later starts again at
+// version 1. Activations are never deleted by it: each activation row carries
+// everything it reports (function name, version, times, result, logs), so a
+// deleted function's activations stay readable and listable by name. Code
+// blobs of deleted versions become unreferenced (see referenced_code()) and
+// are collected by CodeStore::remove_unreferenced.
+//
+// Enums are stored as their proto numbers, which proto3 keeps stable.
+//
+// Thread-safety: one SQLite connection per Registry, every public method takes
+// the Registry's mutex for its whole duration. Calls from worker threads are
+// therefore safe and serialised (each write waits for its own fsync).
+//
+// Errors: see ErrorKind below; the agent maps kinds to v1::Error codes.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "agent/sqlite.h"
+#include "proto/stoke/v1/api.pb.h"
+#include "sandbox/base/result.h"
+
+namespace stoke::agent {
+
+// ---- error kinds ----------------------------------------------------------
+//
+// Callers must tell "no such function" from "disk failed" to answer with the
+// right v1::Error code. The kind travels inside Error::detail as a fixed
+// leading tag, so it survives Error::context() and reads naturally in the
+// one-sentence message:
+//   kNotFound       "get function 'x': not found"
+//   kAlreadyExists  "create function 'x': already exists"
+//   kInvalid        "code archive entry '../a': invalid: has a '..' component"
+// Any error without a tag (SQLite, system calls) is kIo. The code store uses
+// the same kinds.
+enum class ErrorKind {
+  kIo,             // storage or system failure: v1::Error::INTERNAL
+  kNotFound,       // v1::Error::NOT_FOUND
+  kAlreadyExists,  // v1::Error::ALREADY_EXISTS
+  kInvalid,        // the caller's input is wrong: v1::Error::INVALID_ARGUMENT
+};
+
+// An Error of the given kind; why (optional) follows the tag.
+Error kind_error(ErrorKind kind, std::string step, std::string why = {});
+ErrorKind error_kind(const Error& error);
+// kIo -> INTERNAL, kNotFound -> NOT_FOUND, and so on.
+v1::Error::Code error_code(ErrorKind kind);
+
+// ---- registry ---------------------------------------------------------------
+
+// What create_function and update_function store as a version. The agent
+// resolves defaults (memory, timeout, concurrency, entry) before calling:
+// the registry records exactly what it is given.
+struct FunctionRecord {
+  v1::Runtime runtime = v1::RUNTIME_UNSPECIFIED;
+  std::string entry;
+  uint64_t memory_bytes = 0;
+  uint64_t timeout_ms = 0;
+  uint32_t concurrency = 0;
+  std::map<std::string, std::string> env;
+  std::string code_sha256;  // 64 lowercase hex digits, from CodeStore::store
+  uint64_t code_size = 0;
+};
+
+class Registry {
+ public:
+  // PRAGMA user_version of a database this code writes; see migrate() in
+  // registry.cc for the steps from older versions.
+  static constexpr int kSchemaVersion = 1;
+  static constexpr uint32_t kDefaultListLimit = 20;
+  static constexpr uint32_t kMaxListLimit = 1000;
+
+  // Opens or creates the database at path (its directory must exist) and
+  // brings its schema up to kSchemaVersion. A database written by a newer
+  // agent (user_version > kSchemaVersion) is refused, never downgraded.
+  static Result<std::unique_ptr<Registry>> open(const std::string& path);
+
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  // Version 1 of a new function. kInvalid for a bad name or record,
+  // kAlreadyExists when the name is taken.
+  Result<v1::Function> create_function(const std::string& name, const FunctionRecord& record);
+  // Version n+1 becomes current; earlier versions stay. kNotFound if no such function.
+  Result<v1::Function> update_function(const std::string& name, const FunctionRecord& record);
+  // The current version.
+  Result<v1::Function> get_function(const std::string& name);
+  // Any kept version (e.g. the one an activation ran). kNotFound if absent.
+  Result<v1::Function> get_function_version(const std::string& name, uint32_t version);
+  // Current versions, ordered by name.
+  Result<v1::FunctionList> list_functions();
+  // Removes the function and its versions; its activations remain.
+  Status delete_function(const std::string& name);
+  // code_sha256 of every kept version: what the code store must not collect.
+  Result<std::set<std::string>> referenced_code();
+
+  // Records a started activation (state running). Needs activation_id,
+  // function and start_ms; kAlreadyExists if the id was used before.
+  Status begin_activation(const v1::Activation& activation);
+  // Records the final state: every field of the message, state finished.
+  // status must be set; end_ms 0 is replaced by now. Works whether or not
+  // begin_activation was called for this id (it overwrites the running row).
+  Status finish_activation(const v1::Activation& activation);
+  // The full record, result and logs included. kNotFound if absent.
+  Result<v1::Activation> get_activation(const std::string& id);
+  // Newest first (start_ms, then id, descending), for one function or all
+  // (function ""). limit 0 means kDefaultListLimit; larger than kMaxListLimit
+  // is clamped. Pass "" or the previous next_page_token; the token is a
+  // position, not an offset, so pages stay stable while new activations
+  // arrive. Logs and result are omitted, as the API's list promises.
+  // kInvalid for a token this registry did not make.
+  Result<v1::ActivationList> list_activations(const std::string& function, uint32_t limit,
+                                              const std::string& page_token);
+  Result<uint64_t> count_activations();
+
+  // At start, after a crash: every activation still running becomes
+  // finished with status INTERNAL_ERROR, result {"error": reason} and end_ms
+  // now (duration and usage stay as recorded: unknown). Returns how many.
+  Result<int> fail_interrupted_activations(const std::string& reason);
+
+  // PRAGMA user_version of the open database.
+  Result<int> schema_version();
+  // PRAGMA integrity_check; an error quoting SQLite's findings unless "ok".
+  Status check_integrity();
+
+ private:
+  explicit Registry(SqliteDb db) : db_(std::move(db)) {}
+  Result<v1::Function> read_function(const std::string& name, int64_t version);  // mutex held
+
+  std::mutex mu_;
+  SqliteDb db_;
+};
+
+}  // namespace stoke::agent

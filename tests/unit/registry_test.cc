@@ -1,0 +1,489 @@
+#include "agent/registry.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/sqlite.h"
+#include "tests/util/run_util.h"
+
+namespace stoke::agent {
+namespace {
+
+const std::string kShaA(64, 'a');
+const std::string kShaB(64, 'b');
+
+FunctionRecord record(const std::string& sha = kShaA, uint64_t memory = 128ull << 20) {
+  FunctionRecord r;
+  r.runtime = v1::PYTHON;
+  r.entry = "main";
+  r.memory_bytes = memory;
+  r.timeout_ms = 3000;
+  r.concurrency = 2;
+  r.env = {{"GREETING", "hello"}, {"EMPTY", ""}};
+  r.code_sha256 = sha;
+  r.code_size = 1234;
+  return r;
+}
+
+std::unique_ptr<Registry> open_registry(const std::string& path) {
+  auto r = Registry::open(path);
+  if (!r.ok()) ADD_FAILURE() << r.error().message();
+  return r.ok() ? std::move(r.value()) : nullptr;
+}
+
+v1::Activation running(const std::string& id, const std::string& function, int64_t start_ms) {
+  v1::Activation a;
+  a.set_activation_id(id);
+  a.set_function(function);
+  a.set_version(1);
+  a.set_start_ms(start_ms);
+  a.set_start_kind(v1::COLD);
+  return a;
+}
+
+v1::Activation finished(v1::Activation a) {
+  a.set_end_ms(a.start_ms() + 42);
+  a.set_duration_ms(41.5);
+  a.set_wait_ms(0.25);
+  a.set_init_ms(30.0);
+  a.set_status(v1::SUCCESS);
+  a.set_result_json(R"({"ok":true})");
+  a.add_logs("line one");
+  a.add_logs("line two");
+  a.set_logs_truncated(true);
+  auto* u = a.mutable_usage();
+  u->set_cpu_user_ms(12.5);
+  u->set_cpu_system_ms(3.25);
+  u->set_memory_peak_bytes(5u << 20);
+  u->set_billed_ms(100);
+  u->set_gb_seconds(0.0125);
+  return a;
+}
+
+TEST(Registry, CreateThenGetReturnsVersionOneWithEveryField) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  auto created = reg->create_function("hello", record());
+  ASSERT_TRUE(created.ok()) << created.error().message();
+  EXPECT_EQ(created->version(), 1u);
+  EXPECT_GT(created->created_ms(), 0);
+
+  auto got = reg->get_function("hello");
+  ASSERT_TRUE(got.ok()) << got.error().message();
+  EXPECT_EQ(got->name(), "hello");
+  EXPECT_EQ(got->version(), 1u);
+  EXPECT_EQ(got->runtime(), v1::PYTHON);
+  EXPECT_EQ(got->entry(), "main");
+  EXPECT_EQ(got->memory_bytes(), 128ull << 20);
+  EXPECT_EQ(got->timeout_ms(), 3000u);
+  EXPECT_EQ(got->concurrency(), 2u);
+  EXPECT_EQ(got->env().at("GREETING"), "hello");
+  EXPECT_EQ(got->env().at("EMPTY"), "");
+  EXPECT_EQ(got->code_sha256(), kShaA);
+  EXPECT_EQ(got->code_size(), 1234u);
+  EXPECT_EQ(got->created_ms(), created->created_ms());
+}
+
+TEST(Registry, CreatingATakenNameIsAlreadyExists) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  ASSERT_TRUE(reg->create_function("f", record()).ok());
+  auto again = reg->create_function("f", record(kShaB));
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(error_kind(again.error()), ErrorKind::kAlreadyExists) << again.error().message();
+  EXPECT_EQ(error_code(error_kind(again.error())), v1::Error::ALREADY_EXISTS);
+  EXPECT_EQ(again.error().message(), "create function 'f': already exists");
+  EXPECT_EQ(reg->get_function("f")->code_sha256(), kShaA);  // untouched
+}
+
+TEST(Registry, BadNamesAndRecordsAreInvalid) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  auto bad_name = reg->create_function("../x", record());
+  ASSERT_FALSE(bad_name.ok());
+  EXPECT_EQ(error_kind(bad_name.error()), ErrorKind::kInvalid);
+  FunctionRecord no_runtime = record();
+  no_runtime.runtime = v1::RUNTIME_UNSPECIFIED;
+  auto r1 = reg->create_function("f", no_runtime);
+  ASSERT_FALSE(r1.ok());
+  EXPECT_EQ(error_kind(r1.error()), ErrorKind::kInvalid);
+  auto r2 = reg->create_function("f", record("not-a-sha"));
+  ASSERT_FALSE(r2.ok());
+  EXPECT_EQ(error_kind(r2.error()), ErrorKind::kInvalid);
+  EXPECT_EQ(reg->list_functions()->functions_size(), 0);
+}
+
+TEST(Registry, MissingFunctionsAreNotFound) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  auto get = reg->get_function("nope");
+  ASSERT_FALSE(get.ok());
+  EXPECT_EQ(error_kind(get.error()), ErrorKind::kNotFound);
+  EXPECT_EQ(get.error().message(), "get function 'nope': not found");
+  auto upd = reg->update_function("nope", record());
+  ASSERT_FALSE(upd.ok());
+  EXPECT_EQ(error_kind(upd.error()), ErrorKind::kNotFound);
+  auto del = reg->delete_function("nope");
+  ASSERT_FALSE(del.ok());
+  EXPECT_EQ(error_kind(del.error()), ErrorKind::kNotFound);
+}
+
+TEST(Registry, ErrorKindSurvivesContext) {
+  Error e = kind_error(ErrorKind::kInvalid, "code archive entry '../a'", "has a '..' component");
+  EXPECT_EQ(e.message(), "code archive entry '../a': invalid: has a '..' component");
+  EXPECT_EQ(error_kind(e.context("create function 'f'")), ErrorKind::kInvalid);
+  EXPECT_EQ(error_kind(sys_error("open /x", ENOENT)), ErrorKind::kIo);
+  EXPECT_EQ(error_kind(plain_error("sqlite", "not foundish")), ErrorKind::kIo);
+  EXPECT_EQ(error_code(ErrorKind::kIo), v1::Error::INTERNAL);
+  EXPECT_EQ(error_code(ErrorKind::kNotFound), v1::Error::NOT_FOUND);
+  EXPECT_EQ(error_code(ErrorKind::kInvalid), v1::Error::INVALID_ARGUMENT);
+}
+
+TEST(Registry, UpdateAddsVersionAndKeepsTheOldOnes) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  ASSERT_TRUE(reg->create_function("f", record(kShaA, 128ull << 20)).ok());
+  auto v2 = reg->update_function("f", record(kShaB, 256ull << 20));
+  ASSERT_TRUE(v2.ok()) << v2.error().message();
+  EXPECT_EQ(v2->version(), 2u);
+  auto v3 = reg->update_function("f", record(kShaA, 512ull << 20));
+  ASSERT_TRUE(v3.ok());
+  EXPECT_EQ(v3->version(), 3u);
+
+  auto current = reg->get_function("f");
+  ASSERT_TRUE(current.ok());
+  EXPECT_EQ(current->version(), 3u);
+  EXPECT_EQ(current->memory_bytes(), 512ull << 20);
+  auto old = reg->get_function_version("f", 2);
+  ASSERT_TRUE(old.ok()) << old.error().message();
+  EXPECT_EQ(old->code_sha256(), kShaB);
+  EXPECT_EQ(old->memory_bytes(), 256ull << 20);
+  auto missing = reg->get_function_version("f", 4);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(error_kind(missing.error()), ErrorKind::kNotFound);
+
+  auto code = reg->referenced_code();
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, (std::set<std::string>{kShaA, kShaB}));
+}
+
+TEST(Registry, ListReturnsCurrentVersionsByName) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  ASSERT_TRUE(reg->create_function("zeta", record()).ok());
+  ASSERT_TRUE(reg->create_function("alpha", record()).ok());
+  ASSERT_TRUE(reg->update_function("zeta", record(kShaB)).ok());
+  auto list = reg->list_functions();
+  ASSERT_TRUE(list.ok()) << list.error().message();
+  ASSERT_EQ(list->functions_size(), 2);
+  EXPECT_EQ(list->functions(0).name(), "alpha");
+  EXPECT_EQ(list->functions(0).version(), 1u);
+  EXPECT_EQ(list->functions(1).name(), "zeta");
+  EXPECT_EQ(list->functions(1).version(), 2u);
+  EXPECT_EQ(list->functions(1).code_sha256(), kShaB);
+}
+
+TEST(Registry, DeleteRemovesFunctionAndVersionsButKeepsActivations) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  ASSERT_TRUE(reg->create_function("f", record(kShaA)).ok());
+  ASSERT_TRUE(reg->update_function("f", record(kShaB)).ok());
+  ASSERT_TRUE(reg->create_function("g", record(kShaA)).ok());
+  ASSERT_TRUE(reg->finish_activation(finished(running("act-1", "f", 1000))).ok());
+
+  auto del = reg->delete_function("f");
+  ASSERT_TRUE(del.ok()) << del.error().message();
+  EXPECT_EQ(error_kind(reg->get_function("f").error()), ErrorKind::kNotFound);
+  EXPECT_FALSE(reg->get_function_version("f", 1).ok());
+  EXPECT_EQ(reg->list_functions()->functions_size(), 1);
+  EXPECT_EQ(reg->referenced_code().value(), std::set<std::string>{kShaA});  // kShaB is now collectable
+
+  auto act = reg->get_activation("act-1");
+  ASSERT_TRUE(act.ok());
+  EXPECT_EQ(act->function(), "f");
+  EXPECT_EQ(reg->list_activations("f", 0, "")->activations_size(), 1);
+
+  // The name is free again and starts over at version 1.
+  auto again = reg->create_function("f", record());
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_EQ(again->version(), 1u);
+}
+
+TEST(Registry, ActivationBeginFinishGetRoundTripsEveryField) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  auto begun = running("a1", "f", 1700000000123);
+  ASSERT_TRUE(reg->begin_activation(begun).ok());
+
+  auto mid = reg->get_activation("a1");
+  ASSERT_TRUE(mid.ok()) << mid.error().message();
+  EXPECT_EQ(mid->end_ms(), 0);
+  EXPECT_EQ(mid->status(), v1::ACTIVATION_STATUS_UNSPECIFIED);
+  EXPECT_EQ(mid->start_kind(), v1::COLD);
+
+  auto done = finished(begun);
+  auto st = reg->finish_activation(done);
+  ASSERT_TRUE(st.ok()) << st.error().message();
+  auto got = reg->get_activation("a1");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->activation_id(), "a1");
+  EXPECT_EQ(got->function(), "f");
+  EXPECT_EQ(got->version(), 1u);
+  EXPECT_EQ(got->start_ms(), 1700000000123);
+  EXPECT_EQ(got->end_ms(), 1700000000165);
+  EXPECT_DOUBLE_EQ(got->duration_ms(), 41.5);
+  EXPECT_DOUBLE_EQ(got->wait_ms(), 0.25);
+  EXPECT_DOUBLE_EQ(got->init_ms(), 30.0);
+  EXPECT_EQ(got->start_kind(), v1::COLD);
+  EXPECT_EQ(got->status(), v1::SUCCESS);
+  EXPECT_EQ(got->result_json(), R"({"ok":true})");
+  ASSERT_EQ(got->logs_size(), 2);
+  EXPECT_EQ(got->logs(1), "line two");
+  EXPECT_TRUE(got->logs_truncated());
+  EXPECT_DOUBLE_EQ(got->usage().cpu_user_ms(), 12.5);
+  EXPECT_DOUBLE_EQ(got->usage().cpu_system_ms(), 3.25);
+  EXPECT_EQ(got->usage().memory_peak_bytes(), 5u << 20);
+  EXPECT_EQ(got->usage().billed_ms(), 100u);
+  EXPECT_DOUBLE_EQ(got->usage().gb_seconds(), 0.0125);
+  EXPECT_EQ(reg->count_activations().value(), 1u);
+}
+
+TEST(Registry, ActivationIdsAreUniqueAndFinishNeedsAStatus) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  ASSERT_TRUE(reg->begin_activation(running("a1", "f", 10)).ok());
+  auto dup = reg->begin_activation(running("a1", "f", 11));
+  ASSERT_FALSE(dup.ok());
+  EXPECT_EQ(error_kind(dup.error()), ErrorKind::kAlreadyExists);
+  auto no_status = reg->finish_activation(running("a1", "f", 10));
+  ASSERT_FALSE(no_status.ok());
+  EXPECT_EQ(error_kind(no_status.error()), ErrorKind::kInvalid);
+  auto missing = reg->get_activation("zzz");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(error_kind(missing.error()), ErrorKind::kNotFound);
+}
+
+TEST(Registry, FinishWithoutEndTimeGetsOneSoItNeverLooksRunning) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  auto a = running("a1", "f", 10);
+  a.set_status(v1::TIMEOUT);
+  ASSERT_TRUE(reg->finish_activation(a).ok());
+  EXPECT_GT(reg->get_activation("a1")->end_ms(), 0);
+}
+
+TEST(Registry, LogsWithInvalidUtf8AreStoredNotLost) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  auto a = finished(running("a1", "f", 10));
+  a.add_logs(std::string("bad \xff byte"));
+  ASSERT_TRUE(reg->finish_activation(a).ok());
+  auto got = reg->get_activation("a1");
+  ASSERT_TRUE(got.ok()) << got.error().message();
+  ASSERT_EQ(got->logs_size(), 3);
+  EXPECT_EQ(got->logs(2).substr(0, 4), "bad ");
+}
+
+TEST(Registry, ListActivationsPagesNewestFirstWithStableTokens) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  // 25 activations of f and 5 of g; pairs share a start_ms so the id breaks ties.
+  for (int i = 0; i < 25; ++i) {
+    char id[16];
+    snprintf(id, sizeof id, "f-%02d", i);
+    ASSERT_TRUE(reg->finish_activation(finished(running(id, "f", 1000 + i / 2))).ok());
+  }
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(reg->begin_activation(running("g-" + std::to_string(i), "g", 5000 + i)).ok());
+
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    auto page = reg->list_activations("f", 10, token);
+    ASSERT_TRUE(page.ok()) << page.error().message();
+    ++pages;
+    for (const auto& a : page->activations()) {
+      EXPECT_EQ(a.function(), "f");
+      EXPECT_TRUE(a.result_json().empty());  // list omits bodies
+      EXPECT_EQ(a.logs_size(), 0);
+      seen.push_back(a.activation_id());
+    }
+    token = page->next_page_token();
+    // New activations arriving between pages do not shift the pages.
+    if (pages == 1) {
+      ASSERT_TRUE(reg->finish_activation(finished(running("f-new", "f", 99999))).ok());
+    }
+  } while (!token.empty());
+  EXPECT_EQ(pages, 3);
+  ASSERT_EQ(seen.size(), 25u);
+  for (int i = 0; i < 25; ++i) {
+    char id[16];
+    snprintf(id, sizeof id, "f-%02d", 24 - i);
+    EXPECT_EQ(seen[static_cast<size_t>(i)], id) << "position " << i;
+  }
+
+  auto all = reg->list_activations("", 0, "");
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->activations_size(), static_cast<int>(Registry::kDefaultListLimit));
+  EXPECT_EQ(all->activations(0).activation_id(), "f-new");
+  EXPECT_EQ(all->activations(1).activation_id(), "g-4");
+  EXPECT_FALSE(all->next_page_token().empty());
+
+  auto exact = reg->list_activations("g", 5, "");
+  ASSERT_TRUE(exact.ok());
+  EXPECT_EQ(exact->activations_size(), 5);
+  EXPECT_TRUE(exact->next_page_token().empty());  // no empty trailing page
+
+  auto bad = reg->list_activations("f", 10, "not-a-token");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(error_kind(bad.error()), ErrorKind::kInvalid);
+  EXPECT_EQ(reg->count_activations().value(), 31u);
+}
+
+TEST(Registry, InterruptedActivationsBecomeInternalErrors) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  ASSERT_TRUE(reg->begin_activation(running("r1", "f", 10)).ok());
+  ASSERT_TRUE(reg->begin_activation(running("r2", "f", 11)).ok());
+  ASSERT_TRUE(reg->finish_activation(finished(running("done", "f", 12))).ok());
+
+  auto n = reg->fail_interrupted_activations("agent restarted");
+  ASSERT_TRUE(n.ok()) << n.error().message();
+  EXPECT_EQ(*n, 2);
+  for (const char* id : {"r1", "r2"}) {
+    auto a = reg->get_activation(id);
+    ASSERT_TRUE(a.ok());
+    EXPECT_EQ(a->status(), v1::INTERNAL_ERROR);
+    EXPECT_EQ(a->result_json(), R"({"error":"agent restarted"})");
+    EXPECT_GT(a->end_ms(), 0);
+  }
+  EXPECT_EQ(reg->get_activation("done")->status(), v1::SUCCESS);
+  EXPECT_EQ(reg->fail_interrupted_activations("again").value(), 0);
+}
+
+TEST(Registry, ReopenKeepsFunctionsVersionsAndActivations) {
+  test::TempDir dir;
+  std::string path = dir.file("state.db");
+  {
+    auto reg = open_registry(path);
+    ASSERT_TRUE(reg);
+    ASSERT_TRUE(reg->create_function("f", record(kShaA)).ok());
+    ASSERT_TRUE(reg->update_function("f", record(kShaB)).ok());
+    ASSERT_TRUE(reg->finish_activation(finished(running("a1", "f", 10))).ok());
+    ASSERT_TRUE(reg->begin_activation(running("a2", "f", 11)).ok());
+  }
+  auto reg = open_registry(path);
+  ASSERT_TRUE(reg);
+  EXPECT_TRUE(reg->check_integrity().ok());
+  auto f = reg->get_function("f");
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->version(), 2u);
+  EXPECT_EQ(f->code_sha256(), kShaB);
+  EXPECT_TRUE(reg->get_function_version("f", 1).ok());
+  EXPECT_EQ(reg->get_activation("a1")->logs_size(), 2);
+  EXPECT_EQ(reg->get_activation("a2")->end_ms(), 0);  // still running until the agent fails it
+  EXPECT_EQ(reg->count_activations().value(), 2u);
+}
+
+TEST(Registry, SchemaVersionAndWalModeArePersistedInTheFile) {
+  test::TempDir dir;
+  std::string path = dir.file("state.db");
+  {
+    auto reg = open_registry(path);
+    ASSERT_TRUE(reg);
+    EXPECT_EQ(reg->schema_version().value(), Registry::kSchemaVersion);
+  }
+  auto db = SqliteDb::open(path);
+  ASSERT_TRUE(db.ok());
+  EXPECT_EQ(db->query_int64("PRAGMA user_version").value(), Registry::kSchemaVersion);
+  EXPECT_EQ(db->query_text("PRAGMA journal_mode").value(), "wal");  // persistent in the file
+}
+
+TEST(Registry, RefusesADatabaseFromANewerAgent) {
+  test::TempDir dir;
+  std::string path = dir.file("state.db");
+  {
+    auto db = SqliteDb::open(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE(db->exec("PRAGMA user_version = 99").ok());
+  }
+  auto reg = Registry::open(path);
+  ASSERT_FALSE(reg.ok());
+  EXPECT_NE(reg.error().message().find("99"), std::string::npos) << reg.error().message();
+  auto db = SqliteDb::open(path);
+  EXPECT_EQ(db->query_int64("PRAGMA user_version").value(), 99);  // never downgraded
+}
+
+TEST(Registry, OpenFailsWithAClearErrorWhenTheDirectoryIsMissing) {
+  auto reg = Registry::open("/nonexistent-dir-for-stoke-tests/state.db");
+  ASSERT_FALSE(reg.ok());
+  EXPECT_NE(reg.error().message().find("/nonexistent-dir-for-stoke-tests/state.db"), std::string::npos)
+      << reg.error().message();
+  EXPECT_EQ(error_kind(reg.error()), ErrorKind::kIo);
+}
+
+TEST(Registry, ConcurrentCallersFromWorkerThreadsAllLand) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        std::string name = "t";
+        name += std::to_string(t);
+        name += '-';
+        name += std::to_string(i);
+        if (!reg->create_function(name, record()).ok()) ++failures;
+        if (!reg->finish_activation(finished(running(name, name, 1000 + i))).ok()) ++failures;
+        if (!reg->list_activations("", 5, "").ok()) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(reg->list_functions()->functions_size(), 40);
+  EXPECT_EQ(reg->count_activations().value(), 40u);
+}
+
+// The agent starts sandboxes and helpers; the database must not leak into them.
+TEST(Registry, DatabaseFilesAreCloseOnExec) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  ASSERT_TRUE(reg->create_function("f", record()).ok());
+  int seen = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    auto target = std::filesystem::read_symlink(e.path(), ec);
+    if (ec || target.string().rfind(dir.path(), 0) != 0) continue;
+    int fd = std::stoi(e.path().filename().string());
+    ++seen;
+    EXPECT_TRUE(fcntl(fd, F_GETFD) & FD_CLOEXEC) << target.string();
+  }
+  EXPECT_GE(seen, 2);  // the database and its WAL at least
+}
+
+}  // namespace
+}  // namespace stoke::agent
