@@ -9,13 +9,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include "api/cli/agent_commands.h"
 #include "api/cli/run_command.h"
 
 namespace {
 
 constexpr const char* kUsage =
-    "usage: stoke COMMAND [ARGS...]\n"
+    "usage: stoke [--socket PATH] COMMAND [ARGS...]\n"
     "  run [options] -- CMD [ARGS...]   run one command in a fresh sandbox (stoke run --help)\n"
+    "  fn, invoke, activation, status   talk to the agent (stoke help agent)\n"
     "  version                          print the version\n";
 
 }  // namespace
@@ -29,9 +31,33 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
-  std::string verb = argv[1];
-  std::vector<std::string> rest(argv + 2, argv + argc);
+  std::vector<std::string> args(argv + 1, argv + argc);
+  std::string socket_path;
+  if (args[0] == "--socket" || args[0].rfind("--socket=", 0) == 0) {
+    if (args[0] == "--socket") {
+      if (args.size() < 2) {
+        std::fputs("stoke: --socket needs a path\n", stderr);
+        return 2;
+      }
+      socket_path = args[1];
+      args.erase(args.begin(), args.begin() + 2);
+    } else {
+      socket_path = args[0].substr(9);
+      args.erase(args.begin());
+    }
+    if (args.empty()) {
+      std::fputs(kUsage, stderr);
+      return 2;
+    }
+  }
+  std::string verb = args[0];
+  std::vector<std::string> rest(args.begin() + 1, args.end());
   if (verb == "run") return stoke::cli::run_command(rest);
+  if (stoke::cli::is_agent_verb(verb)) return stoke::cli::agent_command(socket_path, args);
+  if (verb == "help" && !rest.empty() && rest[0] == "agent") {
+    std::fputs(stoke::cli::agent_usage(), stdout);
+    return 0;
+  }
   if (verb == "version" || verb == "--version") {
     std::puts("stoke 0.1.0");
     return 0;

@@ -297,3 +297,34 @@ TEST(SpawnerCpus, SandboxGetsEveryCpuTheSpawnerMayUse) {
 
 }  // namespace
 }  // namespace stoke
+
+namespace stoke {
+namespace {
+
+TEST(SpawnerOom, SandboxGetsItsOwnOomScoreNotTheSpawnersProtection) {
+  // The agent runs with OOMScoreAdjust=-500; a sandbox must be the OOM
+  // killer's first choice instead. Lowering our own score needs
+  // CAP_SYS_RESOURCE, which this machine lacks, so the raise is checked.
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  auto spawner = Spawner::create({.cgroup = {.parent_name = "stoke-oom-test-" + std::to_string(getpid())}});
+  ASSERT_TRUE(spawner.ok()) << spawner.error().message();
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  SandboxSpec s;
+  s.argv = {"/bin/cat", "/proc/self/oom_score_adj"};
+  s.env = default_sandbox_env();
+  s.host_uid = s.host_gid = host_id_for(HostIdRange{}, static_cast<uint64_t>(getpid()));
+  s.fds = {{0, 0}, {p[1], 1}, {2, 2}};
+  s.oom_score_adj = 500;
+  auto sb = spawner.value()->spawn(s);
+  ASSERT_TRUE(sb.ok()) << sb.error().message();
+  close(p[1]);
+  char buf[32] = {};
+  ASSERT_GT(read(p[0], buf, sizeof buf - 1), 0);
+  close(p[0]);
+  ASSERT_TRUE(sb.value()->wait().ok());
+  EXPECT_EQ(std::atoi(buf), 500);
+}
+
+}  // namespace
+}  // namespace stoke

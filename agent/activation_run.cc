@@ -1,0 +1,189 @@
+#include "agent/activation_run.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+namespace stoke::agent {
+namespace {
+
+std::string error_json(const std::string& message) { return nlohmann::json{{"error", message}}.dump(); }
+
+}  // namespace
+
+ActivationOutcome classify_result(const std::string& line) {
+  ActivationOutcome o;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception&) {
+    std::string shown = line.substr(0, 200);
+    o.status = v1::DEVELOPER_ERROR;
+    o.result_json = error_json("the runtime replied with something that is not JSON: " + shown);
+    return o;
+  }
+  if (!j.is_object()) {
+    o.status = v1::DEVELOPER_ERROR;
+    o.result_json = error_json(std::string("the result must be a JSON object, not ") + j.type_name());
+    return o;
+  }
+  o.status = j.contains("error") ? v1::APPLICATION_ERROR : v1::SUCCESS;
+  o.result_json = j.dump();
+  return o;
+}
+
+void append_log_bytes(std::string_view bytes, const ActivationLimits& limits, std::string& partial,
+                      std::vector<std::string>& lines, size_t& total_bytes, bool& truncated) {
+  for (char c : bytes) {
+    if (truncated) return;
+    if (c == '\n') {
+      if (lines.size() >= limits.max_log_lines) {
+        truncated = true;
+        return;
+      }
+      lines.push_back(std::move(partial));
+      partial.clear();
+      continue;
+    }
+    if (total_bytes >= limits.max_log_bytes) {
+      truncated = true;
+      return;
+    }
+    partial.push_back(c);
+    ++total_bytes;
+  }
+}
+
+std::shared_ptr<ActivationRun> ActivationRun::start(EventLoop& loop, Instance& instance, std::string request_line,
+                                                    ActivationLimits limits, Done done) {
+  std::shared_ptr<ActivationRun> run(new ActivationRun(loop, instance, limits, std::move(done)));
+  run->request_ = std::move(request_line);
+  instance.state = Instance::State::kBusy;
+  auto self = run;
+  run->timer_ = loop.timer(limits.timeout, [self](int res) {
+    if (res == -ECANCELED || self->finished_) return;
+    self->finish(self->failure(v1::TIMEOUT, "timed out after " + std::to_string(self->limits_.timeout.count()) + " ms"));
+  });
+  loop.poll(instance.sandbox().pidfd(), POLLIN, [self](int) { self->on_exit(); });
+  run->read_logs();
+  run->read_result();
+  run->write_request(0);
+  return run;
+}
+
+void ActivationRun::write_request(size_t offset) {
+  if (finished_ || offset >= request_.size()) return;
+  auto self = shared_from_this();
+  loop_.write(instance_.request_fd(), request_.data() + offset, request_.size() - offset, [self, offset](int res) {
+    if (self->finished_) return;
+    if (res < 0) {
+      // EPIPE: the runtime is gone (its exit is reported by on_exit).
+      if (res != -EPIPE) self->finish(self->failure(v1::INTERNAL_ERROR, "writing the request failed"));
+      return;
+    }
+    self->write_request(offset + static_cast<size_t>(res));
+  });
+}
+
+void ActivationRun::read_result() {
+  auto self = shared_from_this();
+  loop_.read(instance_.result_fd(), result_buf_.get(), kChunk, [self](int res) {
+    if (self->finished_) return;
+    if (res <= 0) {
+      // fd 3 closed without a full line: the runtime exited or closed it.
+      self->drain_logs_now();
+      self->finish(self->failure(v1::DEVELOPER_ERROR, self->result_.empty()
+                                                          ? "the runtime exited (or closed fd 3) without replying"
+                                                          : "the runtime's reply was not terminated by a newline"));
+      return;
+    }
+    self->result_.append(self->result_buf_.get(), static_cast<size_t>(res));
+    size_t nl = self->result_.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = self->result_.substr(0, nl);
+      if (line.size() > self->limits_.max_result_bytes) {
+        self->finish(self->failure(v1::DEVELOPER_ERROR, "the result is larger than " +
+                                                            std::to_string(self->limits_.max_result_bytes) + " bytes"));
+        return;
+      }
+      self->drain_logs_now();
+      ActivationOutcome o = classify_result(line);
+      o.logs = std::move(self->logs_);
+      o.logs_truncated = self->logs_truncated_;
+      self->finish(std::move(o));
+      return;
+    }
+    if (self->result_.size() > self->limits_.max_result_bytes) {
+      self->finish(self->failure(v1::DEVELOPER_ERROR,
+                                 "the result is larger than " + std::to_string(self->limits_.max_result_bytes) + " bytes"));
+      return;
+    }
+    self->read_result();
+  });
+}
+
+void ActivationRun::read_logs() {
+  auto self = shared_from_this();
+  loop_.read(instance_.log_fd(), log_buf_.get(), kChunk, [self](int res) {
+    if (self->finished_ || res <= 0) return;
+    append_log_bytes(std::string_view(self->log_buf_.get(), static_cast<size_t>(res)), self->limits_,
+                     self->log_partial_, self->logs_, self->log_bytes_, self->logs_truncated_);
+    self->read_logs();
+  });
+}
+
+void ActivationRun::drain_logs_now() {
+  // What the runtime printed just before replying may still sit in the pipe.
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(instance_.log_fd(), buf, sizeof buf);
+    if (n <= 0) break;
+    append_log_bytes(std::string_view(buf, static_cast<size_t>(n)), limits_, log_partial_, logs_, log_bytes_,
+                     logs_truncated_);
+  }
+}
+
+void ActivationRun::on_exit() {
+  if (finished_) return;
+  // A reply may have been written just before exiting: read what is left.
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(instance_.result_fd(), buf, sizeof buf);
+    if (n <= 0) break;
+    result_.append(buf, static_cast<size_t>(n));
+  }
+  drain_logs_now();
+  size_t nl = result_.find('\n');
+  if (nl != std::string::npos && nl <= limits_.max_result_bytes) {
+    ActivationOutcome o = classify_result(result_.substr(0, nl));
+    o.logs = std::move(logs_);
+    o.logs_truncated = logs_truncated_;
+    o.runtime_exited = true;
+    finish(std::move(o));
+    return;
+  }
+  ActivationOutcome o = failure(v1::DEVELOPER_ERROR, "the runtime exited without replying");
+  o.runtime_exited = true;
+  finish(std::move(o));
+}
+
+ActivationOutcome ActivationRun::failure(v1::ActivationStatus status, const std::string& message) {
+  ActivationOutcome o;
+  o.status = status;
+  o.result_json = error_json(message);
+  o.logs = std::move(logs_);
+  o.logs_truncated = logs_truncated_;
+  return o;
+}
+
+void ActivationRun::finish(ActivationOutcome outcome) {
+  if (finished_) return;
+  finished_ = true;
+  if (!log_partial_.empty() && outcome.logs.size() < limits_.max_log_lines) outcome.logs.push_back(log_partial_);
+  loop_.cancel_timer(timer_);
+  Done done = std::move(done_);
+  done(std::move(outcome));
+}
+
+}  // namespace stoke::agent

@@ -1,0 +1,80 @@
+// One activation's conversation with its instance, on the event loop: write
+// the request line, read one result line from fd 3, collect logs, and watch
+// for the deadline and for the runtime dying. Ends exactly once with an
+// ActivationOutcome; the instance is then killed and accounted by the caller.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/event_loop.h"
+#include "agent/instance.h"
+#include "proto/stoke/v1/api.pb.h"
+
+namespace stoke::agent {
+
+struct ActivationLimits {
+  std::chrono::milliseconds timeout{60000};
+  size_t max_result_bytes = 1u << 20;
+  size_t max_log_bytes = 64u << 10;
+  size_t max_log_lines = 1000;
+};
+
+struct ActivationOutcome {
+  v1::ActivationStatus status = v1::INTERNAL_ERROR;
+  std::string result_json;  // the runtime's result, or {"error": "..."}
+  std::vector<std::string> logs;
+  bool logs_truncated = false;
+  bool runtime_exited = false;  // pid 1 of the sandbox exited on its own
+};
+
+// Classifies a runtime's result line (without the newline): a JSON object is
+// success, or application_error when it has an "error" member; anything else
+// is the developer's error. Pure; unit-tested.
+ActivationOutcome classify_result(const std::string& line);
+
+// Splits log bytes into lines within the limits (pure; unit-tested). `partial`
+// carries an unterminated last line between calls.
+void append_log_bytes(std::string_view bytes, const ActivationLimits& limits, std::string& partial,
+                      std::vector<std::string>& lines, size_t& total_bytes, bool& truncated);
+
+class ActivationRun : public std::enable_shared_from_this<ActivationRun> {
+ public:
+  using Done = std::function<void(ActivationOutcome)>;
+  static std::shared_ptr<ActivationRun> start(EventLoop& loop, Instance& instance, std::string request_line,
+                                              ActivationLimits limits, Done done);
+  // Ends the activation now with this status (e.g. the agent is stopping).
+  void cancel(v1::ActivationStatus status, const std::string& message) { finish(failure(status, message)); }
+
+ private:
+  ActivationRun(EventLoop& loop, Instance& instance, ActivationLimits limits, Done done)
+      : loop_(loop), instance_(instance), limits_(limits), done_(std::move(done)) {}
+  void write_request(size_t offset);
+  void read_result();
+  void read_logs();
+  void on_exit();
+  void drain_logs_now();
+  void finish(ActivationOutcome outcome);
+  ActivationOutcome failure(v1::ActivationStatus status, const std::string& message);
+
+  EventLoop& loop_;
+  Instance& instance_;
+  ActivationLimits limits_;
+  Done done_;
+  std::string request_;
+  std::string result_;
+  std::string log_partial_;
+  std::vector<std::string> logs_;
+  size_t log_bytes_ = 0;
+  bool logs_truncated_ = false;
+  bool finished_ = false;
+  uint64_t timer_ = 0;
+  std::unique_ptr<char[]> result_buf_ = std::make_unique<char[]>(kChunk);
+  std::unique_ptr<char[]> log_buf_ = std::make_unique<char[]>(kChunk);
+  static constexpr size_t kChunk = 64 * 1024;
+};
+
+}  // namespace stoke::agent

@@ -1,0 +1,561 @@
+#include "agent/agent.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "agent/names.h"
+#include "api/wire/protocol.h"
+#include "sandbox/base/file_util.h"
+
+namespace stoke::agent {
+
+// One activation in flight. Lives on the loop thread; workers get copies of
+// what they need or run while the loop does not touch the fields they use.
+struct Agent::Running {
+  v1::Activation record;
+  InstanceSpec spec;
+  ActivationLimits limits;
+  std::string request_line;
+  Server::Reply reply;  // empty for async invocations
+  std::chrono::steady_clock::time_point accepted;
+  std::chrono::steady_clock::time_point admitted;
+  std::unique_ptr<Instance> instance;
+  std::shared_ptr<ActivationRun> conversation;
+  uint64_t request_id = 0;   // to answer a sync invocation
+  uint32_t concurrency = 1;  // the function version's instance limit
+  bool cancelled = false;  // the agent is stopping
+  bool finishing = false;
+};
+
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+double ms_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+}
+
+v1::Response error_response(uint64_t id, v1::Error::Code code, const std::string& message) {
+  v1::Response r;
+  r.set_id(id);
+  r.mutable_error()->set_code(code);
+  r.mutable_error()->set_message(message);
+  return r;
+}
+
+v1::Response error_response(uint64_t id, const Error& e) {
+  return error_response(id, error_code(error_kind(e)), e.message());
+}
+
+std::string error_json(const std::string& message) { return nlohmann::json{{"error", message}}.dump(); }
+
+// The exec runtime's executable inside the sandbox: the entry (for a single
+// uploaded file, its name), or OpenWhisk's conventional "exec".
+std::string exec_path(const v1::Function& fn) { return "/code/" + (fn.entry().empty() ? "exec" : fn.entry()); }
+
+}  // namespace
+
+std::string new_activation_id() {
+  unsigned char raw[16];
+  size_t got = 0;
+  while (got < sizeof raw) {
+    ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  static const char* hex = "0123456789abcdef";
+  std::string id;
+  for (unsigned char b : raw) {
+    id.push_back(hex[b >> 4]);
+    id.push_back(hex[b & 15]);
+  }
+  return id;
+}
+
+void fill_billing(v1::Usage& usage, double billed_source_ms, uint64_t unit_ms, uint64_t memory_bytes) {
+  uint64_t unit = std::max<uint64_t>(unit_ms, 1);
+  uint64_t billed = static_cast<uint64_t>(std::ceil(std::max(billed_source_ms, 0.0) / static_cast<double>(unit))) * unit;
+  usage.set_billed_ms(billed);
+  usage.set_gb_seconds(static_cast<double>(billed) / 1000.0 * static_cast<double>(memory_bytes) / double(1ULL << 30));
+}
+
+Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
+  std::unique_ptr<Agent> a(new Agent());
+  a->settings_ = settings;
+  a->started_ms_ = static_cast<uint64_t>(now_ms());
+  STOKE_TRY(make_dirs(settings.state_dir, 0700));
+
+  auto loop = EventLoop::create();
+  if (!loop.ok()) return loop.error();
+  a->loop_ = std::move(loop.value());
+
+  auto registry = Registry::open(settings.state_dir + "/registry.db");
+  if (!registry.ok()) return registry.error().context("open registry");
+  a->registry_ = std::move(registry.value());
+  // Reconcile after a crash: activations that were running did not finish.
+  auto interrupted = a->registry_->fail_interrupted_activations("the agent stopped while this activation ran");
+  if (!interrupted.ok()) return interrupted.error();
+  if (interrupted.value() > 0) spdlog::warn("recorded {} interrupted activation(s) as failed", interrupted.value());
+
+  auto code = CodeStore::open(settings.state_dir + "/code");
+  if (!code.ok()) return code.error().context("open code store");
+  a->code_ = std::make_unique<CodeStore>(std::move(code.value()));
+  // Code trees half-written when the agent died are dropped.
+  auto partial = a->code_->cleanup_partial();
+  if (!partial.ok()) return partial.error().context("clean the code store");
+
+  // Sandboxes of a crashed agent died with it (parent-death signal); their
+  // cgroups are removed by the spawners the workers create here.
+  auto netns = NetnsPool::create(2, 16);
+  if (!netns.ok()) return netns.error().context("network namespace pool");
+  a->netns_ = netns.value();
+  SpawnerOptions spawner_options;
+  spawner_options.netns_pool = a->netns_;
+  auto workers = WorkerPool::start(settings.worker_threads, spawner_options);
+  if (!workers.ok()) return workers.error();
+  a->workers_ = std::move(workers.value());
+
+  Agent* self = a.get();
+  auto server = Server::listen(*a->loop_, settings.socket_path, settings.socket_group, settings.inherited_socket_fd,
+                               settings.access, [self](const Peer& peer, v1::Request req, Server::Reply reply) {
+                                 self->handle(peer, std::move(req), std::move(reply));
+                               });
+  if (!server.ok()) return server.error();
+  a->server_ = std::move(server.value());
+  STOKE_TRY(a->loop_->watch_signals({SIGTERM, SIGINT}, [self](int sig) {
+    spdlog::info("received {}; stopping", strsignal(sig));
+    self->begin_stop();
+  }));
+  spdlog::info("stoked {} listening on {} (state in {})", wire::kAgentVersion, settings.socket_path, settings.state_dir);
+  return a;
+}
+
+Agent::~Agent() {
+  server_.reset();
+  workers_.reset();  // joins; every job has finished
+}
+
+Status Agent::run() { return loop_->run(); }
+
+void Agent::request_stop() {
+  loop_->post([this] { begin_stop(); });
+}
+
+void Agent::set_heartbeat(std::chrono::milliseconds interval, std::function<void()> beat) {
+  heartbeat_interval_ = interval;
+  heartbeat_ = std::move(beat);
+  if (interval.count() > 0) heartbeat_tick();
+}
+
+void Agent::heartbeat_tick() {
+  if (stopping_ || !heartbeat_) return;
+  heartbeat_();
+  loop_->timer(heartbeat_interval_, [this](int) { heartbeat_tick(); });
+}
+
+void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
+  (void)peer;
+  const uint64_t id = request.id();
+  if (stopping_) {
+    reply(error_response(id, v1::Error::UNAVAILABLE, "the agent is stopping"));
+    return;
+  }
+  switch (request.body_case()) {
+    case v1::Request::kCreateFunction:
+      create_or_update(true, std::move(request), std::move(reply));
+      return;
+    case v1::Request::kUpdateFunction:
+      create_or_update(false, std::move(request), std::move(reply));
+      return;
+    case v1::Request::kGetFunction:
+    case v1::Request::kListFunctions:
+    case v1::Request::kDeleteFunction:
+    case v1::Request::kGetActivation:
+    case v1::Request::kListActivations:
+    case v1::Request::kGetActivationLogs:
+      // Registry reads and deletes: SQLite, so a worker.
+      workers_->submit([this, request = std::move(request), reply = std::move(reply)](Worker&) mutable {
+        v1::Response r;
+        r.set_id(request.id());
+        Status ok;
+        switch (request.body_case()) {
+          case v1::Request::kGetFunction: {
+            auto f = registry_->get_function(request.get_function().name());
+            if (f.ok()) *r.mutable_function() = std::move(f.value());
+            else ok = f.error();
+            break;
+          }
+          case v1::Request::kListFunctions: {
+            auto l = registry_->list_functions();
+            if (l.ok()) *r.mutable_function_list() = std::move(l.value());
+            else ok = l.error();
+            break;
+          }
+          case v1::Request::kDeleteFunction: {
+            ok = registry_->delete_function(request.delete_function().name());
+            if (ok.ok()) {
+              r.mutable_deleted();
+              spdlog::info("function {}: deleted", request.delete_function().name());
+            }
+            break;
+          }
+          case v1::Request::kGetActivation: {
+            auto act = registry_->get_activation(request.get_activation().activation_id());
+            if (act.ok()) *r.mutable_activation() = std::move(act.value());
+            else ok = act.error();
+            break;
+          }
+          case v1::Request::kListActivations: {
+            const auto& q = request.list_activations();
+            auto l = registry_->list_activations(q.function(), q.limit(), q.page_token());
+            if (l.ok()) *r.mutable_activation_list() = std::move(l.value());
+            else ok = l.error();
+            break;
+          }
+          case v1::Request::kGetActivationLogs: {
+            auto act = registry_->get_activation(request.get_activation_logs().activation_id());
+            if (act.ok()) {
+              auto* logs = r.mutable_activation_logs();
+              *logs->mutable_logs() = act->logs();
+              logs->set_truncated(act->logs_truncated());
+            } else {
+              ok = act.error();
+            }
+            break;
+          }
+          default:
+            break;
+        }
+        if (!ok.ok()) r = error_response(request.id(), ok.error());
+        loop_->post([reply = std::move(reply), r = std::move(r)]() mutable { reply(std::move(r)); });
+      });
+      return;
+    case v1::Request::kInvoke:
+      invoke(std::move(request), std::move(reply));
+      return;
+    case v1::Request::kGetStatus:
+      status(id, std::move(reply));
+      return;
+    case v1::Request::kHello:
+      reply(error_response(id, v1::Error::PROTOCOL_ERROR, "hello was already exchanged"));
+      return;
+    case v1::Request::BODY_NOT_SET:
+      break;
+  }
+  reply(error_response(id, v1::Error::INVALID_ARGUMENT, "the request has no body (unknown to this agent version?)"));
+}
+
+void Agent::create_or_update(bool create, v1::Request request, Server::Reply reply) {
+  const uint64_t id = request.id();
+  const std::string name = create ? request.create_function().name() : request.update_function().name();
+  const v1::FunctionConfig& cfg = create ? request.create_function().config() : request.update_function().config();
+  if (Status s = check_function_name(name); !s.ok())
+    return reply(error_response(id, v1::Error::INVALID_ARGUMENT, s.error().message()));
+  if (cfg.runtime() == v1::RUNTIME_UNSPECIFIED)
+    return reply(error_response(id, v1::Error::INVALID_ARGUMENT, "runtime is required (python, node or exec)"));
+  if (cfg.memory_bytes() != 0 && (cfg.memory_bytes() < (16ULL << 20) || cfg.memory_bytes() > settings_.max_memory_bytes))
+    return reply(error_response(id, v1::Error::INVALID_ARGUMENT,
+                                "memory must be between 16M and " + std::to_string(settings_.max_memory_bytes >> 20) + "M"));
+  if (cfg.timeout_ms() > settings_.max_timeout_ms)
+    return reply(error_response(id, v1::Error::INVALID_ARGUMENT,
+                                "timeout must be at most " + std::to_string(settings_.max_timeout_ms) + " ms"));
+  if (cfg.concurrency() > settings_.max_concurrency)
+    return reply(error_response(id, v1::Error::INVALID_ARGUMENT,
+                                "concurrency must be at most " + std::to_string(settings_.max_concurrency)));
+  for (const auto& [key, value] : cfg.env()) {
+    if (key.empty() || key.find('=') != std::string::npos || key.find('\0') != std::string::npos ||
+        value.find('\0') != std::string::npos)
+      return reply(error_response(id, v1::Error::INVALID_ARGUMENT, "environment variable '" + key + "' is not valid"));
+  }
+  workers_->submit([this, create, name, request = std::move(request), reply = std::move(reply)](Worker&) mutable {
+    const v1::FunctionConfig& c = create ? request.create_function().config() : request.update_function().config();
+    v1::Response r;
+    r.set_id(request.id());
+    auto stored = code_->store(c);
+    if (!stored.ok()) {
+      r = error_response(request.id(), stored.error());
+    } else {
+      FunctionRecord rec;
+      rec.runtime = c.runtime();
+      rec.entry = c.code_format() == v1::SINGLE_FILE ? c.code_file_name() : c.entry();
+      rec.memory_bytes = c.memory_bytes() ? c.memory_bytes() : settings_.default_memory_bytes;
+      rec.timeout_ms = c.timeout_ms() ? c.timeout_ms() : settings_.default_timeout_ms;
+      rec.concurrency = c.concurrency() ? c.concurrency() : settings_.default_concurrency;
+      rec.env.insert(c.env().begin(), c.env().end());
+      rec.code_sha256 = stored->sha256;
+      rec.code_size = stored->size;
+      auto fn = create ? registry_->create_function(name, rec) : registry_->update_function(name, rec);
+      if (fn.ok()) {
+        spdlog::info("function {}: {} version {} (code {})", name, create ? "created" : "updated", fn->version(),
+                     rec.code_sha256.substr(0, 12));
+        *r.mutable_function() = std::move(fn.value());
+      } else {
+        r = error_response(request.id(), fn.error());
+      }
+    }
+    loop_->post([reply = std::move(reply), r = std::move(r)]() mutable { reply(std::move(r)); });
+  });
+}
+
+void Agent::invoke(v1::Request request, Server::Reply reply) {
+  const uint64_t id = request.id();
+  const v1::Invoke& inv = request.invoke();
+  if (inv.start() != v1::START_KIND_UNSPECIFIED && inv.start() != v1::COLD)
+    return reply(error_response(id, v1::Error::FAILED_PRECONDITION,
+                                "start path " + v1::StartKind_Name(inv.start()) +
+                                    " is not available: this agent version starts every instance cold"));
+  if (inv.params_json().size() > settings_.max_payload_bytes)
+    return reply(error_response(id, v1::Error::RESOURCE_EXHAUSTED,
+                                "the payload is " + std::to_string(inv.params_json().size()) + " bytes; the limit is " +
+                                    std::to_string(settings_.max_payload_bytes)));
+  nlohmann::json params = nlohmann::json::object();
+  if (!inv.params_json().empty()) {
+    try {
+      params = nlohmann::json::parse(inv.params_json());
+    } catch (const nlohmann::json::exception& e) {
+      return reply(error_response(id, v1::Error::INVALID_ARGUMENT, std::string("the payload is not JSON: ") + e.what()));
+    }
+    if (!params.is_object())
+      return reply(error_response(id, v1::Error::INVALID_ARGUMENT, "the payload must be a JSON object"));
+  }
+  auto run = std::make_shared<Running>();
+  run->request_id = id;
+  run->accepted = std::chrono::steady_clock::now();
+  if (!inv.async()) run->reply = std::move(reply);
+  workers_->submit([this, run, id, name = inv.function(), async = inv.async(), params = std::move(params),
+                    async_reply = inv.async() ? std::move(reply) : Server::Reply{}](Worker&) mutable {
+    auto fn = registry_->get_function(name);
+    auto answer = [&](v1::Response r) {
+      Server::Reply to = async ? std::move(async_reply) : std::move(run->reply);
+      loop_->post([to = std::move(to), r = std::move(r)]() mutable { to(std::move(r)); });
+    };
+    if (!fn.ok()) return answer(error_response(id, fn.error()));
+    v1::Activation& rec = run->record;
+    rec.set_activation_id(new_activation_id());
+    rec.set_function(name);
+    rec.set_version(fn->version());
+    rec.set_start_ms(now_ms());
+    rec.set_start_kind(v1::COLD);
+    run->spec.function = name;
+    run->spec.version = fn->version();
+    run->spec.runtime = fn->runtime();
+    run->spec.code_dir = code_->path_for(fn->code_sha256());
+    run->spec.executable = exec_path(fn.value());
+    for (const auto& [k, v] : fn->env()) run->spec.env.push_back(k + "=" + v);
+    run->spec.memory_bytes = fn->memory_bytes();
+    run->concurrency = std::max<uint32_t>(fn->concurrency(), 1);
+    run->spec.host_uid = host_id_for(settings_.host_ids, std::hash<std::string>{}(name));
+    run->limits.timeout = std::chrono::milliseconds(fn->timeout_ms());
+    run->limits.max_result_bytes = settings_.max_result_bytes;
+    run->limits.max_log_bytes = settings_.max_log_bytes;
+    run->limits.max_log_lines = settings_.max_log_lines;
+    nlohmann::json line = {{"value", params},
+                           {"namespace", "_"},
+                           {"action_name", name},
+                           {"action_version", std::to_string(fn->version())},
+                           {"activation_id", rec.activation_id()},
+                           {"transaction_id", rec.activation_id()},
+                           {"deadline", std::to_string(now_ms() + static_cast<int64_t>(fn->timeout_ms()))}};
+    run->request_line = line.dump() + "\n";
+    if (Status s = registry_->begin_activation(rec); !s.ok()) return answer(error_response(id, s.error()));
+    spdlog::info("function {} activation {}: accepted", name, rec.activation_id());
+    if (async) {
+      v1::Response r;
+      r.set_id(id);
+      r.mutable_invoke_accepted()->set_activation_id(rec.activation_id());
+      answer(std::move(r));
+    }
+    loop_->post([this, run] {
+      running_[run->record.activation_id()] = run;
+      admit(run);
+    });
+  });
+}
+
+void Agent::admit(const std::shared_ptr<Running>& run) {
+  if (stopping_) {
+    finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
+    return;
+  }
+  FunctionSlots& slots = slots_[run->spec.function];
+  if (slots.running < run->concurrency) {
+    ++slots.running;
+    run->admitted = std::chrono::steady_clock::now();
+    start_instance(run);
+    return;
+  }
+  if (slots.waiting.size() >= settings_.max_queue_per_function) {
+    finish(run, ActivationOutcome{v1::INTERNAL_ERROR,
+                                  error_json("too many activations are waiting for this function"), {}, false, false});
+    return;
+  }
+  slots.waiting.push_back(run);
+}
+
+void Agent::release_slot(const std::string& function) {
+  auto it = slots_.find(function);
+  if (it == slots_.end()) return;
+  FunctionSlots& slots = it->second;
+  if (slots.running > 0) --slots.running;
+  while (!slots.waiting.empty() && slots.running < slots.waiting.front()->concurrency) {
+    auto next = slots.waiting.front();
+    slots.waiting.pop_front();
+    ++slots.running;
+    next->admitted = std::chrono::steady_clock::now();
+    start_instance(next);
+  }
+  if (slots.running == 0 && slots.waiting.empty()) slots_.erase(it);
+}
+
+void Agent::start_instance(const std::shared_ptr<Running>& run) {
+  run->record.set_wait_ms(std::chrono::duration<double, std::milli>(run->admitted - run->accepted).count());
+  workers_->submit([this, run](Worker& worker) {
+    // std::function needs copyable captures; the instance travels in a shared_ptr.
+    auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(Instance::start(*worker.spawner, run->spec));
+    loop_->post([this, run, instance]() mutable {
+      if (!instance->ok()) {
+        const Error& e = instance->error();
+        // A missing or non-executable entry is the function's fault, not ours.
+        bool developer = e.step.find("exec ") != std::string::npos || e.step.find("is not available") != std::string::npos;
+        spdlog::warn("function {} activation {}: instance did not start: {}", run->spec.function,
+                     run->record.activation_id(), e.message());
+        finish(run, ActivationOutcome{developer ? v1::DEVELOPER_ERROR : v1::INTERNAL_ERROR,
+                                      error_json("the instance did not start: " + e.message()), {}, false, false});
+        return;
+      }
+      run->instance = std::move(instance->value());
+      run->record.set_init_ms(run->instance->init_ms());
+      if (run->cancelled || stopping_) {
+        finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
+        return;
+      }
+      run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
+                                               [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
+    });
+  });
+}
+
+void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcome) {
+  if (run->finishing) return;
+  run->finishing = true;
+  run->conversation.reset();
+  // Tearing down (kill, reap, read usage, remove the cgroup) and recording
+  // the result both block: a worker does them.
+  workers_->submit([this, run, outcome = std::move(outcome)](Worker&) mutable {
+    v1::Activation& rec = run->record;
+    if (run->instance) {
+      Sandbox& sb = run->instance->sandbox();
+      (void)sb.kill();  // this version never reuses an instance
+      auto st = sb.wait();
+      if (st.ok()) {
+        v1::Usage* u = rec.mutable_usage();
+        u->set_cpu_user_ms(static_cast<double>(st->usage.cpu_user_ns) / 1e6);
+        u->set_cpu_system_ms(static_cast<double>(st->usage.cpu_system_ns) / 1e6);
+        u->set_memory_peak_bytes(st->usage.memory_peak_bytes);
+        if (st->oom && outcome.status != v1::SUCCESS && outcome.status != v1::APPLICATION_ERROR) {
+          outcome.status = v1::OOM;
+          outcome.result_json = error_json("the function ran out of memory (limit " +
+                                           std::to_string(run->spec.memory_bytes >> 20) + " MiB)");
+        }
+      } else {
+        spdlog::warn("activation {}: teardown: {}", rec.activation_id(), st.error().message());
+      }
+      run->instance.reset();
+    }
+    rec.set_end_ms(now_ms());
+    double duration = ms_since(run->accepted);
+    rec.set_duration_ms(duration);
+    rec.set_status(outcome.status);
+    rec.set_result_json(outcome.result_json);
+    for (auto& line : outcome.logs) rec.add_logs(std::move(line));
+    rec.set_logs_truncated(outcome.logs_truncated);
+    // Billed: the time an instance worked for this activation (not the queue).
+    fill_billing(*rec.mutable_usage(), duration - rec.wait_ms(), settings_.billing_unit_ms, run->spec.memory_bytes);
+    Status saved = registry_->finish_activation(rec);
+    if (!saved.ok()) spdlog::error("activation {}: recording the result failed: {}", rec.activation_id(), saved.error().message());
+    spdlog::info("function {} activation {}: {} in {:.1f} ms (wait {:.1f}, init {:.1f})", rec.function(),
+                 rec.activation_id(), v1::ActivationStatus_Name(rec.status()), rec.duration_ms(), rec.wait_ms(),
+                 rec.init_ms());
+    loop_->post([this, run] {
+      running_.erase(run->record.activation_id());
+      release_slot(run->spec.function);
+      if (run->reply) {
+        v1::Response r;
+        r.set_id(run->request_id);
+        *r.mutable_activation() = run->record;
+        Server::Reply reply = std::move(run->reply);
+        reply(std::move(r));
+      }
+      if (stopping_ && running_.empty()) loop_->stop();
+    });
+  });
+}
+
+void Agent::status(uint64_t id, Server::Reply reply) {
+  v1::Response r;
+  r.set_id(id);
+  v1::Status* st = r.mutable_status();
+  st->set_agent_version(wire::kAgentVersion);
+  st->set_protocol_version(wire::kProtocolVersion);
+  struct utsname u;
+  if (uname(&u) == 0) st->set_kernel(u.release);
+  (*st->mutable_features())["io_uring"] = true;  // we are running on it
+  (*st->mutable_features())["pidfd"] = true;
+  (*st->mutable_features())["mount_setattr"] = true;
+  (*st->mutable_features())["proc_subset_pid"] = true;
+  uint32_t live = 0;
+  for (const auto& [aid, run] : running_) live += run->instance ? 1 : 0;
+  st->set_activations_running(static_cast<uint32_t>(running_.size()));
+  st->set_live_sandboxes(live);
+  st->set_started_ms(static_cast<int64_t>(started_ms_));
+  (*st->mutable_pools())["netns"] = static_cast<uint32_t>(netns_->free_count());
+  workers_->submit([this, r = std::move(r), reply = std::move(reply)](Worker& worker) mutable {
+    v1::Status* s = r.mutable_status();
+    s->set_cgroup_version(std::string(worker.spawner->cgroups().version()));
+    auto fns = registry_->list_functions();
+    if (fns.ok()) s->set_functions(static_cast<uint32_t>(fns->functions_size()));
+    auto total = registry_->count_activations();
+    if (total.ok()) s->set_activations_total(total.value());
+    loop_->post([reply = std::move(reply), r = std::move(r)]() mutable { reply(std::move(r)); });
+  });
+}
+
+void Agent::begin_stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  if (on_stopping_) on_stopping_();
+  server_->close_listener();
+  // Queued activations never start; running ones are cancelled; each is
+  // recorded with its status before the loop ends.
+  std::vector<std::shared_ptr<Running>> all;
+  for (auto& [aid, run] : running_) all.push_back(run);
+  for (auto& run : all) {
+    run->cancelled = true;
+    if (run->conversation) run->conversation->cancel(v1::INTERNAL_ERROR, "the agent is stopping");
+  }
+  for (auto& [fn, slots] : slots_) {
+    for (auto& run : slots.waiting)
+      finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
+    slots.waiting.clear();
+  }
+  if (running_.empty()) {
+    loop_->stop();
+    return;
+  }
+  loop_->timer(settings_.stop_grace, [this](int) {
+    spdlog::warn("stop: {} activation(s) still finishing after the grace period; stopping anyway", running_.size());
+    loop_->stop();
+  });
+}
+
+}  // namespace stoke::agent

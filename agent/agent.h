@@ -1,0 +1,110 @@
+// The agent: wires the event loop, the API server, the registry, the code
+// store and the workers together, and implements the API's services.
+//
+// Threads: the event loop thread owns every piece of in-memory state below
+// (activations in flight, queues, counters). Workers do the blocking parts
+// (SQLite, unpacking code, spawning and tearing down sandboxes) and hand
+// results back with loop.post().
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "agent/activation_run.h"
+#include "agent/code_store.h"
+#include "agent/event_loop.h"
+#include "agent/registry.h"
+#include "agent/server.h"
+#include "agent/worker_pool.h"
+#include "sandbox/id_map.h"
+#include "sandbox/netns_pool.h"
+
+namespace stoke::agent {
+
+// Plain settings the agent runs with (main.cc fills them from the config file
+// and the command line).
+struct AgentSettings {
+  std::string state_dir = "/var/lib/stoke";
+  std::string socket_path = "/run/stoke/stoke.sock";
+  std::string socket_group;         // "" = root only (0600)
+  int inherited_socket_fd = -1;     // from systemd socket activation
+  AccessPolicy access;
+  uint64_t default_memory_bytes = 256ULL << 20;
+  uint64_t max_memory_bytes = 8ULL << 30;
+  uint64_t default_timeout_ms = 60'000;
+  uint64_t max_timeout_ms = 15 * 60'000;
+  uint32_t default_concurrency = 1;
+  uint32_t max_concurrency = 1000;
+  size_t max_payload_bytes = 1u << 20;
+  size_t max_result_bytes = 1u << 20;
+  size_t max_log_bytes = 64u << 10;
+  size_t max_log_lines = 1000;
+  size_t max_queue_per_function = 1000;
+  uint64_t billing_unit_ms = 1;
+  size_t worker_threads = 2;
+  HostIdRange host_ids;
+  std::chrono::milliseconds stop_grace{10'000};
+};
+
+class Agent {
+ public:
+  static Result<std::unique_ptr<Agent>> start(const AgentSettings& settings);
+  ~Agent();
+
+  // Serves until SIGTERM/SIGINT (or request_stop), then stops gracefully:
+  // no new connections, activations in flight cancelled with a recorded
+  // status, every sandbox torn down.
+  Status run();
+  void request_stop();  // thread-safe
+
+  // Called every `interval` on the loop (the systemd watchdog).
+  void set_heartbeat(std::chrono::milliseconds interval, std::function<void()> beat);
+  void set_stopping_hook(std::function<void()> hook) { on_stopping_ = std::move(hook); }
+
+ private:
+  struct Running;  // one activation in flight
+  struct FunctionSlots {
+    uint32_t running = 0;
+    std::deque<std::shared_ptr<Running>> waiting;
+  };
+
+  Agent() = default;
+  void handle(const Peer& peer, v1::Request request, Server::Reply reply);
+  void create_or_update(bool create, v1::Request request, Server::Reply reply);
+  void invoke(v1::Request request, Server::Reply reply);
+  void admit(const std::shared_ptr<Running>& run);
+  void start_instance(const std::shared_ptr<Running>& run);
+  void finish(const std::shared_ptr<Running>& run, ActivationOutcome outcome);
+  void release_slot(const std::string& function);
+  void status(uint64_t id, Server::Reply reply);
+  void begin_stop();
+  void heartbeat_tick();
+
+  AgentSettings settings_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<Registry> registry_;
+  std::unique_ptr<CodeStore> code_;
+  std::shared_ptr<NetnsPool> netns_;
+  std::unique_ptr<WorkerPool> workers_;
+  std::unique_ptr<Server> server_;
+  std::string cgroup_version_;
+  std::unordered_map<std::string, FunctionSlots> slots_;
+  std::unordered_map<std::string, std::shared_ptr<Running>> running_;  // by activation id
+  uint64_t started_ms_ = 0;
+  bool stopping_ = false;
+  std::chrono::milliseconds heartbeat_interval_{0};
+  std::function<void()> heartbeat_;
+  std::function<void()> on_stopping_;
+};
+
+// Activation ids: 32 lowercase hex digits from the kernel's random source.
+std::string new_activation_id();
+// billed time rounded up to the unit, and GB-seconds at the reserved memory.
+void fill_billing(v1::Usage& usage, double billed_source_ms, uint64_t unit_ms, uint64_t memory_bytes);
+
+}  // namespace stoke::agent

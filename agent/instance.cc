@@ -1,0 +1,77 @@
+#include "agent/instance.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace stoke::agent {
+namespace {
+
+// A pipe whose agent-side end is non-blocking (io_uring then polls instead of
+// parking a kernel worker on it) and close-on-exec; the sandbox side is
+// handed to the spawner, which places it at the runtime's fd.
+struct Pipe {
+  unique_fd agent_end, sandbox_end;
+};
+
+Result<Pipe> make_pipe(bool agent_reads) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return sys_error("create runtime pipe");
+  Pipe p;
+  p.agent_end.reset(agent_reads ? fds[0] : fds[1]);
+  p.sandbox_end.reset(agent_reads ? fds[1] : fds[0]);
+  int flags = fcntl(p.agent_end.get(), F_GETFL);
+  if (flags < 0 || fcntl(p.agent_end.get(), F_SETFL, flags | O_NONBLOCK) != 0)
+    return sys_error("make runtime pipe non-blocking");
+  return p;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Instance>> Instance::start(Spawner& spawner, const InstanceSpec& spec) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto request = make_pipe(/*agent_reads=*/false);
+  if (!request.ok()) return request.error();
+  auto result = make_pipe(true);
+  if (!result.ok()) return result.error();
+  auto log = make_pipe(true);
+  if (!log.ok()) return log.error();
+
+  SandboxSpec s;
+  if (spec.runtime != v1::EXEC)
+    return plain_error("start instance", "runtime " + v1::Runtime_Name(spec.runtime) + " is not available yet");
+  s.argv = {spec.executable};
+  s.env = default_sandbox_env();
+  s.env.insert(s.env.end(), spec.env.begin(), spec.env.end());
+  s.workdir = "/code";
+  s.hostname = "stoke";
+  s.binds.push_back({spec.code_dir, "/code", false});
+  s.tmp_size_bytes = spec.tmp_bytes;
+  s.limits.memory_bytes = spec.memory_bytes;
+  s.limits.cpus = spec.cpus;
+  s.limits.pids = spec.pids;
+  s.host_uid = s.host_gid = spec.host_uid;
+  s.fds = {{request->sandbox_end.get(), 0},
+           {log->sandbox_end.get(), 1},
+           {log->sandbox_end.get(), 2},
+           {result->sandbox_end.get(), 3}};
+
+  auto sandbox = spawner.spawn(s);
+  if (!sandbox.ok()) return sandbox.error();
+  std::unique_ptr<Instance> inst(new Instance());
+  inst->sandbox_ = std::move(sandbox.value());
+  inst->request_ = std::move(request->agent_end);
+  inst->result_ = std::move(result->agent_end);
+  inst->log_ = std::move(log->agent_end);
+  // The sandbox ends close when `request`, `result`, `log` go out of scope: the
+  // sandbox holds its own copies, so EOF on ours means the runtime is gone.
+  inst->init_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return inst;
+}
+
+void Instance::close_pipes() {
+  request_.reset();
+  result_.reset();
+  log_.reset();
+}
+
+}  // namespace stoke::agent

@@ -1,0 +1,65 @@
+// An instance: one sandbox running a function's runtime, plus the pipes the
+// agent talks to it through (the runtime protocol of DESIGN §5):
+//
+//   agent ── requests, one JSON line each ──▶ fd 0 (stdin)
+//   agent ◀── results, one JSON line each ─── fd 3
+//   agent ◀── logs ────────────────────────── fd 1 and fd 2 (one pipe, in order)
+//
+// For the exec runtime this is OpenWhisk's actionloop contract, so existing
+// native actions run unchanged. The lifecycle (starting → idle ⇄ busy → dead)
+// is what warm reuse, prewarm pools, zygotes and restore plug into; in this
+// version every activation gets a fresh instance that dies after it.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "proto/stoke/v1/api.pb.h"
+#include "sandbox/base/result.h"
+#include "sandbox/base/unique_fd.h"
+#include "sandbox/spawner.h"
+
+namespace stoke::agent {
+
+// What the agent knows about the function version an instance runs.
+struct InstanceSpec {
+  std::string function;
+  uint32_t version = 0;
+  v1::Runtime runtime = v1::EXEC;
+  std::string code_dir;        // host directory with the unpacked code (read-only)
+  std::string executable;      // exec runtime: path inside the sandbox, e.g. /code/exec
+  std::vector<std::string> env;  // KEY=VALUE the function configured
+  uint64_t memory_bytes = 0;
+  double cpus = 1.0;
+  uint64_t pids = 256;
+  uint64_t tmp_bytes = 64ULL << 20;
+  uint32_t host_uid = 0;       // one id per function (never a host account)
+};
+
+class Instance {
+ public:
+  enum class State { kIdle, kBusy, kDead };
+
+  // Runs on a worker thread (spawning blocks for ~1 ms).
+  static Result<std::unique_ptr<Instance>> start(Spawner& spawner, const InstanceSpec& spec);
+
+  Sandbox& sandbox() { return *sandbox_; }
+  int request_fd() const { return request_.get(); }  // write end of its stdin (O_NONBLOCK)
+  int result_fd() const { return result_.get(); }    // read end of its fd 3 (O_NONBLOCK)
+  int log_fd() const { return log_.get(); }          // read end of its stdout+stderr (O_NONBLOCK)
+  double init_ms() const { return init_ms_; }
+  State state = State::kIdle;
+
+  // Closes the agent's pipe ends (the runtime then sees EOF on stdin).
+  void close_pipes();
+
+ private:
+  Instance() = default;
+  std::unique_ptr<Sandbox> sandbox_;
+  unique_fd request_, result_, log_;
+  double init_ms_ = 0;
+};
+
+}  // namespace stoke::agent

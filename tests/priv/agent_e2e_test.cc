@@ -1,0 +1,449 @@
+// The agent end to end: a real stoked, the real socket, real sandboxes.
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "api/wire/frame.h"
+#include "tests/util/agent_fixture.h"
+
+namespace stoke {
+namespace {
+
+using json = nlohmann::json;
+using test::AgentProcess;
+
+// An exec-runtime function (OpenWhisk actionloop) whose behaviour the request
+// picks: the test's stand-in for every kind of runtime misbehaviour.
+constexpr const char* kChaosAction = R"PY(#!/usr/bin/python3
+import json, os, sys, time
+out = os.fdopen(3, "w")
+for line in sys.stdin:
+    req = json.loads(line)
+    p = req["value"]
+    mode = p.get("mode", "echo")
+    print("request", req["activation_id"], mode, flush=True)
+    print("to stderr", file=sys.stderr, flush=True)
+    if mode == "sleep":
+        time.sleep(p.get("seconds", 60))
+    elif mode == "alloc":
+        blocks = [bytearray(1 << 20) for _ in range(p.get("mb", 512))]
+    elif mode == "crash":
+        os._exit(3)
+    elif mode == "garbage":
+        out.write("this is not json\n"); out.flush(); continue
+    elif mode == "huge":
+        out.write('{"x": "' + "a" * (2 << 20) + '"}\n'); out.flush(); continue
+    elif mode == "noreply":
+        out.close(); time.sleep(0.2); sys.exit(0)
+    elif mode == "error":
+        out.write(json.dumps({"error": "boom"}) + "\n"); out.flush(); continue
+    elif mode == "array":
+        out.write("[1, 2]\n"); out.flush(); continue
+    elif mode == "logs":
+        for i in range(p.get("lines", 10)):
+            print("line", i)
+        sys.stdout.flush()
+    out.write(json.dumps({"echo": p, "id": req["activation_id"], "name": req["action_name"]}) + "\n")
+    out.flush()
+)PY";
+
+class AgentE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why = test::priv_skip_reason();
+    if (!why.empty()) GTEST_SKIP() << why;
+    if (!test::is_executable(test::stoked_bin())) GTEST_SKIP() << "stoked is not built";
+    action_ = test::write_executable(dir_.file("chaos.py"), kChaosAction);
+    agent_ = std::make_unique<AgentProcess>(dir_.path(), extra_config());
+    ASSERT_TRUE(agent_->running());
+  }
+  void TearDown() override {
+    if (agent_) agent_.reset();
+  }
+  virtual std::string extra_config() { return ""; }
+
+  v1::Response call(v1::Request req) {
+    auto client = agent_->connect();
+    auto r = client.call(std::move(req));
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message()) << "\n" << agent_->log_text();
+    return r.ok() ? r.value() : v1::Response{};
+  }
+  void create(const std::string& name, uint64_t memory = 0, uint64_t timeout_ms = 0, uint32_t concurrency = 0) {
+    auto r = call(test::create_request(name, v1::EXEC, action_, "chaos.py", memory, timeout_ms, concurrency));
+    ASSERT_FALSE(r.has_error() && r.error().code() != v1::Error::OK) << r.error().message();
+    ASSERT_EQ(r.function().version(), 1u);
+  }
+  v1::Activation invoke(const std::string& name, const json& params) {
+    auto r = call(test::invoke_request(name, params.is_null() ? "{}" : params.dump()));
+    EXPECT_TRUE(r.has_activation()) << r.DebugString();
+    return r.activation();
+  }
+
+  test::TempDir dir_;
+  std::string action_;
+  std::unique_ptr<AgentProcess> agent_;
+};
+
+bool is_error(const v1::Response& r, v1::Error::Code code) { return r.has_error() && r.error().code() == code; }
+
+TEST_F(AgentE2E, FunctionLifecycleRoundTripsThroughTheSocket) {
+  create("lifecycle", 64 << 20, 5000, 2);
+  v1::Request get;
+  get.mutable_get_function()->set_name("lifecycle");
+  auto g = call(get);
+  EXPECT_EQ(g.function().name(), "lifecycle");
+  EXPECT_EQ(g.function().memory_bytes(), 64u << 20);
+  EXPECT_EQ(g.function().timeout_ms(), 5000u);
+  EXPECT_EQ(g.function().concurrency(), 2u);
+  EXPECT_EQ(g.function().code_sha256().size(), 64u);
+
+  v1::Request upd = test::create_request("lifecycle", v1::EXEC, action_, "chaos.py");
+  v1::Request update;
+  update.mutable_update_function()->set_name("lifecycle");
+  *update.mutable_update_function()->mutable_config() = upd.create_function().config();
+  EXPECT_EQ(call(update).function().version(), 2u);
+
+  v1::Request list;
+  list.mutable_list_functions();
+  auto l = call(list);
+  ASSERT_EQ(l.function_list().functions_size(), 1);
+  EXPECT_EQ(l.function_list().functions(0).version(), 2u);
+
+  v1::Request del;
+  del.mutable_delete_function()->set_name("lifecycle");
+  EXPECT_TRUE(call(del).has_deleted());
+  EXPECT_TRUE(is_error(call(get), v1::Error::NOT_FOUND));
+}
+
+TEST_F(AgentE2E, InvokeReturnsTheResultLogsAndUsage) {
+  create("echo", 128 << 20);
+  v1::Activation a = invoke("echo", {{"who", "world"}});
+  ASSERT_EQ(a.status(), v1::SUCCESS) << a.result_json() << "\n" << agent_->log_text();
+  json result = json::parse(a.result_json());
+  EXPECT_EQ(result["echo"]["who"], "world");
+  EXPECT_EQ(result["id"], a.activation_id());
+  EXPECT_EQ(result["name"], "echo");
+  EXPECT_EQ(a.start_kind(), v1::COLD);
+  EXPECT_EQ(a.activation_id().size(), 32u);
+  // stdout and stderr both reach the logs.
+  std::string logs;
+  for (const auto& l : a.logs()) logs += l + "\n";
+  EXPECT_NE(logs.find("request " + a.activation_id()), std::string::npos) << logs;
+  EXPECT_NE(logs.find("to stderr"), std::string::npos) << logs;
+  EXPECT_GT(a.duration_ms(), 0);
+  EXPECT_GT(a.init_ms(), 0);
+  EXPECT_GE(a.end_ms(), a.start_ms());
+  EXPECT_GT(a.usage().cpu_user_ms() + a.usage().cpu_system_ms(), 1.0);  // python started in there
+  EXPECT_GT(a.usage().memory_peak_bytes(), 1u << 20);
+  EXPECT_GE(static_cast<double>(a.usage().billed_ms()), a.duration_ms() - a.wait_ms() - 1);
+  EXPECT_NEAR(a.usage().gb_seconds(), a.usage().billed_ms() / 1000.0 * 0.125, 1e-9);
+
+  // The record is stored: get and logs give the same.
+  v1::Request get;
+  get.mutable_get_activation()->set_activation_id(a.activation_id());
+  EXPECT_EQ(call(get).activation().result_json(), a.result_json());
+  v1::Request logs_req;
+  logs_req.mutable_get_activation_logs()->set_activation_id(a.activation_id());
+  EXPECT_EQ(call(logs_req).activation_logs().logs_size(), a.logs_size());
+}
+
+TEST_F(AgentE2E, EachMisbehaviourGetsItsStatus) {
+  create("chaos", 64 << 20, 2000);
+  struct Case {
+    json params;
+    v1::ActivationStatus status;
+    const char* needle;
+  };
+  for (const auto& c : std::vector<Case>{
+           {{{"mode", "error"}}, v1::APPLICATION_ERROR, "boom"},
+           {{{"mode", "sleep"}, {"seconds", 30}}, v1::TIMEOUT, "timed out"},
+           {{{"mode", "alloc"}, {"mb", 256}}, v1::OOM, "memory"},
+           {{{"mode", "crash"}}, v1::DEVELOPER_ERROR, "without replying"},
+           {{{"mode", "garbage"}}, v1::DEVELOPER_ERROR, "not JSON"},
+           {{{"mode", "huge"}}, v1::DEVELOPER_ERROR, "larger than"},
+           {{{"mode", "noreply"}}, v1::DEVELOPER_ERROR, "without replying"},
+           {{{"mode", "array"}}, v1::DEVELOPER_ERROR, "JSON object"},
+       }) {
+    v1::Activation a = invoke("chaos", c.params);
+    EXPECT_EQ(a.status(), c.status) << c.params.dump() << " -> " << a.result_json();
+    EXPECT_NE(a.result_json().find(c.needle), std::string::npos) << c.params.dump() << " -> " << a.result_json();
+  }
+  // And the agent is still fine.
+  EXPECT_EQ(invoke("chaos", {{"mode", "echo"}}).status(), v1::SUCCESS);
+}
+
+TEST_F(AgentE2E, LogsAreCappedAndMarkedTruncated) {
+  create("logs");
+  v1::Activation a = invoke("logs", {{"mode", "logs"}, {"lines", 5000}});
+  EXPECT_EQ(a.status(), v1::SUCCESS) << a.result_json();
+  EXPECT_TRUE(a.logs_truncated());
+  EXPECT_LE(a.logs_size(), 1000);
+}
+
+TEST_F(AgentE2E, ConcurrentInvokesOnOneConnectionAreAnsweredById) {
+  create("conc", 64 << 20, 10000, 4);
+  auto client = agent_->connect();
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 4; ++i) {
+    auto id = client.send(test::invoke_request("conc", json{{"i", i}}.dump()));
+    ASSERT_TRUE(id.ok());
+    ids.push_back(id.value());
+  }
+  for (int i = 3; i >= 0; --i) {  // collected in the opposite order
+    auto r = client.wait_for(ids[static_cast<size_t>(i)]);
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    ASSERT_EQ(r->activation().status(), v1::SUCCESS) << r->activation().result_json();
+    EXPECT_EQ(json::parse(r->activation().result_json())["echo"]["i"], i);
+  }
+}
+
+TEST_F(AgentE2E, ConcurrentInvokesAcrossConnectionsAllSucceed) {
+  create("many", 64 << 20, 20000, 2);
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      auto client = agent_->connect();
+      for (int i = 0; i < 2; ++i) {
+        auto r = client.call(test::invoke_request("many", json{{"t", t}}.dump()));
+        if (r.ok() && r->activation().status() == v1::SUCCESS) ++ok;
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), 8);
+}
+
+TEST_F(AgentE2E, ConcurrencyLimitQueuesAndShowsWait) {
+  create("one-at-a-time", 64 << 20, 20000, 1);
+  auto client = agent_->connect();
+  auto first = client.send(test::invoke_request("one-at-a-time", json{{"mode", "sleep"}, {"seconds", 0.5}}.dump()));
+  auto second = client.send(test::invoke_request("one-at-a-time", "{}"));
+  ASSERT_TRUE(first.ok() && second.ok());
+  auto r1 = client.wait_for(first.value());
+  auto r2 = client.wait_for(second.value());
+  ASSERT_TRUE(r1.ok() && r2.ok());
+  EXPECT_EQ(r1->activation().status(), v1::SUCCESS);
+  EXPECT_EQ(r2->activation().status(), v1::SUCCESS);
+  // Whichever was admitted second waited for the other to finish.
+  double waited = std::max(r1->activation().wait_ms(), r2->activation().wait_ms());
+  double other = std::min(r1->activation().wait_ms(), r2->activation().wait_ms());
+  EXPECT_GT(waited, 200) << "one activation should have queued behind the other";
+  EXPECT_LT(other, 100);
+}
+
+TEST_F(AgentE2E, BadRequestsGetClearErrors) {
+  create("target");
+  auto bad_name = call(test::create_request("../etc", v1::EXEC, action_, "chaos.py"));
+  EXPECT_TRUE(is_error(bad_name, v1::Error::INVALID_ARGUMENT)) << bad_name.DebugString();
+  EXPECT_TRUE(is_error(call(test::create_request("target", v1::EXEC, action_, "chaos.py")), v1::Error::ALREADY_EXISTS));
+  EXPECT_TRUE(is_error(call(test::invoke_request("missing")), v1::Error::NOT_FOUND));
+  EXPECT_TRUE(is_error(call(test::invoke_request("target", "{not json")), v1::Error::INVALID_ARGUMENT));
+  EXPECT_TRUE(is_error(call(test::invoke_request("target", "[1]")), v1::Error::INVALID_ARGUMENT));
+  std::string big = json{{"x", std::string(1 << 20, 'a')}}.dump();
+  EXPECT_TRUE(is_error(call(test::invoke_request("target", big)), v1::Error::RESOURCE_EXHAUSTED));
+  v1::Request zygote = test::invoke_request("target");
+  zygote.mutable_invoke()->set_start(v1::ZYGOTE);
+  EXPECT_TRUE(is_error(call(zygote), v1::Error::FAILED_PRECONDITION));
+  // A file name with a slash could escape the code directory.
+  EXPECT_TRUE(is_error(call(test::create_request("sneaky", v1::EXEC, action_, "../chaos.py")), v1::Error::INVALID_ARGUMENT));
+  // Code that cannot be executed is the developer's error, reported as such.
+  std::string text = dir_.file("notes.txt");
+  std::ofstream(text) << "just some text, no program\n";
+  auto made = call(test::create_request("notexec", v1::EXEC, text, "notes.txt"));
+  ASSERT_FALSE(made.has_error() && made.error().code() != v1::Error::OK) << made.error().message();
+  v1::Activation a = invoke("notexec", {});
+  EXPECT_EQ(a.status(), v1::DEVELOPER_ERROR) << a.result_json();
+  EXPECT_NE(a.result_json().find("did not start"), std::string::npos) << a.result_json();
+}
+
+TEST_F(AgentE2E, MalformedFramesAndRandomBytesDoNotHurtTheAgent) {
+  auto raw_connect = [&] {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, agent_->socket().c_str());
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    return fd;
+  };
+  std::vector<std::string> attacks = {
+      std::string("\xff\xff\xff\xff", 4),             // a 4 GiB frame
+      std::string("\x00\x00\x00\x10garbage", 11),      // truncated, then EOF
+      std::string("\x00\x00\x00\x05\x0a\x05hello", 9),  // not a valid Request
+  };
+  std::string noise(4096, '\0');
+  for (auto& c : noise) c = static_cast<char>(std::rand());
+  attacks.push_back(noise);
+  for (const auto& bytes : attacks) {
+    int fd = raw_connect();
+    (void)!write(fd, bytes.data(), bytes.size());
+    shutdown(fd, SHUT_WR);
+    char buf[256];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+    close(fd);
+  }
+  // A request before hello is refused, and the agent still serves others.
+  {
+    int fd = raw_connect();
+    ASSERT_TRUE(wire::write_frame(fd, test::invoke_request("x")).ok());
+    auto frame = wire::read_frame(fd);
+    ASSERT_TRUE(frame.ok());
+    auto r = wire::parse_response(frame.value());
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->error().code(), v1::Error::PROTOCOL_ERROR);
+    close(fd);
+  }
+  create("still-alive");
+  EXPECT_EQ(invoke("still-alive", {}).status(), v1::SUCCESS);
+}
+
+TEST_F(AgentE2E, Kill9MidInvokeLosesNothingAndLeaksNoSandbox) {
+  create("victim", 64 << 20, 60000);
+  auto client = agent_->connect();
+  v1::Request req = test::invoke_request("victim", json{{"mode", "sleep"}, {"seconds", 300.75}}.dump());
+  req.mutable_invoke()->set_async(true);
+  auto accepted = client.call(req);
+  ASSERT_TRUE(accepted.ok());
+  std::string id = accepted->invoke_accepted().activation_id();
+  ASSERT_EQ(id.size(), 32u);
+  // Wait until the sandbox runs the sleep.
+  bool running = false;
+  for (int i = 0; i < 300 && !running; ++i) {
+    running = !test::run_command({"/usr/bin/pgrep", "-f", "chaos.py"}).out.empty();
+    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(running) << agent_->log_text();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  pid_t old_pid = agent_->pid();
+  agent_->kill9();
+
+  // The sandbox died with the agent.
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    gone = test::run_command({"/usr/bin/pgrep", "-f", "chaos.py"}).out.empty();
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(gone) << "a sandbox outlived kill -9 of the agent";
+
+  agent_->restart();
+  // The function is intact, the activation is recorded as failed (not lost,
+  // not stuck running), and the dead agent's cgroups are gone.
+  v1::Request get;
+  get.mutable_get_function()->set_name("victim");
+  EXPECT_EQ(call(get).function().name(), "victim");
+  v1::Request act;
+  act.mutable_get_activation()->set_activation_id(id);
+  auto a = call(act);
+  EXPECT_EQ(a.activation().status(), v1::INTERNAL_ERROR) << a.DebugString();
+  EXPECT_GT(a.activation().end_ms(), 0);
+  auto left = test::run_command({"/usr/bin/find", "/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name",
+                                 "sb-" + std::to_string(old_pid) + "-*"});
+  EXPECT_TRUE(left.out.empty()) << "cgroups of the killed agent: " << left.out;
+  EXPECT_EQ(invoke("victim", {}).status(), v1::SUCCESS);
+}
+
+TEST_F(AgentE2E, SigtermCancelsInFlightWorkWithARecordedStatus) {
+  create("slow", 64 << 20, 60000);
+  auto client = agent_->connect();
+  v1::Request req = test::invoke_request("slow", json{{"mode", "sleep"}, {"seconds", 300.5}}.dump());
+  req.mutable_invoke()->set_async(true);
+  auto accepted = client.call(req);
+  ASSERT_TRUE(accepted.ok());
+  std::string id = accepted->invoke_accepted().activation_id();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  int status = agent_->stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << agent_->log_text();
+  EXPECT_TRUE(test::run_command({"/usr/bin/pgrep", "-f", "sleep.*300.5|chaos.py"}).out.empty());
+  agent_->restart();
+  v1::Request act;
+  act.mutable_get_activation()->set_activation_id(id);
+  auto a = call(act);
+  EXPECT_EQ(a.activation().status(), v1::INTERNAL_ERROR);
+  EXPECT_NE(a.activation().result_json().find("stopping"), std::string::npos) << a.activation().result_json();
+}
+
+TEST_F(AgentE2E, ActivationsAreListedNewestFirstWithPaging) {
+  create("pages");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(invoke("pages", {{"i", i}}).activation_id());
+  v1::Request list;
+  list.mutable_list_activations()->set_function("pages");
+  list.mutable_list_activations()->set_limit(2);
+  std::vector<std::string> seen;
+  for (int page = 0; page < 5; ++page) {
+    auto r = call(list);
+    for (const auto& a : r.activation_list().activations()) seen.push_back(a.activation_id());
+    if (r.activation_list().next_page_token().empty()) break;
+    list.mutable_list_activations()->set_page_token(r.activation_list().next_page_token());
+  }
+  std::reverse(ids.begin(), ids.end());
+  EXPECT_EQ(seen, ids);
+}
+
+TEST_F(AgentE2E, StatusReportsTheAgent) {
+  create("s");
+  v1::Request st;
+  st.mutable_get_status();
+  auto r = call(st);
+  EXPECT_EQ(r.status().protocol_version(), 1u);
+  EXPECT_FALSE(r.status().kernel().empty());
+  EXPECT_TRUE(r.status().cgroup_version() == "v1" || r.status().cgroup_version() == "v2");
+  EXPECT_EQ(r.status().functions(), 1u);
+  EXPECT_TRUE(r.status().features().at("io_uring"));
+}
+
+class AgentAccess : public AgentE2E {
+  std::string extra_config() override { return "socket_group: \"nogroup\"\nallowed_uids: 4242\n"; }
+};
+
+TEST_F(AgentAccess, PeerNotInTheAllowListIsRefused) {
+  // The socket is 0660 root:nogroup, so a nobody:nogroup process can connect;
+  // SO_PEERCRED then refuses it: only uid 4242 (and root) are allowed.
+  ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);  // let nobody reach the socket file
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    close(p[0]);
+    if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(10);
+    auto c = wire::Client::connect(agent_->socket(), "intruder");
+    std::string msg = c.ok() ? "CONNECTED" : c.error().message();
+    (void)!write(p[1], msg.data(), msg.size());
+    _exit(0);
+  }
+  close(p[1]);
+  char buf[1024] = {};
+  ssize_t n = read(p[0], buf, sizeof buf - 1);
+  close(p[0]);
+  int status;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  std::string msg(buf, n > 0 ? static_cast<size_t>(n) : 0);
+  EXPECT_EQ(msg.find("CONNECTED"), std::string::npos);
+  EXPECT_NE(msg.find("may not use"), std::string::npos) << msg;
+  // Root still gets in.
+  EXPECT_EQ(call([] {
+              v1::Request r;
+              r.mutable_get_status();
+              return r;
+            }())
+                .status()
+                .protocol_version(),
+            1u);
+}
+
+}  // namespace
+}  // namespace stoke

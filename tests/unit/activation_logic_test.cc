@@ -1,0 +1,86 @@
+// Pure logic of an activation: classifying a runtime's reply, capping logs,
+// billing, and who may talk to the agent.
+#include <gtest/gtest.h>
+
+#include "agent/activation_run.h"
+#include "agent/agent.h"
+#include "agent/server.h"
+
+namespace stoke::agent {
+namespace {
+
+TEST(ClassifyResult, ObjectIsSuccessAndErrorMemberIsApplicationError) {
+  EXPECT_EQ(classify_result(R"({"a": 1})").status, v1::SUCCESS);
+  auto e = classify_result(R"({"error": "boom"})");
+  EXPECT_EQ(e.status, v1::APPLICATION_ERROR);
+  EXPECT_NE(e.result_json.find("boom"), std::string::npos);
+}
+
+TEST(ClassifyResult, AnythingButAnObjectIsTheDevelopersError) {
+  for (const char* bad : {"[1,2]", "42", "\"text\"", "null", "not json", "{\"unterminated\": ", ""}) {
+    auto o = classify_result(bad);
+    EXPECT_EQ(o.status, v1::DEVELOPER_ERROR) << bad;
+    EXPECT_NE(o.result_json.find("error"), std::string::npos) << bad;
+  }
+}
+
+TEST(LogCapture, SplitsLinesAcrossChunksAndCapsBytesAndLines) {
+  ActivationLimits limits;
+  limits.max_log_bytes = 20;
+  limits.max_log_lines = 3;
+  std::string partial;
+  std::vector<std::string> lines;
+  size_t bytes = 0;
+  bool truncated = false;
+  append_log_bytes("hel", limits, partial, lines, bytes, truncated);
+  append_log_bytes("lo\nwor", limits, partial, lines, bytes, truncated);
+  append_log_bytes("ld\n", limits, partial, lines, bytes, truncated);
+  EXPECT_EQ(lines, (std::vector<std::string>{"hello", "world"}));
+  EXPECT_FALSE(truncated);
+  append_log_bytes("0123456789012345\n", limits, partial, lines, bytes, truncated);
+  EXPECT_TRUE(truncated) << "byte cap";
+  EXPECT_LE(bytes, 20u);
+
+  std::string p2;
+  std::vector<std::string> l2;
+  size_t b2 = 0;
+  bool t2 = false;
+  limits.max_log_bytes = 1000;
+  append_log_bytes("a\nb\nc\nd\ne\n", limits, p2, l2, b2, t2);
+  EXPECT_EQ(l2.size(), 3u);
+  EXPECT_TRUE(t2) << "line cap";
+}
+
+TEST(Billing, RoundsUpToTheUnitAndChargesReservedMemory) {
+  v1::Usage u;
+  fill_billing(u, 12.1, 1, 256ULL << 20);
+  EXPECT_EQ(u.billed_ms(), 13u);
+  EXPECT_DOUBLE_EQ(u.gb_seconds(), 0.013 * 0.25);
+  fill_billing(u, 12.1, 100, 1ULL << 30);
+  EXPECT_EQ(u.billed_ms(), 100u);
+  EXPECT_DOUBLE_EQ(u.gb_seconds(), 0.1);
+  fill_billing(u, -3, 1, 1ULL << 30);
+  EXPECT_EQ(u.billed_ms(), 0u);
+}
+
+TEST(ActivationIds, AreThirtyTwoHexDigitsAndDiffer) {
+  std::string a = new_activation_id(), b = new_activation_id();
+  EXPECT_EQ(a.size(), 32u);
+  EXPECT_EQ(a.find_first_not_of("0123456789abcdef"), std::string::npos);
+  EXPECT_NE(a, b);
+}
+
+TEST(AccessPolicy, RootAlwaysOthersOnlyWhenListed) {
+  AccessPolicy p;
+  EXPECT_TRUE(p.allows({1, 0, 0}));
+  EXPECT_TRUE(p.allows({1, 1000, 1000})) << "no lists: the socket's mode and group decide";
+  p.allowed_uids.insert(1000);
+  EXPECT_FALSE(p.allows({1, 1001, 1001}));
+  EXPECT_TRUE(p.allows({1, 1000, 5}));
+  p.allowed_gids.insert(77);
+  EXPECT_TRUE(p.allows({1, 2000, 77}));
+  EXPECT_FALSE(p.allows({1, 2000, 78}));
+}
+
+}  // namespace
+}  // namespace stoke::agent

@@ -1,0 +1,57 @@
+// A real stoked for end-to-end tests: started from build/bin with a private
+// state dir and socket, stopped (or killed) by pid, never by name.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "api/wire/client.h"
+#include "proto/stoke/v1/api.pb.h"
+#include "tests/util/run_util.h"
+
+namespace stoke::test {
+
+class AgentProcess {
+ public:
+  // Starts stoked on `state_dir` with a socket inside it; waits until it
+  // answers a status call (or fails the test).
+  explicit AgentProcess(std::string state_dir, std::string extra_config = "");
+  ~AgentProcess();  // SIGTERM, wait; SIGKILL if it does not stop in 15 s
+
+  bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+  const std::string& socket() const { return socket_; }
+  const std::string& log() const { return log_path_; }
+  // The agent's stderr so far.
+  std::string log_text() const;
+
+  // SIGTERM and wait; returns the exit status (or -1).
+  int stop();
+  // SIGKILL and reap: the crash case.
+  void kill9();
+  // Start again on the same state dir.
+  void restart();
+
+  wire::Client connect() const;
+
+ private:
+  void launch();
+  std::string state_dir_, socket_, config_path_, log_path_, extra_config_;
+  pid_t pid_ = -1;
+};
+
+std::string stoked_bin();
+
+// Requests, built the way the CLI builds them.
+v1::Request create_request(const std::string& name, v1::Runtime runtime, const std::string& code_file,
+                           const std::string& file_name, uint64_t memory = 0, uint64_t timeout_ms = 0,
+                           uint32_t concurrency = 0);
+v1::Request invoke_request(const std::string& name, const std::string& params_json = "{}");
+
+// Writes an executable file (0755) and returns its path.
+std::string write_executable(const std::string& path, const std::string& content);
+
+}  // namespace stoke::test
