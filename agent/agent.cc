@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "agent/kernel_features.h"
 #include "agent/names.h"
 #include "api/wire/protocol.h"
 #include "sandbox/base/file_util.h"
@@ -25,8 +26,10 @@ struct Agent::Running {
   ActivationLimits limits;
   std::string request_line;
   Server::Reply reply;  // empty for async invocations
-  std::chrono::steady_clock::time_point accepted;
-  std::chrono::steady_clock::time_point admitted;
+  std::chrono::steady_clock::time_point accepted;  // the request arrived
+  std::chrono::steady_clock::time_point queued;    // ready to run, waiting for a slot
+  std::chrono::steady_clock::time_point admitted;  // got its slot
+  std::chrono::steady_clock::time_point outcome_at;  // the conversation ended
   std::unique_ptr<Instance> instance;
   std::shared_ptr<ActivationRun> conversation;
   uint64_t request_id = 0;   // to answer a sync invocation
@@ -93,6 +96,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   std::unique_ptr<Agent> a(new Agent());
   a->settings_ = settings;
   a->started_ms_ = static_cast<uint64_t>(now_ms());
+  a->features_ = probe_kernel_features();
   STOKE_TRY(make_dirs(settings.state_dir, 0700));
 
   auto loop = EventLoop::create();
@@ -387,6 +391,7 @@ void Agent::admit(const std::shared_ptr<Running>& run) {
     finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
     return;
   }
+  run->queued = std::chrono::steady_clock::now();
   FunctionSlots& slots = slots_[run->spec.function];
   if (slots.running < run->concurrency) {
     ++slots.running;
@@ -418,7 +423,8 @@ void Agent::release_slot(const std::string& function) {
 }
 
 void Agent::start_instance(const std::shared_ptr<Running>& run) {
-  run->record.set_wait_ms(std::chrono::duration<double, std::milli>(run->admitted - run->accepted).count());
+  // Waiting is the time spent queued behind the function's concurrency limit.
+  run->record.set_wait_ms(std::chrono::duration<double, std::milli>(run->admitted - run->queued).count());
   workers_->submit([this, run](Worker& worker) {
     // std::function needs copyable captures; the instance travels in a shared_ptr.
     auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(Instance::start(*worker.spawner, run->spec));
@@ -448,6 +454,7 @@ void Agent::start_instance(const std::shared_ptr<Running>& run) {
 void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcome) {
   if (run->finishing) return;
   run->finishing = true;
+  run->outcome_at = std::chrono::steady_clock::now();
   run->conversation.reset();
   // Tearing down (kill, reap, read usage, remove the cgroup) and recording
   // the result both block: a worker does them.
@@ -479,8 +486,12 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
     rec.set_result_json(outcome.result_json);
     for (auto& line : outcome.logs) rec.add_logs(std::move(line));
     rec.set_logs_truncated(outcome.logs_truncated);
-    // Billed: the time an instance worked for this activation (not the queue).
-    fill_billing(*rec.mutable_usage(), duration - rec.wait_ms(), settings_.billing_unit_ms, run->spec.memory_bytes);
+    // Billed: the time an instance served this activation, from getting its
+    // slot (instance start included) to the result; not the queue, not teardown.
+    double billed = run->admitted.time_since_epoch().count() == 0
+                        ? 0.0
+                        : std::chrono::duration<double, std::milli>(run->outcome_at - run->admitted).count();
+    fill_billing(*rec.mutable_usage(), billed, settings_.billing_unit_ms, run->spec.memory_bytes);
     Status saved = registry_->finish_activation(rec);
     if (!saved.ok()) spdlog::error("activation {}: recording the result failed: {}", rec.activation_id(), saved.error().message());
     spdlog::info("function {} activation {}: {} in {:.1f} ms (wait {:.1f}, init {:.1f})", rec.function(),
@@ -509,10 +520,7 @@ void Agent::status(uint64_t id, Server::Reply reply) {
   st->set_protocol_version(wire::kProtocolVersion);
   struct utsname u;
   if (uname(&u) == 0) st->set_kernel(u.release);
-  (*st->mutable_features())["io_uring"] = true;  // we are running on it
-  (*st->mutable_features())["pidfd"] = true;
-  (*st->mutable_features())["mount_setattr"] = true;
-  (*st->mutable_features())["proc_subset_pid"] = true;
+  for (const auto& [name, available] : features_) (*st->mutable_features())[name] = available;
   uint32_t live = 0;
   for (const auto& [aid, run] : running_) live += run->instance ? 1 : 0;
   st->set_activations_running(static_cast<uint32_t>(running_.size()));

@@ -92,7 +92,7 @@ class Agent {
   std::shared_ptr<NetnsPool> netns_;
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<Server> server_;
-  std::string cgroup_version_;
+  std::map<std::string, bool> features_;  // probed once at start
   std::unordered_map<std::string, FunctionSlots> slots_;
   std::unordered_map<std::string, std::shared_ptr<Running>> running_;  // by activation id
   uint64_t started_ms_ = 0;
