@@ -344,6 +344,10 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
       loop_->post([to = std::move(to), r = std::move(r)]() mutable { to(std::move(r)); });
     };
     if (!fn.ok()) return answer(error_response(id, fn.error()));
+    if (fn->runtime() != v1::EXEC)
+      return answer(error_response(id, v1::Error::FAILED_PRECONDITION,
+                                   "the " + v1::Runtime_Name(fn->runtime()) +
+                                       " runtime is not available in this agent version (only exec)"));
     v1::Activation& rec = run->record;
     rec.set_activation_id(new_activation_id());
     rec.set_function(name);
@@ -432,7 +436,7 @@ void Agent::start_instance(const std::shared_ptr<Running>& run) {
       if (!instance->ok()) {
         const Error& e = instance->error();
         // A missing or non-executable entry is the function's fault, not ours.
-        bool developer = e.step.find("exec ") != std::string::npos || e.step.find("is not available") != std::string::npos;
+        bool developer = e.step.find("exec ") != std::string::npos;
         spdlog::warn("function {} activation {}: instance did not start: {}", run->spec.function,
                      run->record.activation_id(), e.message());
         finish(run, ActivationOutcome{developer ? v1::DEVELOPER_ERROR : v1::INTERNAL_ERROR,

@@ -449,3 +449,56 @@ TEST_F(AgentAccess, PeerNotInTheAllowListIsRefused) {
 
 }  // namespace
 }  // namespace stoke
+
+namespace stoke {
+namespace {
+
+// stoked itself speaks the notify protocol: READY=1 once it serves, WATCHDOG=1
+// pings at half of WATCHDOG_USEC, STOPPING=1 on SIGTERM.
+TEST(AgentSystemd, StokedSendsReadyWatchdogAndStoppingToNotifySocket) {
+  std::string why = test::priv_skip_reason();
+  if (!why.empty()) GTEST_SKIP() << why;
+  if (!test::is_executable(test::stoked_bin())) GTEST_SKIP() << "stoked is not built";
+  test::TempDir dir;
+  std::string notify_path = dir.file("notify");
+  int sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, notify_path.c_str());
+  ASSERT_EQ(bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  struct timeval tv = {5, 0};
+  setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+  setenv("NOTIFY_SOCKET", notify_path.c_str(), 1);
+  setenv("WATCHDOG_USEC", "200000", 1);  // 0.2 s: pings every 0.1 s
+  unsetenv("WATCHDOG_PID");
+  auto agent = std::make_unique<AgentProcess>(dir.path());
+  unsetenv("NOTIFY_SOCKET");
+  unsetenv("WATCHDOG_USEC");
+  ASSERT_TRUE(agent->running());
+
+  std::string all;
+  auto receive_until = [&](const std::string& needle) {
+    char buf[4096];
+    while (all.find(needle) == std::string::npos) {
+      ssize_t n = recv(sock, buf, sizeof buf, 0);
+      if (n <= 0) return false;
+      all.append(buf, static_cast<size_t>(n));
+      all.push_back('\n');
+    }
+    return true;
+  };
+  EXPECT_TRUE(receive_until("READY=1")) << all;
+  EXPECT_NE(all.find("STATUS="), std::string::npos) << all;
+  all.clear();
+  EXPECT_TRUE(receive_until("WATCHDOG=1")) << all;
+  all.clear();
+  EXPECT_TRUE(receive_until("WATCHDOG=1")) << "a second ping: the watchdog keeps beating " << all;
+  int status = agent->stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_TRUE(receive_until("STOPPING=1")) << all;
+  close(sock);
+}
+
+}  // namespace
+}  // namespace stoke
