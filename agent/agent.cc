@@ -34,6 +34,7 @@ struct Agent::Running {
   std::shared_ptr<ActivationRun> conversation;
   uint64_t request_id = 0;   // to answer a sync invocation
   uint32_t concurrency = 1;  // the function version's instance limit
+  bool holds_slot = false;   // counted in its function's running instances
   bool cancelled = false;  // the agent is stopping
   bool finishing = false;
 };
@@ -399,6 +400,7 @@ void Agent::admit(const std::shared_ptr<Running>& run) {
   FunctionSlots& slots = slots_[run->spec.function];
   if (slots.running < run->concurrency) {
     ++slots.running;
+    run->holds_slot = true;
     run->admitted = std::chrono::steady_clock::now();
     start_instance(run);
     return;
@@ -420,6 +422,7 @@ void Agent::release_slot(const std::string& function) {
     auto next = slots.waiting.front();
     slots.waiting.pop_front();
     ++slots.running;
+    next->holds_slot = true;
     next->admitted = std::chrono::steady_clock::now();
     start_instance(next);
   }
@@ -503,7 +506,8 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
                  rec.init_ms());
     loop_->post([this, run] {
       running_.erase(run->record.activation_id());
-      release_slot(run->spec.function);
+      // Activations refused at admission (queue full, stopping) never held one.
+      if (run->holds_slot) release_slot(run->spec.function);
       if (run->reply) {
         v1::Response r;
         r.set_id(run->request_id);
