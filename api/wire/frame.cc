@@ -150,7 +150,7 @@ std::string encode_frame_header(uint32_t length) {
   return header;
 }
 
-Result<std::string> encode_frame(const google::protobuf::Message& message, size_t max_frame_bytes) {
+Result<std::string> encode_frame(const google::protobuf::MessageLite& message, size_t max_frame_bytes) {
   const size_t limit = std::min(max_frame_bytes, kMaxFrameBytes);
   const size_t size = message.ByteSizeLong();
   const std::string step = "encode " + message.GetTypeName();
@@ -171,7 +171,7 @@ Result<stoke::v1::Response> parse_response(std::string_view payload) {
   return parse_as<stoke::v1::Response>(payload, "stoke.v1.Response");
 }
 
-Status write_frame(int fd, const google::protobuf::Message& message) {
+Status write_frame(int fd, const google::protobuf::MessageLite& message) {
   auto frame = encode_frame(message);
   if (!frame) return frame.error();
   return write_all(fd, *frame);

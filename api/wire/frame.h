@@ -18,7 +18,7 @@
 #include <string_view>
 #include <vector>
 
-#include <google/protobuf/message.h>
+#include <google/protobuf/message_lite.h>
 
 #include "api/wire/protocol.h"
 #include "proto/stoke/v1/api.pb.h"
@@ -70,7 +70,7 @@ class FrameDecoder {
 
 // Header + serialized `message`. Fails if the message is larger than
 // `max_frame_bytes` (capped at kMaxFrameBytes), which the peer would refuse.
-Result<std::string> encode_frame(const google::protobuf::Message& message,
+Result<std::string> encode_frame(const google::protobuf::MessageLite& message,
                                  size_t max_frame_bytes = kMaxFrameBytes);
 
 // The 4 header bytes for a payload of `length` bytes.
@@ -85,7 +85,7 @@ Result<stoke::v1::Response> parse_response(std::string_view payload);
 // Blocking: writes header and message completely, retrying short writes and
 // EINTR (and waiting if the fd is non-blocking). On a socket, a peer that has
 // gone away is an EPIPE error, not a SIGPIPE.
-Status write_frame(int fd, const google::protobuf::Message& message);
+Status write_frame(int fd, const google::protobuf::MessageLite& message);
 
 // Blocking: reads exactly one frame and returns its payload; reads nothing
 // beyond it. End of stream before the first header byte is an Error whose

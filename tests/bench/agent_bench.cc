@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
     double ms = ms_since(t0);
     if (!r.ok() || !r->has_activation() || r->activation().status() != v1::SUCCESS) {
       std::fprintf(stderr, "stoke-bench-agent: invoke %d failed: %s\n", i,
-                   r.ok() ? r->DebugString().c_str() : r.error().message().c_str());
+                   r.ok() ? (r->has_error() ? r->error().message().c_str() : "the activation did not succeed") : r.error().message().c_str());
       return 1;
     }
     if (i < 10) continue;  // warm-up

@@ -55,7 +55,7 @@ class ChunkSizes {
 // Serialization with map entries sorted, so equal messages give equal bytes.
 // Compared as bytes rather than with MessageDifferencer, which calls NaN
 // unequal to itself, and a double field may well hold a NaN.
-std::string canonical_bytes(const google::protobuf::Message& message) {
+std::string canonical_bytes(const google::protobuf::MessageLite& message) {
   std::string bytes;
   {
     google::protobuf::io::StringOutputStream stream(&bytes);

@@ -60,6 +60,14 @@ for line in sys.stdin:
     out.flush()
 )PY";
 
+// What a response holds, for failure messages (lite messages have no DebugString).
+std::string describe(const v1::Response& r) {
+  if (r.has_error()) return "error " + v1::Error::Code_Name(r.error().code()) + ": " + r.error().message();
+  if (r.has_activation())
+    return "activation " + v1::ActivationStatus_Name(r.activation().status()) + " " + r.activation().result_json();
+  return "response with body " + std::to_string(static_cast<int>(r.body_case()));
+}
+
 class AgentE2E : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -88,7 +96,7 @@ class AgentE2E : public ::testing::Test {
   }
   v1::Activation invoke(const std::string& name, const json& params) {
     auto r = call(test::invoke_request(name, params.is_null() ? "{}" : params.dump()));
-    EXPECT_TRUE(r.has_activation()) << r.DebugString();
+    EXPECT_TRUE(r.has_activation()) << describe(r);
     return r.activation();
   }
 
@@ -249,7 +257,7 @@ TEST_F(AgentE2E, ConcurrencyLimitQueuesAndShowsWait) {
 TEST_F(AgentE2E, BadRequestsGetClearErrors) {
   create("target");
   auto bad_name = call(test::create_request("../etc", v1::EXEC, action_, "chaos.py"));
-  EXPECT_TRUE(is_error(bad_name, v1::Error::INVALID_ARGUMENT)) << bad_name.DebugString();
+  EXPECT_TRUE(is_error(bad_name, v1::Error::INVALID_ARGUMENT)) << describe(bad_name);
   EXPECT_TRUE(is_error(call(test::create_request("target", v1::EXEC, action_, "chaos.py")), v1::Error::ALREADY_EXISTS));
   EXPECT_TRUE(is_error(call(test::invoke_request("missing")), v1::Error::NOT_FOUND));
   EXPECT_TRUE(is_error(call(test::invoke_request("target", "{not json")), v1::Error::INVALID_ARGUMENT));
@@ -349,7 +357,7 @@ TEST_F(AgentE2E, Kill9MidInvokeLosesNothingAndLeaksNoSandbox) {
   v1::Request act;
   act.mutable_get_activation()->set_activation_id(id);
   auto a = call(act);
-  EXPECT_EQ(a.activation().status(), v1::INTERNAL_ERROR) << a.DebugString();
+  EXPECT_EQ(a.activation().status(), v1::INTERNAL_ERROR) << describe(a);
   EXPECT_GT(a.activation().end_ms(), 0);
   auto left = test::run_command({"/usr/bin/find", "/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name",
                                  "sb-" + std::to_string(old_pid) + "-*"});

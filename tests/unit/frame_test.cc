@@ -37,7 +37,7 @@ Request sample_invoke(uint64_t id, const std::string& function = "hello") {
   return request;
 }
 
-std::string frame_of(const google::protobuf::Message& message) {
+std::string frame_of(const google::protobuf::MessageLite& message) {
   auto frame = encode_frame(message);
   EXPECT_TRUE(frame.ok()) << frame.error().message();
   return frame.ok() ? *frame : std::string();
