@@ -270,6 +270,21 @@ Spawner::~Spawner() {
   if (cgroups_) cgroups_->remove_empty_parents();
 }
 
+Status Spawner::check_host_ids(uint32_t uid, uint32_t gid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return check_host_ids_locked(uid, gid);
+}
+
+Status Spawner::check_host_ids_locked(uint32_t uid, uint32_t gid) {
+  STOKE_TRY(check_host_id_range(uid, gid));
+  uint64_t ids = (uint64_t{uid} << 32) | gid;
+  if (checked_ids_.count(ids) == 0) {
+    STOKE_TRY(check_not_host_account(uid, gid));
+    checked_ids_.insert(ids);
+  }
+  return {};
+}
+
 const std::vector<RootfsEntry>& Spawner::rootfs_for(const std::string& hostname) {
   if (cached_rootfs_.empty() || cached_hostname_ != hostname) {
     LeanRootfsOptions o = options_.rootfs;
@@ -286,11 +301,7 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   Laps laps(sb->trace_);
   STOKE_TRY(validate_spec(spec));
   std::lock_guard<std::mutex> lock(mu_);
-  uint64_t ids = (uint64_t{spec.host_uid} << 32) | spec.host_gid;
-  if (!checked_ids_.count(ids)) {
-    STOKE_TRY(check_not_host_account(spec.host_uid, spec.host_gid));
-    checked_ids_.insert(ids);
-  }
+  STOKE_TRY(check_host_ids_locked(spec.host_uid, spec.host_gid));
   // One counter per process: every spawner in it shares the name space.
   static std::atomic<uint64_t> counter{0};
   sb->id_ = "sb-" + std::to_string(getpid()) + "-" + std::to_string(++counter);
@@ -413,6 +424,7 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
     sb->reaped_ = true;
     return sys_error("clone sandbox (user, pid, mount, ipc, uts namespaces)", clone_errno);
   }
+  laps.lap("clone");
   // A new task starts on its parent's CPU and would wait there until this
   // thread blocks; move it to an idle one so both halves run in parallel.
   if (push_elsewhere) sched_setaffinity(pid, sizeof elsewhere, &elsewhere);
@@ -420,7 +432,7 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   sb->pidfd_.reset(pidfd);
   control_child.reset();
   error_write.reset();
-  laps.lap("clone");
+  laps.lap("push child to another cpu");
 
   // From here on a failure kills the child (it may be blocked waiting for us)
   // and reaps it before returning.

@@ -106,11 +106,15 @@ class Spawner {
   ~Spawner();
 
   Result<std::unique_ptr<Sandbox>> spawn(const SandboxSpec& spec);
+  // The host ids are unprivileged and name no host user or group (the
+  // passwd/group lookup is remembered per spawner; spawn checks this too).
+  Status check_host_ids(uint32_t uid, uint32_t gid);
   CgroupBackend& cgroups() { return *cgroups_; }
 
  private:
   Spawner() = default;
   const std::vector<RootfsEntry>& rootfs_for(const std::string& hostname);
+  Status check_host_ids_locked(uint32_t uid, uint32_t gid);
 
   SpawnerOptions options_;
   std::unique_ptr<CgroupBackend> cgroups_;

@@ -21,11 +21,11 @@ int fail(const std::string& sentence) {
 }
 
 // One id per invocation, from stoke's reserved range; skip any that is a host account.
-Status pick_host_ids(SandboxSpec& spec) {
+Status pick_host_ids(Spawner& spawner, SandboxSpec& spec) {
   HostIdRange range;
   for (uint64_t attempt = 0; attempt < 16; ++attempt) {
     uint32_t id = host_id_for(range, static_cast<uint64_t>(getpid()) * 16 + attempt);
-    if (check_unprivileged_host_id(id, id).ok()) {
+    if (spawner.check_host_ids(id, id).ok()) {
       spec.host_uid = spec.host_gid = id;
       return {};
     }
@@ -47,10 +47,9 @@ int run_command(const std::vector<std::string>& args) {
     return 0;
   }
   if (geteuid() != 0) return fail("needs root (it creates namespaces and cgroups): run it with sudo");
-  if (Status ids = pick_host_ids(o.spec); !ids.ok()) return fail(ids.error().message());
-
   auto spawner = Spawner::create();
   if (!spawner.ok()) return fail(spawner.error().message());
+  if (Status ids = pick_host_ids(*spawner.value(), o.spec); !ids.ok()) return fail(ids.error().message());
   auto sandbox = spawner.value()->spawn(o.spec);
   if (!sandbox.ok()) return fail(sandbox.error().message());
 
