@@ -14,6 +14,7 @@
 #include "agent/kernel_features.h"
 #include "agent/names.h"
 #include "api/wire/protocol.h"
+#include "api/wire/responses.h"
 #include "sandbox/base/file_util.h"
 
 namespace stoke::agent {
@@ -50,13 +51,7 @@ double ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
 }
 
-v1::Response error_response(uint64_t id, v1::Error::Code code, const std::string& message) {
-  v1::Response r;
-  r.set_id(id);
-  r.mutable_error()->set_code(code);
-  r.mutable_error()->set_message(message);
-  return r;
-}
+using wire::error_response;
 
 v1::Response error_response(uint64_t id, const Error& e) {
   return error_response(id, error_code(error_kind(e)), e.message());

@@ -13,6 +13,7 @@
 
 #include "api/wire/frame.h"
 #include "api/wire/protocol.h"
+#include "api/wire/responses.h"
 
 namespace stoke::agent {
 
@@ -30,17 +31,7 @@ struct Server::Connection {
   size_t in_flight = 0;    // requests handed to the handler, not yet answered
 };
 
-namespace {
-
-v1::Response error_response(uint64_t id, v1::Error::Code code, const std::string& message) {
-  v1::Response r;
-  r.set_id(id);
-  r.mutable_error()->set_code(code);
-  r.mutable_error()->set_message(message);
-  return r;
-}
-
-}  // namespace
+using wire::error_response;
 
 // Root always; with no lists, whoever could open the socket (its mode and
 // group are the first gate); otherwise only the listed uids and gids.

@@ -14,18 +14,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/bench/stats.h"
+
 #include "api/wire/client.h"
 #include "sandbox/base/file_util.h"
 
 using namespace stoke;
+using stoke::bench::percentile;
 
 namespace {
-
-double percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

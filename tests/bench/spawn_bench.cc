@@ -13,18 +13,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/bench/stats.h"
+
 #include "sandbox/id_map.h"
 #include "sandbox/spawner.h"
 
 using namespace stoke;
+using stoke::bench::percentile;
 
 namespace {
-
-double percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
 
 }  // namespace
 
