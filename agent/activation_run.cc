@@ -29,6 +29,12 @@ ActivationOutcome classify_result(const std::string& line) {
     return o;
   }
   o.status = j.contains("error") ? v1::APPLICATION_ERROR : v1::SUCCESS;
+  // A language runtime marks the failures that are the code's, not the
+  // function's answer (failed import, a non-dict return): developer_error.
+  if (auto marker = j.find("__stoke"); marker != j.end()) {
+    if (marker->is_object() && marker->value("status", "") == "developer_error") o.status = v1::DEVELOPER_ERROR;
+    j.erase(marker);
+  }
   o.result_json = j.dump();
   return o;
 }
@@ -38,6 +44,11 @@ void append_log_bytes(std::string_view bytes, const ActivationLimits& limits, st
   for (char c : bytes) {
     if (truncated) return;
     if (c == '\n') {
+      // The runtime's end-of-activation marker is protocol, not a log line.
+      if (partial == kEndOfActivation) {
+        partial.clear();
+        continue;
+      }
       if (lines.size() >= limits.max_log_lines) {
         truncated = true;
         return;

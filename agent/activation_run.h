@@ -16,6 +16,10 @@
 
 namespace stoke::agent {
 
+// What language runtimes print on stdout and stderr after an activation's logs
+// (OpenWhisk's marker): everything before it belongs to that activation.
+inline constexpr const char* kEndOfActivation = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
+
 struct ActivationLimits {
   std::chrono::milliseconds timeout{60000};
   size_t max_result_bytes = 1u << 20;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -63,6 +64,42 @@ std::string error_json(const std::string& message) { return nlohmann::json{{"err
 // uploaded file, its name), or OpenWhisk's conventional "exec".
 std::string exec_path(const v1::Function& fn) { return "/code/" + (fn.entry().empty() ? "exec" : fn.entry()); }
 
+// What a language runtime loads, as a path inside the sandbox: the code
+// directory when it is a package (__main__.py; package.json or index.js), else
+// the one source file it holds.
+Result<std::string> language_code_path(v1::Runtime runtime, const std::string& host_dir) {
+  const bool python = runtime == v1::PYTHON;
+  for (const char* marker : python ? std::vector<const char*>{"__main__.py"} : std::vector<const char*>{"package.json", "index.js"})
+    if (path_exists(host_dir + "/" + marker)) return std::string("/code");
+  std::string found;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(host_dir, ec)) {
+    std::string name = e.path().filename().string();
+    bool source = name.size() > 3 && name.compare(name.size() - 3, 3, python ? ".py" : ".js") == 0;
+    if (e.is_regular_file() && source) {
+      if (!found.empty()) {
+        found.clear();
+        break;
+      }
+      found = name;
+    }
+  }
+  if (found.empty())
+    return plain_error("find the function's code",
+                       python ? "the code needs a __main__.py or exactly one .py file"
+                              : "the code needs a package.json main, an index.js or exactly one .js file");
+  return "/code/" + found;
+}
+
+// Where the runtime shims are: configured, or share/stoke/runtimes beside the
+// binary's bin/ (build tree and install tree alike).
+std::string default_runtimes_dir() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "/usr/local/share/stoke/runtimes";
+  return (exe.parent_path().parent_path() / "share" / "stoke" / "runtimes").string();
+}
+
 }  // namespace
 
 std::string new_activation_id() {
@@ -91,6 +128,7 @@ void fill_billing(v1::Usage& usage, double billed_source_ms, uint64_t unit_ms, u
 Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   std::unique_ptr<Agent> a(new Agent());
   a->settings_ = settings;
+  if (a->settings_.runtimes_dir.empty()) a->settings_.runtimes_dir = default_runtimes_dir();
   a->started_ms_ = static_cast<uint64_t>(now_ms());
   a->features_ = probe_kernel_features();
   STOKE_TRY(make_dirs(settings.state_dir, 0700));
@@ -287,7 +325,9 @@ void Agent::create_or_update(bool create, v1::Request request, Server::Reply rep
     } else {
       FunctionRecord rec;
       rec.runtime = c.runtime();
-      rec.entry = c.code_format() == v1::SINGLE_FILE ? c.code_file_name() : c.entry();
+      // exec: the entry is the executable (a single file's own name); python
+      // and node: the function to call.
+      rec.entry = c.runtime() == v1::EXEC && c.code_format() == v1::SINGLE_FILE ? c.code_file_name() : c.entry();
       rec.memory_bytes = c.memory_bytes() ? c.memory_bytes() : settings_.default_memory_bytes;
       rec.timeout_ms = c.timeout_ms() ? c.timeout_ms() : settings_.default_timeout_ms;
       rec.concurrency = c.concurrency() ? c.concurrency() : settings_.default_concurrency;
@@ -340,10 +380,16 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
       loop_->post([to = std::move(to), r = std::move(r)]() mutable { to(std::move(r)); });
     };
     if (!fn.ok()) return answer(error_response(id, fn.error()));
-    if (fn->runtime() != v1::EXEC)
-      return answer(error_response(id, v1::Error::FAILED_PRECONDITION,
-                                   "the " + v1::Runtime_Name(fn->runtime()) +
-                                       " runtime is not available in this agent version (only exec)"));
+    if (fn->runtime() != v1::EXEC) {
+      auto code_path = language_code_path(fn->runtime(), code_->path_for(fn->code_sha256()));
+      if (!code_path.ok()) return answer(error_response(id, v1::Error::FAILED_PRECONDITION, code_path.error().message()));
+      if (!path_exists(settings_.runtimes_dir + "/python/stoke_runtime.py"))
+        return answer(error_response(id, v1::Error::FAILED_PRECONDITION,
+                                     "the language runtimes are not installed at " + settings_.runtimes_dir));
+      run->spec.code_path = code_path.value();
+      run->spec.entry = fn->entry().empty() ? "main" : fn->entry();
+      run->spec.runtimes_dir = settings_.runtimes_dir;
+    }
     v1::Activation& rec = run->record;
     rec.set_activation_id(new_activation_id());
     rec.set_function(name);

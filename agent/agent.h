@@ -48,6 +48,7 @@ struct AgentSettings {
   uint64_t billing_unit_ms = 1;
   size_t worker_threads = 2;
   HostIdRange host_ids;
+  std::string runtimes_dir;  // python/ and node/ runtime shims; "" = next to the binary
   std::chrono::milliseconds stop_grace{10'000};
 };
 

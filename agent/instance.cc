@@ -37,9 +37,21 @@ Result<std::unique_ptr<Instance>> Instance::start(Spawner& spawner, const Instan
   if (!log.ok()) return log.error();
 
   SandboxSpec s;
-  if (spec.runtime != v1::EXEC)
-    return plain_error("start instance", "runtime " + v1::Runtime_Name(spec.runtime) + " is not available yet");
-  s.argv = {spec.executable};
+  switch (spec.runtime) {
+    case v1::EXEC:
+      s.argv = {spec.executable};
+      break;
+    case v1::PYTHON:
+      // Debian's interpreter by absolute path (a PATH lookup could find another).
+      s.argv = {"/usr/bin/python3", "/runtime/python/stoke_runtime.py", spec.code_path, spec.entry};
+      break;
+    case v1::NODE:
+      s.argv = {"/usr/bin/node", "/runtime/node/stoke_runtime.js", spec.code_path, spec.entry};
+      break;
+    default:
+      return plain_error("start instance", "unknown runtime " + v1::Runtime_Name(spec.runtime));
+  }
+  if (spec.runtime != v1::EXEC) s.binds.push_back({spec.runtimes_dir, "/runtime", false});
   s.env = default_sandbox_env();
   s.env.insert(s.env.end(), spec.env.begin(), spec.env.end());
   s.workdir = "/code";

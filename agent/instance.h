@@ -30,6 +30,9 @@ struct InstanceSpec {
   v1::Runtime runtime = v1::EXEC;
   std::string code_dir;        // host directory with the unpacked code (read-only)
   std::string executable;      // exec runtime: path inside the sandbox, e.g. /code/exec
+  std::string runtimes_dir;    // python/node: host dir bound at /runtime
+  std::string code_path;       // python/node: the code inside the sandbox (/code or /code/x.py)
+  std::string entry;           // python/node: the function's name
   std::vector<std::string> env;  // KEY=VALUE the function configured
   uint64_t memory_bytes = 0;
   double cpus = 1.0;

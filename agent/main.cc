@@ -47,6 +47,7 @@ stoke::agent::AgentSettings settings_from(const stoke::agent::AgentConfig& c) {
   s.worker_threads = c.worker_threads();
   s.host_ids.first = c.host_uid_range_first();
   s.host_ids.count = c.host_uid_range_count();
+  s.runtimes_dir = c.runtimes_dir();
   return s;
 }
 

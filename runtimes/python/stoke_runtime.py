@@ -1,0 +1,100 @@
+#!/usr/bin/python3
+"""stoke's Python runtime: runs `def main(args: dict) -> dict` functions, OpenWhisk style.
+
+Speaks the runtime protocol (docs/runtime-protocol.md): one JSON request per line on
+stdin, one JSON result per line on fd 3, logs on stdout/stderr closed by OpenWhisk's
+end-of-activation sentinel on both streams.
+
+    stoke_runtime.py CODE_PATH [ENTRY]
+
+CODE_PATH is a .py file, or a directory whose __main__.py defines ENTRY (default main).
+"""
+
+import importlib.util
+import json
+import os
+import random
+import sys
+import traceback
+
+SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
+# Keys of the request that become __OW_* environment variables for the activation.
+CONTEXT = {"activation_id": "__OW_ACTIVATION_ID", "action_name": "__OW_ACTION_NAME",
+           "action_version": "__OW_ACTION_VERSION", "deadline": "__OW_DEADLINE",
+           "namespace": "__OW_NAMESPACE", "transaction_id": "__OW_TRANSACTION_ID"}
+
+
+def load(code_path, entry):
+    """Imports the user's code and returns its entry function; raises on any failure."""
+    if os.path.isdir(code_path):
+        sys.path.insert(0, code_path)
+        path = os.path.join(code_path, "__main__.py")
+        if not os.path.isfile(path):
+            raise ImportError(f"the code has no __main__.py (directory {code_path})")
+    else:
+        sys.path.insert(0, os.path.dirname(code_path))
+        path = code_path
+    spec = importlib.util.spec_from_file_location("__stoke_main__", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["__stoke_main__"] = module
+    spec.loader.exec_module(module)
+    fn = getattr(module, entry, None)
+    if not callable(fn):
+        raise AttributeError(f"the code defines no function {entry!r}")
+    return fn
+
+
+def developer_error(message):
+    # The agent records developer_error (not application_error) for this marker.
+    return {"error": message, "__stoke": {"status": "developer_error"}}
+
+
+def end_of_activation():
+    for stream in (sys.stdout, sys.stderr):
+        print(SENTINEL, file=stream, flush=True)
+
+
+def main():
+    if len(sys.argv) < 2:
+        print("usage: stoke_runtime.py CODE_PATH [ENTRY]", file=sys.stderr)
+        return 2
+    code_path, entry = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else "main")
+    results = os.fdopen(3, "w")
+    fn, init_error = None, None
+    try:
+        fn = load(code_path, entry)
+    except BaseException:  # noqa: BLE001 — any failure of the user's import is theirs to see
+        init_error = traceback.format_exc()
+    for line in sys.stdin:
+        request = json.loads(line)
+        for key, env in CONTEXT.items():
+            if key in request:
+                os.environ[env] = str(request[key])
+        if init_error is not None:
+            print(init_error, file=sys.stderr, end="", flush=True)
+            result = developer_error("the function's code failed to load: " + init_error.strip().splitlines()[-1])
+        else:
+            try:
+                value = fn(request.get("value", {}))
+                if isinstance(value, dict):
+                    result = value
+                else:
+                    result = developer_error(f"main must return a dict, not {type(value).__name__}")
+            except BaseException as e:  # noqa: BLE001
+                traceback.print_exc()
+                sys.stderr.flush()
+                result = {"error": f"{type(e).__name__}: {e}"}
+        try:
+            text = json.dumps(result)
+        except (TypeError, ValueError) as e:
+            text = json.dumps(developer_error(f"the result is not JSON-serializable: {e}"))
+        sys.stdout.flush()
+        end_of_activation()
+        results.write(text + "\n")
+        results.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    random.seed()  # a process of its own: never share a random state with another instance
+    sys.exit(main())
