@@ -76,7 +76,10 @@ std::shared_ptr<ActivationRun> ActivationRun::start(EventLoop& loop, Instance& i
     if (res == -ECANCELED || self->finished_) return;
     self->finish(self->failure(v1::TIMEOUT, "timed out after " + std::to_string(self->limits_.timeout.count()) + " ms"));
   });
-  loop.poll(instance.sandbox().pidfd(), POLLIN, [self](int) { self->on_exit(); });
+  run->exit_op_ = loop.poll(instance.sandbox().pidfd(), POLLIN, [self](int) {
+    self->exit_op_ = 0;
+    self->on_exit();
+  });
   run->read_logs();
   run->read_result();
   run->write_request(0);
@@ -86,7 +89,8 @@ std::shared_ptr<ActivationRun> ActivationRun::start(EventLoop& loop, Instance& i
 void ActivationRun::write_request(size_t offset) {
   if (finished_ || offset >= request_.size()) return;
   auto self = shared_from_this();
-  loop_.write(instance_.request_fd(), request_.data() + offset, request_.size() - offset, [self, offset](int res) {
+  write_op_ = loop_.write(instance_.request_fd(), request_.data() + offset, request_.size() - offset, [self, offset](int res) {
+    self->write_op_ = 0;
     if (self->finished_) return;
     if (res < 0) {
       // EPIPE: the runtime is gone (its exit is reported by on_exit).
@@ -99,7 +103,8 @@ void ActivationRun::write_request(size_t offset) {
 
 void ActivationRun::read_result() {
   auto self = shared_from_this();
-  loop_.read(instance_.result_fd(), result_buf_.get(), kChunk, [self](int res) {
+  result_op_ = loop_.read(instance_.result_fd(), result_buf_.get(), kChunk, [self](int res) {
+    self->result_op_ = 0;
     if (self->finished_) return;
     if (res <= 0) {
       // fd 3 closed without a full line: the runtime exited or closed it.
@@ -136,7 +141,8 @@ void ActivationRun::read_result() {
 
 void ActivationRun::read_logs() {
   auto self = shared_from_this();
-  loop_.read(instance_.log_fd(), log_buf_.get(), kChunk, [self](int res) {
+  log_op_ = loop_.read(instance_.log_fd(), log_buf_.get(), kChunk, [self](int res) {
+    self->log_op_ = 0;
     if (self->finished_ || res <= 0) return;
     append_log_bytes(std::string_view(self->log_buf_.get(), static_cast<size_t>(res)), self->limits_,
                      self->log_partial_, self->logs_, self->log_bytes_, self->logs_truncated_);
@@ -193,6 +199,8 @@ void ActivationRun::finish(ActivationOutcome outcome) {
   finished_ = true;
   if (!log_partial_.empty() && outcome.logs.size() < limits_.max_log_lines) outcome.logs.push_back(log_partial_);
   loop_.cancel_timer(timer_);
+  for (uint64_t op : {write_op_, result_op_, log_op_, exit_op_})
+    if (op != 0) loop_.cancel(op);
   Done done = std::move(done_);
   done(std::move(outcome));
 }

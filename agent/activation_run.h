@@ -76,6 +76,10 @@ class ActivationRun : public std::enable_shared_from_this<ActivationRun> {
   bool logs_truncated_ = false;
   bool finished_ = false;
   uint64_t timer_ = 0;
+  // Operations in flight on the instance's fds: cancelled when the activation
+  // ends, so none is left to swallow the next activation's bytes when the
+  // instance is reused.
+  uint64_t write_op_ = 0, result_op_ = 0, log_op_ = 0, exit_op_ = 0;
   std::unique_ptr<char[]> result_buf_ = std::make_unique<char[]>(kChunk);
   std::unique_ptr<char[]> log_buf_ = std::make_unique<char[]>(kChunk);
   static constexpr size_t kChunk = 64 * 1024;

@@ -37,6 +37,9 @@ struct Agent::Running {
   uint64_t request_id = 0;   // to answer a sync invocation
   uint32_t concurrency = 1;  // the function version's instance limit
   bool holds_slot = false;   // counted in its function's running instances
+  bool force_cold = false;   // --start cold: never take an idle instance
+  uint64_t generation = 0;   // of the function when the activation was accepted
+  bool reuse = false;        // the instance goes back to the idle pool afterwards
   bool cancelled = false;  // the agent is stopping
   bool finishing = false;
 };
@@ -275,7 +278,12 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
             break;
         }
         if (!ok.ok()) r = error_response(request.id(), ok.error());
-        loop_->post([reply = std::move(reply), r = std::move(r)]() mutable { reply(std::move(r)); });
+        bool deleted = r.has_deleted();
+        std::string name = request.delete_function().name();
+        loop_->post([this, deleted, name, reply = std::move(reply), r = std::move(r)]() mutable {
+          if (deleted) function_changed(name);
+          reply(std::move(r));
+        });
       });
       return;
     case v1::Request::kInvoke:
@@ -343,17 +351,31 @@ void Agent::create_or_update(bool create, v1::Request request, Server::Reply rep
         r = error_response(request.id(), fn.error());
       }
     }
-    loop_->post([reply = std::move(reply), r = std::move(r)]() mutable { reply(std::move(r)); });
+    loop_->post([this, name, changed = r.has_function(), reply = std::move(reply), r = std::move(r)]() mutable {
+      // New code: no idle instance of the old one may serve again.
+      if (changed) function_changed(name);
+      reply(std::move(r));
+    });
   });
 }
 
 void Agent::invoke(v1::Request request, Server::Reply reply) {
   const uint64_t id = request.id();
   const v1::Invoke& inv = request.invoke();
-  if (inv.start() != v1::START_KIND_UNSPECIFIED && inv.start() != v1::COLD)
-    return reply(error_response(id, v1::Error::FAILED_PRECONDITION,
-                                "start path " + v1::StartKind_Name(inv.start()) +
-                                    " is not available: this agent version starts every instance cold"));
+  switch (inv.start()) {
+    case v1::START_KIND_UNSPECIFIED:
+    case v1::COLD:
+      break;
+    case v1::WARM:
+      if (idle_.count(inv.function()) == 0)
+        return reply(error_response(id, v1::Error::FAILED_PRECONDITION,
+                                    "no warm instance of " + inv.function() + " is idle (invoke it once first)"));
+      break;
+    default:
+      return reply(error_response(id, v1::Error::FAILED_PRECONDITION,
+                                  "start path " + v1::StartKind_Name(inv.start()) +
+                                      " is not available in this agent version (cold and warm are)"));
+  }
   if (inv.params_json().size() > settings_.max_payload_bytes)
     return reply(error_response(id, v1::Error::RESOURCE_EXHAUSTED,
                                 "the payload is " + std::to_string(inv.params_json().size()) + " bytes; the limit is " +
@@ -370,6 +392,7 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
   }
   auto run = std::make_shared<Running>();
   run->request_id = id;
+  run->force_cold = inv.start() == v1::COLD;
   run->accepted = std::chrono::steady_clock::now();
   if (!inv.async()) run->reply = std::move(reply);
   workers_->submit([this, run, id, name = inv.function(), async = inv.async(), params = std::move(params),
@@ -427,6 +450,7 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
     }
     loop_->post([this, run] {
       running_[run->record.activation_id()] = run;
+      run->generation = generation_[run->spec.function];
       admit(run);
     });
   });
@@ -473,6 +497,14 @@ void Agent::release_slot(const std::string& function) {
 void Agent::start_instance(const std::shared_ptr<Running>& run) {
   // Waiting is the time spent queued behind the function's concurrency limit.
   run->record.set_wait_ms(std::chrono::duration<double, std::milli>(run->admitted - run->queued).count());
+  if (!run->force_cold && take_idle(run)) {
+    // Warm: no worker, no spawn; the conversation starts right here.
+    run->record.set_start_kind(v1::WARM);
+    run->record.set_init_ms(0);
+    run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
+                                             [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
+    return;
+  }
   workers_->submit([this, run](Worker& worker) {
     // std::function needs copyable captures; the instance travels in a shared_ptr.
     auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(Instance::start(*worker.spawner, run->spec));
@@ -504,13 +536,34 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
   run->finishing = true;
   run->outcome_at = std::chrono::steady_clock::now();
   run->conversation.reset();
+  // Reused: an instance of a language runtime (its logs end with a marker, so
+  // the next activation's are its own) that answered normally, of a function
+  // that has not changed since.
+  run->reuse = run->instance && run->spec.runtime != v1::EXEC && settings_.keep_alive.count() > 0 && !stopping_ &&
+               !run->cancelled && (outcome.status == v1::SUCCESS || outcome.status == v1::APPLICATION_ERROR) &&
+               generation_[run->spec.function] == run->generation;
   // Tearing down (kill, reap, read usage, remove the cgroup) and recording
   // the result both block: a worker does them.
   workers_->submit([this, run, outcome = std::move(outcome)](Worker&) mutable {
     v1::Activation& rec = run->record;
-    if (run->instance) {
+    if (run->instance && run->reuse) {
+      // The instance lives on: this activation's share of its cgroup's counters.
+      Instance& inst = *run->instance;
+      auto now = inst.sandbox().cgroup().usage();
+      if (now.ok() && now->oom_kills == inst.usage_so_far.oom_kills) {
+        v1::Usage* u = rec.mutable_usage();
+        u->set_cpu_user_ms(static_cast<double>(now->cpu_user_ns - inst.usage_so_far.cpu_user_ns) / 1e6);
+        u->set_cpu_system_ms(static_cast<double>(now->cpu_system_ns - inst.usage_so_far.cpu_system_ns) / 1e6);
+        u->set_memory_peak_bytes(now->memory_peak_bytes);
+        inst.usage_so_far = now.value();
+        (void)inst.sandbox().cgroup().reset_peak();
+      } else {
+        run->reuse = false;  // something was OOM-killed in there: not reusable
+      }
+    }
+    if (run->instance && !run->reuse) {
       Sandbox& sb = run->instance->sandbox();
-      (void)sb.kill();  // this version never reuses an instance
+      (void)sb.kill();
       auto st = sb.wait();
       if (st.ok()) {
         v1::Usage* u = rec.mutable_usage();
@@ -547,6 +600,7 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
                  rec.init_ms());
     loop_->post([this, run] {
       running_.erase(run->record.activation_id());
+      if (run->reuse && run->instance) park(run->spec.function, run->spec.version, std::move(run->instance));
       // Activations refused at admission (queue full, stopping) never held one.
       if (run->holds_slot) release_slot(run->spec.function);
       if (run->reply) {
@@ -561,6 +615,73 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
   });
 }
 
+void Agent::function_changed(const std::string& function) {
+  ++generation_[function];  // activations in flight will not park their instance
+  retire_idle(function);
+}
+
+bool Agent::take_idle(const std::shared_ptr<Running>& run) {
+  auto it = idle_.find(run->spec.function);
+  if (it == idle_.end()) return false;
+  auto& list = it->second;
+  // Most recently used first: its caches are the warmest.
+  while (!list.empty()) {
+    IdleInstance idle = std::move(list.back());
+    list.pop_back();
+    loop_->cancel_timer(idle.keep_alive_timer);
+    if (idle.version != run->spec.version) {
+      retire(std::move(idle.instance));  // an older version's: never serves new code
+      continue;
+    }
+    run->instance = std::move(idle.instance);
+    if (list.empty()) idle_.erase(it);
+    return true;
+  }
+  idle_.erase(it);
+  return false;
+}
+
+void Agent::park(const std::string& function, uint32_t version, std::unique_ptr<Instance> instance) {
+  instance->state = Instance::State::kIdle;
+  uint64_t id = next_idle_id_++;
+  uint64_t timer = loop_->timer(settings_.keep_alive, [this, function, id](int res) {
+    if (res == -ECANCELED) return;
+    auto it = idle_.find(function);
+    if (it == idle_.end()) return;
+    auto& list = it->second;
+    for (auto i = list.begin(); i != list.end(); ++i) {
+      if (i->id != id) continue;
+      spdlog::info("function {}: idle instance stopped after the keep-alive", function);
+      retire(std::move(i->instance));
+      list.erase(i);
+      break;
+    }
+    if (list.empty()) idle_.erase(it);
+  });
+  idle_[function].push_back(IdleInstance{std::move(instance), version, timer, id});
+}
+
+void Agent::retire(std::unique_ptr<Instance> instance) {
+  if (!instance) return;
+  auto holder = std::make_shared<std::unique_ptr<Instance>>(std::move(instance));
+  workers_->submit([holder](Worker&) {
+    Sandbox& sb = (*holder)->sandbox();
+    (void)sb.kill();
+    (void)sb.wait();
+    holder->reset();
+  });
+}
+
+void Agent::retire_idle(const std::string& function) {
+  auto it = idle_.find(function);
+  if (it == idle_.end()) return;
+  for (auto& idle : it->second) {
+    loop_->cancel_timer(idle.keep_alive_timer);
+    retire(std::move(idle.instance));
+  }
+  idle_.erase(it);
+}
+
 void Agent::status(uint64_t id, Server::Reply reply) {
   v1::Response r;
   r.set_id(id);
@@ -570,12 +691,14 @@ void Agent::status(uint64_t id, Server::Reply reply) {
   struct utsname u;
   if (uname(&u) == 0) st->set_kernel(u.release);
   for (const auto& [name, available] : features_) (*st->mutable_features())[name] = available;
-  uint32_t live = 0;
+  uint32_t live = 0, idle = 0;
   for (const auto& [aid, run] : running_) live += run->instance ? 1 : 0;
+  for (const auto& [fn, list] : idle_) idle += static_cast<uint32_t>(list.size());
   st->set_activations_running(static_cast<uint32_t>(running_.size()));
-  st->set_live_sandboxes(live);
+  st->set_live_sandboxes(live + idle);
   st->set_started_ms(static_cast<int64_t>(started_ms_));
   (*st->mutable_pools())["netns"] = static_cast<uint32_t>(netns_->free_count());
+  (*st->mutable_pools())["warm_idle"] = idle;
   workers_->submit([this, r = std::move(r), reply = std::move(reply)](Worker& worker) mutable {
     v1::Status* s = r.mutable_status();
     s->set_cgroup_version(std::string(worker.spawner->cgroups().version()));
@@ -592,6 +715,9 @@ void Agent::begin_stop() {
   stopping_ = true;
   if (on_stopping_) on_stopping_();
   server_->close_listener();
+  std::vector<std::string> with_idle;
+  for (const auto& [fn, list] : idle_) with_idle.push_back(fn);
+  for (const auto& fn : with_idle) retire_idle(fn);
   // Queued activations never start; running ones are cancelled; each is
   // recorded with its status before the loop ends.
   std::vector<std::shared_ptr<Running>> all;

@@ -50,6 +50,8 @@ struct AgentSettings {
   HostIdRange host_ids;
   std::string runtimes_dir;  // python/ and node/ runtime shims; "" = next to the binary
   std::chrono::milliseconds stop_grace{10'000};
+  // An instance idle this long after an activation is stopped; 0: never reused.
+  std::chrono::milliseconds keep_alive{600'000};
 };
 
 class Agent {
@@ -73,6 +75,14 @@ class Agent {
     uint32_t running = 0;
     std::deque<std::shared_ptr<Running>> waiting;
   };
+  // An instance kept after an activation, for the next one of the same
+  // function version (warm start).
+  struct IdleInstance {
+    std::unique_ptr<Instance> instance;
+    uint32_t version = 0;
+    uint64_t keep_alive_timer = 0;
+    uint64_t id = 0;
+  };
 
   Agent() = default;
   void handle(const Peer& peer, v1::Request request, Server::Reply reply);
@@ -82,6 +92,11 @@ class Agent {
   void start_instance(const std::shared_ptr<Running>& run);
   void finish(const std::shared_ptr<Running>& run, ActivationOutcome outcome);
   void release_slot(const std::string& function);
+  bool take_idle(const std::shared_ptr<Running>& run);
+  void park(const std::string& function, uint32_t version, std::unique_ptr<Instance> instance);
+  void retire(std::unique_ptr<Instance> instance);  // kill and tear down on a worker
+  void retire_idle(const std::string& function);    // every idle instance of it
+  void function_changed(const std::string& function);  // updated or deleted
   void status(uint64_t id, Server::Reply reply);
   void begin_stop();
   void heartbeat_tick();
@@ -96,6 +111,9 @@ class Agent {
   std::map<std::string, bool> features_;  // probed once at start
   std::unordered_map<std::string, FunctionSlots> slots_;
   std::unordered_map<std::string, std::shared_ptr<Running>> running_;  // by activation id
+  std::unordered_map<std::string, std::vector<IdleInstance>> idle_;    // by function
+  std::unordered_map<std::string, uint64_t> generation_;  // bumped when a function changes
+  uint64_t next_idle_id_ = 1;
   uint64_t started_ms_ = 0;
   bool stopping_ = false;
   std::chrono::milliseconds heartbeat_interval_{0};

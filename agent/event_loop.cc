@@ -66,28 +66,43 @@ uint64_t EventLoop::remember(Callback cb) {
   return id;
 }
 
-void EventLoop::accept(int fd, Callback cb) {
+uint64_t EventLoop::accept(int fd, Callback cb) {
   io_uring_sqe* s = sqe();
   io_uring_prep_accept(s, fd, nullptr, nullptr, SOCK_CLOEXEC);
-  io_uring_sqe_set_data64(s, remember(std::move(cb)));
+  uint64_t id = remember(std::move(cb));
+  io_uring_sqe_set_data64(s, id);
+  return id;
 }
 
-void EventLoop::read(int fd, void* buf, size_t len, Callback cb) {
+uint64_t EventLoop::read(int fd, void* buf, size_t len, Callback cb) {
   io_uring_sqe* s = sqe();
   io_uring_prep_read(s, fd, buf, static_cast<unsigned>(len), static_cast<__u64>(-1));
-  io_uring_sqe_set_data64(s, remember(std::move(cb)));
+  uint64_t id = remember(std::move(cb));
+  io_uring_sqe_set_data64(s, id);
+  return id;
 }
 
-void EventLoop::write(int fd, const void* buf, size_t len, Callback cb) {
+uint64_t EventLoop::write(int fd, const void* buf, size_t len, Callback cb) {
   io_uring_sqe* s = sqe();
   io_uring_prep_write(s, fd, buf, static_cast<unsigned>(len), static_cast<__u64>(-1));
-  io_uring_sqe_set_data64(s, remember(std::move(cb)));
+  uint64_t id = remember(std::move(cb));
+  io_uring_sqe_set_data64(s, id);
+  return id;
 }
 
-void EventLoop::poll(int fd, unsigned events, Callback cb) {
+uint64_t EventLoop::poll(int fd, unsigned events, Callback cb) {
   io_uring_sqe* s = sqe();
   io_uring_prep_poll_add(s, fd, events);
-  io_uring_sqe_set_data64(s, remember(std::move(cb)));
+  uint64_t id = remember(std::move(cb));
+  io_uring_sqe_set_data64(s, id);
+  return id;
+}
+
+void EventLoop::cancel(uint64_t id) {
+  if (!pending_.count(id)) return;
+  io_uring_sqe* s = sqe();
+  io_uring_prep_cancel64(s, id, 0);
+  io_uring_sqe_set_data64(s, kIgnoreTag);
 }
 
 uint64_t EventLoop::timer(std::chrono::milliseconds delay, Callback cb) {

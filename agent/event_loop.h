@@ -35,11 +35,15 @@ class EventLoop {
   ~EventLoop();
 
   // accept4(fd) once; the callback gets the new fd (O_CLOEXEC) or -errno.
-  void accept(int fd, Callback cb);
-  void read(int fd, void* buf, size_t len, Callback cb);
-  void write(int fd, const void* buf, size_t len, Callback cb);
+  // Each call returns the operation's id, for cancel().
+  uint64_t accept(int fd, Callback cb);
+  uint64_t read(int fd, void* buf, size_t len, Callback cb);
+  uint64_t write(int fd, const void* buf, size_t len, Callback cb);
   // Fires once when `fd` is ready for `events` (POLLIN for a pidfd: exited).
-  void poll(int fd, unsigned events, Callback cb);
+  uint64_t poll(int fd, unsigned events, Callback cb);
+  // Cancel a pending operation; its callback then runs with -ECANCELED (or
+  // with its result, if it completed first). No-op for finished operations.
+  void cancel(uint64_t id);
   // Fires after `delay` with 0, or -ECANCELED after cancel_timer(id).
   uint64_t timer(std::chrono::milliseconds delay, Callback cb);
   void cancel_timer(uint64_t id);

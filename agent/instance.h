@@ -54,6 +54,9 @@ class Instance {
   int log_fd() const { return log_.get(); }          // read end of its stdout+stderr (O_NONBLOCK)
   double init_ms() const { return init_ms_; }
   State state = State::kIdle;
+  // Usage counters at the end of the previous activation: a reused instance's
+  // cgroup counts from its start, an activation is billed the difference.
+  CgroupUsage usage_so_far;
 
   // Closes the agent's pipe ends (the runtime then sees EOF on stdin).
   void close_pipes();

@@ -48,6 +48,7 @@ stoke::agent::AgentSettings settings_from(const stoke::agent::AgentConfig& c) {
   s.host_ids.first = c.host_uid_range_first();
   s.host_ids.count = c.host_uid_range_count();
   s.runtimes_dir = c.runtimes_dir();
+  s.keep_alive = std::chrono::milliseconds(c.keep_alive_ms());
   return s;
 }
 

@@ -301,12 +301,15 @@ Status kill_until_empty(const std::vector<std::string>& procs_files) {
 Result<bool> make_child_dir(const std::string& parent, const std::string& child,
                             const std::function<Status()>& make_parent) {
   std::string dir = parent + "/" + child;
+  // Another owner may remove the (empty) parent between our mkdirs, again and
+  // again under load: keep re-creating it, for a bounded number of rounds.
   for (int attempt = 0;; ++attempt) {
     if (::mkdir(dir.c_str(), 0755) == 0) return true;
     if (errno == EEXIST) return false;
-    if (errno != ENOENT || attempt >= 3) return sys_error("mkdir " + dir);
+    if (errno != ENOENT || attempt >= 100) return sys_error("mkdir " + dir);
     spdlog::debug("cgroup: {} vanished under us; recreating it", parent);
-    STOKE_TRY(make_parent());
+    Status made = make_parent();
+    if (!made.ok() && (made.error().err != ENOENT || attempt >= 100)) return made.error();
   }
 }
 

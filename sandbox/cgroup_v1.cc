@@ -150,6 +150,11 @@ class CgroupV1Group final : public CgroupGroup {
 
   Status kill_all() override { return kill_until_empty(procs_files_); }
 
+  Status reset_peak() override {
+    if (cm_.memory < 0) return {};
+    return write_file(dirs_[cm_.memory] + "/memory.max_usage_in_bytes", "0");
+  }
+
   Status destroy() override {
     attach_.clear();
     while (!dirs_left_.empty()) {

@@ -105,6 +105,15 @@ class CgroupV2Group final : public CgroupGroup {
     return {};
   }
 
+  // Writing memory.peak resets it (Linux 6.12+); older kernels refuse the
+  // write and the peak stays cumulative for the group's life.
+  Status reset_peak() override {
+    if (Status s = write_file(dir_ + "/memory.peak", "reset"); !s.ok() && s.error().err != ENOENT &&
+                                                                  s.error().err != EINVAL && s.error().err != EACCES)
+      return s;
+    return {};
+  }
+
   Result<CgroupUsage> usage() const override {
     CgroupUsage u;
     auto cpu = read_keyed(dir_ + "/cpu.stat");  // present without the cpu controller too

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -104,6 +105,21 @@ class AgentE2E : public ::testing::Test {
   std::string action_;
   std::unique_ptr<AgentProcess> agent_;
 };
+
+// Processes in the sandboxes of one agent: its sandboxes' cgroups are named
+// sb-<agent pid>-<n> (tests run side by side, so nothing global like a
+// process name would do).
+std::vector<int> sandbox_processes_of(pid_t agent) {
+  std::vector<int> pids;
+  auto dirs = test::run_command({"/usr/bin/find", "/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name",
+                                 "sb-" + std::to_string(agent) + "-*"});
+  std::istringstream in(dirs.out);
+  for (std::string dir; std::getline(in, dir);) {
+    std::istringstream procs(test::read_file(dir + "/cgroup.procs"));
+    for (int pid; procs >> pid;) pids.push_back(pid);
+  }
+  return pids;
+}
 
 bool is_error(const v1::Response& r, v1::Error::Code code) { return r.has_error() && r.error().code() == code; }
 
@@ -330,20 +346,20 @@ TEST_F(AgentE2E, Kill9MidInvokeLosesNothingAndLeaksNoSandbox) {
   std::string id = accepted->invoke_accepted().activation_id();
   ASSERT_EQ(id.size(), 32u);
   // Wait until the sandbox runs the sleep.
+  pid_t old_pid = agent_->pid();
   bool running = false;
   for (int i = 0; i < 300 && !running; ++i) {
-    running = !test::run_command({"/usr/bin/pgrep", "-f", "chaos.py"}).out.empty();
+    running = !sandbox_processes_of(old_pid).empty();
     if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_TRUE(running) << agent_->log_text();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  pid_t old_pid = agent_->pid();
   agent_->kill9();
 
   // The sandbox died with the agent.
   bool gone = false;
   for (int i = 0; i < 100 && !gone; ++i) {
-    gone = test::run_command({"/usr/bin/pgrep", "-f", "chaos.py"}).out.empty();
+    gone = sandbox_processes_of(old_pid).empty();
     if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   EXPECT_TRUE(gone) << "a sandbox outlived kill -9 of the agent";
@@ -374,9 +390,14 @@ TEST_F(AgentE2E, SigtermCancelsInFlightWorkWithARecordedStatus) {
   ASSERT_TRUE(accepted.ok());
   std::string id = accepted->invoke_accepted().activation_id();
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  pid_t pid = agent_->pid();
+  ASSERT_FALSE(sandbox_processes_of(pid).empty()) << "the activation should be running";
   int status = agent_->stop();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << agent_->log_text();
-  EXPECT_TRUE(test::run_command({"/usr/bin/pgrep", "-f", "sleep.*300.5|chaos.py"}).out.empty());
+  // Stopped gracefully: every sandbox torn down, cgroups included.
+  auto left = test::run_command({"/usr/bin/find", "/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name",
+                                 "sb-" + std::to_string(pid) + "-*"});
+  EXPECT_TRUE(left.out.empty()) << "left behind by a graceful stop: " << left.out;
   agent_->restart();
   v1::Request act;
   act.mutable_get_activation()->set_activation_id(id);
