@@ -69,20 +69,12 @@ std::string describe(const v1::Response& r) {
   return "response with body " + std::to_string(static_cast<int>(r.body_case()));
 }
 
-class AgentE2E : public ::testing::Test {
+class AgentE2E : public test::AgentTest {
  protected:
   void SetUp() override {
-    std::string why = test::priv_skip_reason();
-    if (!why.empty()) GTEST_SKIP() << why;
-    if (!test::is_executable(test::stoked_bin())) GTEST_SKIP() << "stoked is not built";
     action_ = test::write_executable(dir_.file("chaos.py"), kChaosAction);
-    agent_ = std::make_unique<AgentProcess>(dir_.path(), extra_config());
-    ASSERT_TRUE(agent_->running());
+    test::AgentTest::SetUp();
   }
-  void TearDown() override {
-    if (agent_) agent_.reset();
-  }
-  virtual std::string extra_config() { return ""; }
 
   v1::Response call(v1::Request req) {
     auto client = agent_->connect();
@@ -101,9 +93,7 @@ class AgentE2E : public ::testing::Test {
     return r.activation();
   }
 
-  test::TempDir dir_;
   std::string action_;
-  std::unique_ptr<AgentProcess> agent_;
 };
 
 // Processes in the sandboxes of one agent: its sandboxes' cgroups are named

@@ -22,21 +22,12 @@ while IFS= read -r line; do
 done
 )SH";
 
-class CliAgent : public ::testing::Test {
+class CliAgent : public test::AgentTest {
  protected:
-  void SetUp() override {
-    std::string why = test::priv_skip_reason();
-    if (!why.empty()) GTEST_SKIP() << why;
-    if (!test::is_executable(test::stoked_bin())) GTEST_SKIP() << "stoked is not built";
-    agent_ = std::make_unique<test::AgentProcess>(dir_.path());
-    ASSERT_TRUE(agent_->running());
-  }
   test::RunResult stoke(std::vector<std::string> args) {
     args.insert(args.begin(), {test::stoke_bin(), "--socket", agent_->socket()});
     return test::run_command(args, "", 60000);
   }
-  test::TempDir dir_;
-  std::unique_ptr<test::AgentProcess> agent_;
 };
 
 TEST_F(CliAgent, CreateInvokeAndInspectAFunctionFromADirectory) {

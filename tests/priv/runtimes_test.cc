@@ -13,15 +13,8 @@ namespace {
 
 using json = nlohmann::json;
 
-class Runtimes : public ::testing::Test {
+class Runtimes : public test::AgentTest {
  protected:
-  void SetUp() override {
-    std::string why = test::priv_skip_reason();
-    if (!why.empty()) GTEST_SKIP() << why;
-    if (!test::is_executable(test::stoked_bin())) GTEST_SKIP() << "stoked is not built";
-    agent_ = std::make_unique<test::AgentProcess>(dir_.path());
-    ASSERT_TRUE(agent_->running());
-  }
 
   // Registers `name` from a single source file with this content.
   void create_file(const std::string& name, v1::Runtime runtime, const std::string& file_name,
@@ -52,9 +45,6 @@ class Runtimes : public ::testing::Test {
     for (const auto& l : a.logs()) all += l + "\n";
     return all;
   }
-
-  test::TempDir dir_;
-  std::unique_ptr<test::AgentProcess> agent_;
 };
 
 TEST_F(Runtimes, PythonMainReturnsItsDictWithLogsAndContext) {

@@ -30,15 +30,9 @@ def main(args):
     return {"token": TOKEN, "served": served, "version": "v1"}
 )";
 
-class Warm : public ::testing::Test {
+class Warm : public test::AgentTest {
  protected:
-  void SetUp() override {
-    std::string why = test::priv_skip_reason();
-    if (!why.empty()) GTEST_SKIP() << why;
-    if (!test::is_executable(test::stoked_bin())) GTEST_SKIP() << "stoked is not built";
-    agent_ = std::make_unique<test::AgentProcess>(dir_.path(), "keep_alive_ms: 1500\n");
-    ASSERT_TRUE(agent_->running());
-  }
+  std::string extra_config() override { return "keep_alive_ms: 1500\n"; }
   v1::Response send(const v1::Request& r) {
     auto c = agent_->connect().call(r);
     EXPECT_TRUE(c.ok());
@@ -71,8 +65,6 @@ class Warm : public ::testing::Test {
     r.mutable_get_status();
     return send(r).status().pools().at("warm_idle");
   }
-  test::TempDir dir_;
-  std::unique_ptr<test::AgentProcess> agent_;
   int files_ = 0;
 };
 

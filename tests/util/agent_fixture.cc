@@ -136,3 +136,15 @@ std::string write_executable(const std::string& path, const std::string& content
 }
 
 }  // namespace stoke::test
+
+namespace stoke::test {
+
+void AgentTest::SetUp() {
+  std::string why = priv_skip_reason();
+  if (!why.empty()) GTEST_SKIP() << why;
+  if (!is_executable(stoked_bin())) GTEST_SKIP() << "stoked is not built";
+  agent_ = std::make_unique<AgentProcess>(dir_.path(), extra_config());
+  ASSERT_TRUE(agent_->running());
+}
+
+}  // namespace stoke::test

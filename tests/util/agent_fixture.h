@@ -10,6 +10,8 @@
 
 #include "api/wire/client.h"
 #include "proto/stoke/v1/api.pb.h"
+#include <gtest/gtest.h>
+
 #include "tests/util/run_util.h"
 
 namespace stoke::test {
@@ -53,5 +55,21 @@ v1::Request invoke_request(const std::string& name, const std::string& params_js
 
 // Writes an executable file (0755) and returns its path.
 std::string write_executable(const std::string& path, const std::string& content);
+
+}  // namespace stoke::test
+
+namespace stoke::test {
+
+// Base of the tests that need a running agent: skips (with the reason) when
+// not root or stoked is not built, else starts one on a private temp dir.
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  // Extra config text appended to the agent's config file.
+  virtual std::string extra_config() { return ""; }
+
+  TempDir dir_;
+  std::unique_ptr<AgentProcess> agent_;
+};
 
 }  // namespace stoke::test
