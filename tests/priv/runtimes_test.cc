@@ -162,3 +162,70 @@ TEST_F(Runtimes, NodeErrorsAreClassifiedAndPackageMainIsUsed) {
 
 }  // namespace
 }  // namespace stoke
+
+namespace stoke {
+namespace {
+
+// The isolation baseline seen from inside a function: a helper binary shipped
+// in the code bundle (stoke-probe) run by the function itself.
+class RuntimeIsolation : public Runtimes {
+ protected:
+  void SetUp() override {
+    // In the agent's environment, so a leak into sandboxes would show.
+    setenv("STOKE_TEST_SECRET", "host-only", 1);
+    Runtimes::SetUp();
+    unsetenv("STOKE_TEST_SECRET");
+  }
+  // A package directory holding the probe and a function that runs it.
+  std::string bundle(const std::string& name, const std::string& entry_file, const std::string& source) {
+    std::string pkg = dir_.file(name);
+    std::filesystem::create_directories(pkg);
+    std::filesystem::copy_file(test::probe_bin(), pkg + "/stoke-probe");
+    std::ofstream(pkg + "/" + entry_file) << source;
+    return pkg;
+  }
+  void check_baseline(const v1::Activation& a) {
+    ASSERT_EQ(a.status(), v1::SUCCESS) << a.result_json() << logs(a);
+    json r = json::parse(a.result_json());
+    for (const char* set : {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"})
+      EXPECT_EQ(std::stoull(r.value(set, std::string("ff")), nullptr, 16), 0u) << set;
+    EXPECT_EQ(r["NoNewPrivs"], 1);
+    EXPECT_EQ(r["Seccomp"], 2);
+    EXPECT_EQ(r["interfaces"], json::array({"lo"}));
+    EXPECT_EQ(r["root_write"], "EROFS");
+    EXPECT_EQ(r["etc_shadow"], false);
+    EXPECT_EQ(r["root_home"], false);
+    EXPECT_FALSE(r["env"].contains("STOKE_TEST_SECRET"));
+    for (const char* call : {"mount", "unshare", "setns", "bpf", "ptrace", "keyctl", "clone_newuser"})
+      EXPECT_EQ(r["denied"].value(call, std::string("?")), "EPERM") << call;
+    EXPECT_EQ(r["denied"].value("clone3", std::string("?")), "ENOSYS");
+    // The function's own process is pid 1; the probe, its child, sees only them.
+    EXPECT_LE(r["visible_pids"].size(), 3u) << r["visible_pids"].dump();
+  }
+};
+
+TEST_F(RuntimeIsolation, PythonFunctionSeesTheFullBaseline) {
+  std::string pkg = bundle("py-iso", "__main__.py", R"(
+import json, subprocess
+def main(args):
+    out = subprocess.run(["/code/stoke-probe", "isolation"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+)");
+  create_dir("py-iso", "python", pkg);
+  check_baseline(invoke("py-iso"));
+}
+
+TEST_F(RuntimeIsolation, NodeFunctionSeesTheFullBaseline) {
+  std::string pkg = bundle("js-iso", "index.js", R"(
+const { execFileSync } = require('child_process');
+exports.main = () => {
+  const lines = execFileSync('/code/stoke-probe', ['isolation']).toString().trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]);
+};
+)");
+  create_dir("js-iso", "node", pkg);
+  check_baseline(invoke("js-iso"));
+}
+
+}  // namespace
+}  // namespace stoke
