@@ -1,5 +1,7 @@
 // Warm reuse: an instance stays after an activation and serves the next one
 // of the same function version, until its keep-alive ends or the code changes.
+#include <sys/wait.h>
+
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -153,6 +155,31 @@ TEST_F(Warm, ExecInstancesAreNotReused) {
   ASSERT_FALSE(c.has_error() && c.error().code() != v1::Error::OK);
   EXPECT_EQ(invoke("exec-echo").start_kind(), v1::COLD);
   EXPECT_EQ(invoke("exec-echo").start_kind(), v1::COLD);
+}
+
+}  // namespace
+}  // namespace stoke
+
+namespace stoke {
+namespace {
+
+class WarmRestart : public Warm {};
+
+TEST_F(WarmRestart, StopTearsDownIdleInstancesAndARestartStartsCold) {
+  create("survivor", kCounter);
+  EXPECT_EQ(invoke("survivor").start_kind(), v1::COLD);
+  ASSERT_EQ(idle_instances(), 1u);
+  pid_t pid = agent_->pid();
+  int status = agent_->stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  auto left = test::run_command({"/usr/bin/find", "/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name",
+                                 "sb-" + std::to_string(pid) + "-*"});
+  EXPECT_TRUE(left.out.empty()) << "idle instances outlived the agent: " << left.out;
+  agent_->restart();
+  EXPECT_EQ(idle_instances(), 0u);
+  auto a = invoke("survivor");
+  EXPECT_EQ(a.start_kind(), v1::COLD);
+  EXPECT_EQ(json::parse(a.result_json())["served"], 1);
 }
 
 }  // namespace
