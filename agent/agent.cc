@@ -40,6 +40,9 @@ struct Agent::Running {
   bool force_cold = false;   // --start cold: never take an idle instance
   uint64_t generation = 0;   // of the function when the activation was accepted
   bool reuse = false;        // the instance goes back to the idle pool afterwards
+  bool reserved = false;     // its memory limit is counted against the node budget
+  uint64_t memory_timer = 0; // waiting for memory: the admission deadline
+  std::string refused;       // set when admission refused it (resource exhausted)
   bool cancelled = false;  // the agent is stopping
   bool finishing = false;
 };
@@ -49,6 +52,10 @@ namespace {
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
 double ms_since(std::chrono::steady_clock::time_point t) {
@@ -495,22 +502,99 @@ void Agent::release_slot(const std::string& function) {
 }
 
 void Agent::start_instance(const std::shared_ptr<Running>& run) {
-  // Waiting is the time spent queued behind the function's concurrency limit.
-  run->record.set_wait_ms(std::chrono::duration<double, std::milli>(run->admitted - run->queued).count());
   if (!run->force_cold && take_idle(run)) {
     // Warm: no worker, no spawn; the conversation starts right here.
+    run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
     run->record.set_start_kind(v1::WARM);
     run->record.set_init_ms(0);
     run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
                                              [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
     return;
   }
+  start_cold(run);
+}
+
+bool Agent::reserve(uint64_t bytes) {
+  if (reserved_bytes_ + bytes > settings_.memory_budget_bytes) {
+    // Make room from idle instances, least recently used first.
+    std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> lru;
+    for (const auto& [fn, list] : idle_)
+      for (const auto& idle : list) lru.emplace_back(idle.parked, fn);
+    std::sort(lru.begin(), lru.end());
+    for (const auto& [parked, fn] : lru) {
+      if (reserved_bytes_ + bytes <= settings_.memory_budget_bytes) break;
+      auto it = idle_.find(fn);
+      if (it == idle_.end()) continue;
+      auto& list = it->second;
+      auto victim = std::min_element(list.begin(), list.end(),
+                                     [](const IdleInstance& a, const IdleInstance& b) { return a.parked < b.parked; });
+      spdlog::info("function {}: idle instance evicted to make room under the memory budget", fn);
+      loop_->cancel_timer(victim->keep_alive_timer);
+      account_idle(*victim);
+      retire(std::move(victim->instance), victim->memory_bytes);
+      list.erase(victim);
+      if (list.empty()) idle_.erase(it);
+    }
+  }
+  if (reserved_bytes_ + bytes > settings_.memory_budget_bytes) return false;
+  reserved_bytes_ += bytes;
+  return true;
+}
+
+void Agent::release(uint64_t bytes) {
+  reserved_bytes_ -= std::min(bytes, reserved_bytes_);
+  // Whoever waits for memory, in order, while it fits.
+  while (!memory_waiting_.empty() && !stopping_) {
+    auto next = memory_waiting_.front();
+    if (!reserve(next->spec.memory_bytes)) break;
+    memory_waiting_.pop_front();
+    loop_->cancel_timer(next->memory_timer);
+    next->reserved = true;
+    spawn_instance(next);
+  }
+}
+
+void Agent::start_cold(const std::shared_ptr<Running>& run) {
+  const uint64_t need = run->spec.memory_bytes;
+  if (reserve(need)) {
+    run->reserved = true;
+    spawn_instance(run);
+    return;
+  }
+  auto refuse = [this, run](const std::string& why) {
+    run->refused = why;
+    finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("resource exhausted: " + why), {}, false, false});
+  };
+  if (need > settings_.memory_budget_bytes) {
+    refuse("the function's memory (" + std::to_string(need >> 20) + " MiB) is more than the node's budget (" +
+           std::to_string(settings_.memory_budget_bytes >> 20) + " MiB)");
+    return;
+  }
+  // Wait (bounded) for running activations to give memory back.
+  memory_waiting_.push_back(run);
+  run->memory_timer = loop_->timer(settings_.admission_wait, [this, run, refuse](int res) {
+    if (res == -ECANCELED) return;
+    auto it = std::find(memory_waiting_.begin(), memory_waiting_.end(), run);
+    if (it == memory_waiting_.end()) return;
+    memory_waiting_.erase(it);
+    refuse("no memory became free under the node's budget (" + std::to_string(settings_.memory_budget_bytes >> 20) +
+           " MiB) within " + std::to_string(settings_.admission_wait.count()) + " ms");
+  });
+}
+
+void Agent::spawn_instance(const std::shared_ptr<Running>& run) {
+  // Waiting: queued behind the function's concurrency limit and for memory.
+  run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
   workers_->submit([this, run](Worker& worker) {
     // std::function needs copyable captures; the instance travels in a shared_ptr.
     auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(Instance::start(*worker.spawner, run->spec));
     loop_->post([this, run, instance]() mutable {
       if (!instance->ok()) {
         const Error& e = instance->error();
+        if (run->reserved) {
+          run->reserved = false;
+          release(run->spec.memory_bytes);
+        }
         // A missing or non-executable entry is the function's fault, not ours.
         bool developer = e.step.find("exec ") != std::string::npos;
         spdlog::warn("function {} activation {}: instance did not start: {}", run->spec.function,
@@ -600,10 +684,22 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
                  rec.init_ms());
     loop_->post([this, run] {
       running_.erase(run->record.activation_id());
-      if (run->reuse && run->instance) park(run->spec.function, run->spec.version, std::move(run->instance));
+      if (run->reuse && run->instance) {
+        park(run->spec.function, run->spec.version, run->spec.memory_bytes, std::move(run->instance));  // stays reserved
+        // An idle instance can make way (evicted) for an activation waiting for memory.
+        if (!memory_waiting_.empty()) release(0);
+      } else if (run->reserved) {
+        run->reserved = false;
+        release(run->spec.memory_bytes);
+      }
       // Activations refused at admission (queue full, stopping) never held one.
       if (run->holds_slot) release_slot(run->spec.function);
-      if (run->reply) {
+      if (run->reply && !run->refused.empty()) {
+        // Admission said no: the caller gets the error itself (the activation
+        // is recorded too, as internal_error, so nothing is lost).
+        Server::Reply reply = std::move(run->reply);
+        reply(error_response(run->request_id, v1::Error::RESOURCE_EXHAUSTED, "resource exhausted: " + run->refused));
+      } else if (run->reply) {
         v1::Response r;
         r.set_id(run->request_id);
         *r.mutable_activation() = run->record;
@@ -629,8 +725,9 @@ bool Agent::take_idle(const std::shared_ptr<Running>& run) {
     IdleInstance idle = std::move(list.back());
     list.pop_back();
     loop_->cancel_timer(idle.keep_alive_timer);
+    account_idle(idle);
     if (idle.version != run->spec.version) {
-      retire(std::move(idle.instance));  // an older version's: never serves new code
+      retire(std::move(idle.instance), idle.memory_bytes);  // an older version's: never serves new code
       continue;
     }
     run->instance = std::move(idle.instance);
@@ -641,7 +738,8 @@ bool Agent::take_idle(const std::shared_ptr<Running>& run) {
   return false;
 }
 
-void Agent::park(const std::string& function, uint32_t version, std::unique_ptr<Instance> instance) {
+void Agent::park(const std::string& function, uint32_t version, uint64_t memory_bytes,
+                 std::unique_ptr<Instance> instance) {
   instance->state = Instance::State::kIdle;
   uint64_t id = next_idle_id_++;
   uint64_t timer = loop_->timer(settings_.keep_alive, [this, function, id](int res) {
@@ -652,16 +750,25 @@ void Agent::park(const std::string& function, uint32_t version, std::unique_ptr<
     for (auto i = list.begin(); i != list.end(); ++i) {
       if (i->id != id) continue;
       spdlog::info("function {}: idle instance stopped after the keep-alive", function);
-      retire(std::move(i->instance));
+      account_idle(*i);
+      retire(std::move(i->instance), i->memory_bytes);
       list.erase(i);
       break;
     }
     if (list.empty()) idle_.erase(it);
+    release(0);  // memory came back: serve whoever waits for it
   });
-  idle_[function].push_back(IdleInstance{std::move(instance), version, timer, id});
+  idle_[function].push_back(
+      IdleInstance{std::move(instance), version, timer, id, memory_bytes, std::chrono::steady_clock::now()});
 }
 
-void Agent::retire(std::unique_ptr<Instance> instance) {
+void Agent::account_idle(const IdleInstance& idle) {
+  double seconds = ms_since(idle.parked) / 1000.0;
+  idle_gb_seconds_ += seconds * static_cast<double>(idle.memory_bytes) / double(1ULL << 30);
+}
+
+void Agent::retire(std::unique_ptr<Instance> instance, uint64_t memory_bytes) {
+  reserved_bytes_ -= std::min(memory_bytes, reserved_bytes_);
   if (!instance) return;
   auto holder = std::make_shared<std::unique_ptr<Instance>>(std::move(instance));
   workers_->submit([holder](Worker&) {
@@ -677,9 +784,11 @@ void Agent::retire_idle(const std::string& function) {
   if (it == idle_.end()) return;
   for (auto& idle : it->second) {
     loop_->cancel_timer(idle.keep_alive_timer);
-    retire(std::move(idle.instance));
+    account_idle(idle);
+    retire(std::move(idle.instance), idle.memory_bytes);
   }
   idle_.erase(it);
+  release(0);
 }
 
 void Agent::status(uint64_t id, Server::Reply reply) {
@@ -699,6 +808,12 @@ void Agent::status(uint64_t id, Server::Reply reply) {
   st->set_started_ms(static_cast<int64_t>(started_ms_));
   (*st->mutable_pools())["netns"] = static_cast<uint32_t>(netns_->free_count());
   (*st->mutable_pools())["warm_idle"] = idle;
+  st->set_reserved_memory_bytes(reserved_bytes_);
+  st->set_memory_budget_bytes(settings_.memory_budget_bytes);
+  double idle_gb_s = idle_gb_seconds_;
+  for (const auto& [fn, list] : idle_)
+    for (const auto& i : list) idle_gb_s += ms_since(i.parked) / 1000.0 * static_cast<double>(i.memory_bytes) / double(1ULL << 30);
+  st->set_idle_gb_seconds(idle_gb_s);
   workers_->submit([this, r = std::move(r), reply = std::move(reply)](Worker& worker) mutable {
     v1::Status* s = r.mutable_status();
     s->set_cgroup_version(std::string(worker.spawner->cgroups().version()));
@@ -726,6 +841,11 @@ void Agent::begin_stop() {
     run->cancelled = true;
     if (run->conversation) run->conversation->cancel(v1::INTERNAL_ERROR, "the agent is stopping");
   }
+  for (auto& run : memory_waiting_) {
+    loop_->cancel_timer(run->memory_timer);
+    finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
+  }
+  memory_waiting_.clear();
   for (auto& [fn, slots] : slots_) {
     for (auto& run : slots.waiting)
       finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});

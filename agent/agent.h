@@ -52,6 +52,9 @@ struct AgentSettings {
   std::chrono::milliseconds stop_grace{10'000};
   // An instance idle this long after an activation is stopped; 0: never reused.
   std::chrono::milliseconds keep_alive{600'000};
+  // Sum of the reserved memory of all live sandboxes may not exceed this.
+  uint64_t memory_budget_bytes = 8ULL << 30;
+  std::chrono::milliseconds admission_wait{10'000};
 };
 
 class Agent {
@@ -82,6 +85,8 @@ class Agent {
     uint32_t version = 0;
     uint64_t keep_alive_timer = 0;
     uint64_t id = 0;
+    uint64_t memory_bytes = 0;
+    std::chrono::steady_clock::time_point parked;
   };
 
   Agent() = default;
@@ -93,8 +98,16 @@ class Agent {
   void finish(const std::shared_ptr<Running>& run, ActivationOutcome outcome);
   void release_slot(const std::string& function);
   bool take_idle(const std::shared_ptr<Running>& run);
-  void park(const std::string& function, uint32_t version, std::unique_ptr<Instance> instance);
-  void retire(std::unique_ptr<Instance> instance);  // kill and tear down on a worker
+  void park(const std::string& function, uint32_t version, uint64_t memory_bytes, std::unique_ptr<Instance> instance);
+  void spawn_instance(const std::shared_ptr<Running>& run);
+  // Kill and tear down on a worker; its reserved memory goes back to the budget.
+  void retire(std::unique_ptr<Instance> instance, uint64_t memory_bytes);
+  void account_idle(const IdleInstance& idle);  // its idle time into the overhead
+  // Admission under the memory budget: reserve (evicting idle instances, least
+  // recently used first), or wait, or fail.
+  void start_cold(const std::shared_ptr<Running>& run);
+  bool reserve(uint64_t bytes);
+  void release(uint64_t bytes);
   void retire_idle(const std::string& function);    // every idle instance of it
   void function_changed(const std::string& function);  // updated or deleted
   void status(uint64_t id, Server::Reply reply);
@@ -114,6 +127,9 @@ class Agent {
   std::unordered_map<std::string, std::vector<IdleInstance>> idle_;    // by function
   std::unordered_map<std::string, uint64_t> generation_;  // bumped when a function changes
   uint64_t next_idle_id_ = 1;
+  uint64_t reserved_bytes_ = 0;  // running and idle instances' memory limits
+  std::deque<std::shared_ptr<Running>> memory_waiting_;
+  double idle_gb_seconds_ = 0;
   uint64_t started_ms_ = 0;
   bool stopping_ = false;
   std::chrono::milliseconds heartbeat_interval_{0};

@@ -110,7 +110,10 @@ nlohmann::json status_json(const v1::Status& s) {
           {"activationsRunning", s.activations_running()},
           {"liveSandboxes", s.live_sandboxes()},
           {"started", s.started_ms()},
-          {"pools", pools}};
+          {"pools", pools},
+          {"reservedMemoryBytes", s.reserved_memory_bytes()},
+          {"memoryBudgetBytes", s.memory_budget_bytes()},
+          {"idleGbSeconds", s.idle_gb_seconds()}};
 }
 
 std::string activation_text(const v1::Activation& a) {

@@ -1,0 +1,129 @@
+// Admission under the node's memory budget: idle instances are evicted least
+// recently used first, then an activation waits (bounded), then it is refused.
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include "tests/util/agent_fixture.h"
+
+namespace stoke {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr const char* kSleepy = R"(
+import time
+def main(args):
+    time.sleep(args.get("sleep", 0))
+    return {"ok": True}
+)";
+
+class Admission : public test::AgentTest {
+ protected:
+  // Room for one 128 MiB instance, not two.
+  std::string extra_config() override {
+    return "node_memory_budget_bytes: 209715200\ndefault_memory_bytes: 67108864\nadmission_wait_ms: " +
+           std::to_string(wait_ms()) + "\n";
+  }
+  virtual int wait_ms() { return 5000; }
+
+  v1::Response send(const v1::Request& r) {
+    auto c = agent_->connect().call(r);
+    EXPECT_TRUE(c.ok());
+    return c.ok() ? c.value() : v1::Response{};
+  }
+  void create(const std::string& name, uint64_t memory) {
+    std::string path = dir_.file(name + ".py");
+    std::ofstream(path) << kSleepy;
+    auto c = send(test::create_request(name, v1::PYTHON, path, "main.py", memory));
+    ASSERT_FALSE(c.has_error() && c.error().code() != v1::Error::OK) << c.error().message();
+  }
+  v1::Response invoke(const std::string& name, const json& params = json::object()) {
+    return send(test::invoke_request(name, params.dump()));
+  }
+  v1::Status status() {
+    v1::Request r;
+    r.mutable_get_status();
+    return send(r).status();
+  }
+};
+
+TEST_F(Admission, IdleInstancesAreEvictedLeastRecentlyUsedFirst) {
+  create("a", 128 << 20);
+  create("b", 128 << 20);
+  ASSERT_EQ(invoke("a").activation().status(), v1::SUCCESS);
+  EXPECT_EQ(status().reserved_memory_bytes(), 128u << 20) << "a's idle instance stays reserved";
+  auto b = invoke("b");
+  ASSERT_EQ(b.activation().status(), v1::SUCCESS) << b.activation().result_json();
+  EXPECT_EQ(b.activation().start_kind(), v1::COLD);
+  EXPECT_EQ(status().pools().at("warm_idle"), 1u) << "a was evicted to make room for b";
+  EXPECT_EQ(invoke("a").activation().start_kind(), v1::COLD);
+  EXPECT_LE(status().reserved_memory_bytes(), 200u << 20);
+}
+
+TEST_F(Admission, ActivationWaitsForMemoryThenRuns) {
+  create("hog", 128 << 20);
+  create("next", 128 << 20);
+  auto client = agent_->connect();
+  auto first = client.send(test::invoke_request("hog", json{{"sleep", 1}}.dump()));
+  ASSERT_TRUE(first.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto second = invoke("next");
+  ASSERT_TRUE(second.has_activation()) << (second.has_error() ? second.error().message() : "");
+  EXPECT_EQ(second.activation().status(), v1::SUCCESS);
+  EXPECT_GT(second.activation().wait_ms(), 300) << "it waited for hog's memory";
+  auto r1 = client.wait_for(first.value());
+  ASSERT_TRUE(r1.ok());
+  EXPECT_EQ(r1->activation().status(), v1::SUCCESS);
+}
+
+TEST_F(Admission, FunctionBiggerThanTheBudgetIsRefusedAtOnce) {
+  create("huge", 256 << 20);
+  auto r = invoke("huge");
+  ASSERT_TRUE(r.has_error());
+  EXPECT_EQ(r.error().code(), v1::Error::RESOURCE_EXHAUSTED);
+  EXPECT_NE(r.error().message().find("budget"), std::string::npos) << r.error().message();
+  // Recorded, not lost.
+  v1::Request list;
+  list.mutable_list_activations()->set_function("huge");
+  auto l = send(list);
+  ASSERT_EQ(l.activation_list().activations_size(), 1);
+  EXPECT_EQ(l.activation_list().activations(0).status(), v1::INTERNAL_ERROR);
+}
+
+TEST_F(Admission, IdleTimeIsCountedAsPlatformOverhead) {
+  create("idler", 128 << 20);
+  ASSERT_EQ(invoke("idler").activation().status(), v1::SUCCESS);
+  double before = status().idle_gb_seconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  double after = status().idle_gb_seconds();
+  // 128 MiB idle for ~0.4 s = ~0.05 GB-s.
+  EXPECT_GT(after - before, 0.02);
+  EXPECT_LT(after - before, 0.5);
+}
+
+class AdmissionShortWait : public Admission {
+  int wait_ms() override { return 300; }
+};
+
+TEST_F(AdmissionShortWait, ActivationIsRefusedWhenNoMemoryFreesInTime) {
+  create("hog", 128 << 20);
+  create("next", 128 << 20);
+  auto client = agent_->connect();
+  auto first = client.send(test::invoke_request("hog", json{{"sleep", 2}}.dump()));
+  ASSERT_TRUE(first.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto second = invoke("next");
+  ASSERT_TRUE(second.has_error());
+  EXPECT_EQ(second.error().code(), v1::Error::RESOURCE_EXHAUSTED);
+  EXPECT_NE(second.error().message().find("300 ms"), std::string::npos) << second.error().message();
+  auto r1 = client.wait_for(first.value());
+  ASSERT_TRUE(r1.ok());
+  EXPECT_EQ(r1->activation().status(), v1::SUCCESS);
+}
+
+}  // namespace
+}  // namespace stoke
