@@ -246,7 +246,8 @@ TEST_F(AgentE2E, ConcurrencyLimitQueuesAndShowsWait) {
   create("one-at-a-time", 64 << 20, 20000, 1);
   auto client = agent_->connect();
   auto first = client.send(test::invoke_request("one-at-a-time", json{{"mode", "sleep"}, {"seconds", 0.5}}.dump()));
-  auto second = client.send(test::invoke_request("one-at-a-time", "{}"));
+  // Both sleep: whichever gets the slot first, the other waits ~0.5 s for it.
+  auto second = client.send(test::invoke_request("one-at-a-time", json{{"mode", "sleep"}, {"seconds", 0.5}}.dump()));
   ASSERT_TRUE(first.ok() && second.ok());
   auto r1 = client.wait_for(first.value());
   auto r2 = client.wait_for(second.value());
