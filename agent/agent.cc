@@ -43,6 +43,7 @@ struct Agent::Running {
   bool reserved = false;     // its memory limit is counted against the node budget
   uint64_t memory_timer = 0; // waiting for memory: the admission deadline
   std::string refused;       // set when admission refused it (resource exhausted)
+  std::vector<std::string> init_logs;  // printed while a prewarmed instance loaded the code
   bool cancelled = false;  // the agent is stopping
   bool finishing = false;
 };
@@ -158,6 +159,9 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   auto code = CodeStore::open(settings.state_dir + "/code");
   if (!code.ok()) return code.error().context("open code store");
   a->code_ = std::make_unique<CodeStore>(std::move(code.value()));
+  // Prewarmed instances' /code directories of a previous run are stale.
+  std::error_code stale;
+  std::filesystem::remove_all(settings.state_dir + "/prewarm", stale);
   // Code trees half-written when the agent died are dropped.
   auto partial = a->code_->cleanup_partial();
   if (!partial.ok()) return partial.error().context("clean the code store");
@@ -184,6 +188,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
     spdlog::info("received {}; stopping", strsignal(sig));
     self->begin_stop();
   }));
+  a->loop_->post([self] { self->refill_prewarm(); });
   spdlog::info("stoked {} listening on {} (state in {})", wire::kAgentVersion, settings.socket_path, settings.state_dir);
   return a;
 }
@@ -555,6 +560,7 @@ void Agent::release(uint64_t bytes) {
 }
 
 void Agent::start_cold(const std::shared_ptr<Running>& run) {
+  if (!run->force_cold && run->spec.runtime != v1::EXEC && take_prewarmed(run)) return;
   const uint64_t need = run->spec.memory_bytes;
   if (reserve(need)) {
     run->reserved = true;
@@ -580,6 +586,127 @@ void Agent::start_cold(const std::shared_ptr<Running>& run) {
     refuse("no memory became free under the node's budget (" + std::to_string(settings_.memory_budget_bytes >> 20) +
            " MiB) within " + std::to_string(settings_.admission_wait.count()) + " ms");
   });
+}
+
+namespace {
+
+// Gives a prewarmed instance the function's code: hard links (the code store's
+// files are immutable; same filesystem) from the unpacked code into the
+// instance's own, until now empty, /code directory, which the sandbox sees
+// read-only through its bind mount.
+Status link_code(const std::string& from, const std::string& to) {
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(from, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    std::filesystem::path target = std::filesystem::path(to) / std::filesystem::relative(it->path(), from);
+    if (it->is_symlink()) {
+      std::filesystem::copy_symlink(it->path(), target, ec);
+    } else if (it->is_directory()) {
+      std::filesystem::create_directory(target, ec);
+      if (!ec) std::filesystem::permissions(target, std::filesystem::perms(0755), ec);
+    } else {
+      std::filesystem::create_hard_link(it->path(), target, ec);
+      if (ec) std::filesystem::copy_file(it->path(), target, ec);  // another filesystem
+    }
+    if (ec) return plain_error("give the code to a prewarmed instance", target.string() + ": " + ec.message());
+  }
+  if (ec) return plain_error("read the function's code", ec.message());
+  return {};
+}
+
+}  // namespace
+
+void Agent::refill_prewarm() {
+  if (stopping_ || !path_exists(settings_.runtimes_dir + "/python/stoke_runtime.py")) return;
+  for (auto [runtime, target] : {std::pair{v1::PYTHON, settings_.prewarm_python}, std::pair{v1::NODE, settings_.prewarm_node}}) {
+    while (prewarmed_[runtime].size() + prewarm_starting_[runtime] < target) {
+      const uint64_t memory = settings_.default_memory_bytes;
+      if (!reserve(memory)) return;  // the budget is for activations first
+      ++prewarm_starting_[runtime];
+      InstanceSpec spec;
+      spec.function = "(prewarm)";
+      spec.runtime = runtime;
+      spec.runtimes_dir = settings_.runtimes_dir;
+      spec.code_path = "--prewarm";
+      spec.memory_bytes = memory;
+      // Its /code: empty until a function takes it (then filled with links).
+      spec.code_dir = settings_.state_dir + "/prewarm/" + std::to_string(prewarm_counter_ + 1);
+      // Its own uid, as any sandbox: the function that takes it is its only user.
+      spec.host_uid = host_id_for(settings_.host_ids, std::hash<std::string>{}("stoke-prewarm") + ++prewarm_counter_);
+      workers_->submit([this, spec, memory](Worker& worker) {
+        Status dir = make_dirs(spec.code_dir, 0755);
+        auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(
+            dir.ok() ? Instance::start(*worker.spawner, spec) : Result<std::unique_ptr<Instance>>(dir.error()));
+        if (instance->ok()) instance->value()->own_directory(spec.code_dir);
+        else {
+          std::error_code ec;
+          std::filesystem::remove_all(spec.code_dir, ec);
+        }
+        loop_->post([this, runtime = spec.runtime, memory, instance] {
+          --prewarm_starting_[runtime];
+          if (!instance->ok() || stopping_) {
+            if (!instance->ok())
+              spdlog::warn("prewarm {}: instance did not start: {}", v1::Runtime_Name(runtime), instance->error().message());
+            retire(instance->ok() ? std::move(instance->value()) : nullptr, memory);
+            release(0);
+            return;
+          }
+          prewarmed_[runtime].push_back(Prewarmed{std::move(instance->value()), memory, std::chrono::steady_clock::now()});
+        });
+      });
+    }
+  }
+}
+
+bool Agent::take_prewarmed(const std::shared_ptr<Running>& run) {
+  auto& pool = prewarmed_[run->spec.runtime];
+  if (pool.empty()) return false;
+  const uint64_t have = pool.back().memory_bytes, need = run->spec.memory_bytes;
+  if (need > have && !reserve(need - have)) return false;
+  if (need < have) reserved_bytes_ -= std::min(have - need, reserved_bytes_);
+  Prewarmed taken = std::move(pool.back());
+  pool.pop_back();
+  idle_gb_seconds_ += ms_since(taken.since) / 1000.0 * static_cast<double>(taken.memory_bytes) / double(1ULL << 30);
+  run->instance = std::move(taken.instance);
+  run->reserved = true;
+  run->record.set_start_kind(v1::PREWARM);
+  run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
+  auto injected = std::chrono::steady_clock::now();
+  refill_prewarm();
+  // Off the loop: the function's limits on the sandbox's cgroup, its code read
+  // into the init line. Then, on the loop, the init exchange and the activation.
+  workers_->submit([this, run, injected](Worker&) {
+    CgroupLimits limits{.memory_bytes = run->spec.memory_bytes, .cpus = run->spec.cpus, .pids = run->spec.pids};
+    Status given = run->instance->sandbox().cgroup().set_limits(limits);
+    if (given.ok()) given = link_code(run->spec.code_dir, run->instance->code_dir());
+    nlohmann::json init = {{"__stoke_init", {{"code_path", run->spec.code_path}, {"entry", run->spec.entry}}}};
+    auto holder = std::make_shared<Result<std::string>>(given.ok() ? Result<std::string>(init.dump() + "\n")
+                                                                   : Result<std::string>(given.error()));
+    loop_->post([this, run, injected, holder] {
+      if (!holder->ok()) {
+        finish(run, ActivationOutcome{v1::INTERNAL_ERROR,
+                                      error_json("the prewarmed instance could not take the code: " + holder->error().message()),
+                                      {}, false, false});
+        return;
+      }
+      run->conversation = ActivationRun::start(
+          *loop_, *run->instance, holder->value(), run->limits, [this, run, injected](ActivationOutcome ack) {
+            if (ack.status != v1::SUCCESS) {
+              finish(run, std::move(ack));
+              return;
+            }
+            run->init_logs = std::move(ack.logs);
+            run->record.set_init_ms(ms_since(injected));
+            if (run->cancelled || stopping_) {
+              finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
+              return;
+            }
+            run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
+                                                     [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
+          });
+    });
+  });
+  return true;
 }
 
 void Agent::spawn_instance(const std::shared_ptr<Running>& run) {
@@ -669,6 +796,7 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
     rec.set_duration_ms(duration);
     rec.set_status(outcome.status);
     rec.set_result_json(outcome.result_json);
+    for (auto& line : run->init_logs) rec.add_logs(std::move(line));
     for (auto& line : outcome.logs) rec.add_logs(std::move(line));
     rec.set_logs_truncated(outcome.logs_truncated);
     // Billed: the time an instance served this activation, from getting its
@@ -803,16 +931,21 @@ void Agent::status(uint64_t id, Server::Reply reply) {
   uint32_t live = 0, idle = 0;
   for (const auto& [aid, run] : running_) live += run->instance ? 1 : 0;
   for (const auto& [fn, list] : idle_) idle += static_cast<uint32_t>(list.size());
+  for (const auto& [rt, list] : prewarmed_) live += static_cast<uint32_t>(list.size());
   st->set_activations_running(static_cast<uint32_t>(running_.size()));
   st->set_live_sandboxes(live + idle);
   st->set_started_ms(static_cast<int64_t>(started_ms_));
   (*st->mutable_pools())["netns"] = static_cast<uint32_t>(netns_->free_count());
   (*st->mutable_pools())["warm_idle"] = idle;
+  (*st->mutable_pools())["prewarm_python"] = static_cast<uint32_t>(prewarmed_[v1::PYTHON].size());
+  (*st->mutable_pools())["prewarm_node"] = static_cast<uint32_t>(prewarmed_[v1::NODE].size());
   st->set_reserved_memory_bytes(reserved_bytes_);
   st->set_memory_budget_bytes(settings_.memory_budget_bytes);
   double idle_gb_s = idle_gb_seconds_;
   for (const auto& [fn, list] : idle_)
     for (const auto& i : list) idle_gb_s += ms_since(i.parked) / 1000.0 * static_cast<double>(i.memory_bytes) / double(1ULL << 30);
+  for (const auto& [rt, list] : prewarmed_)
+    for (const auto& p : list) idle_gb_s += ms_since(p.since) / 1000.0 * static_cast<double>(p.memory_bytes) / double(1ULL << 30);
   st->set_idle_gb_seconds(idle_gb_s);
   workers_->submit([this, r = std::move(r), reply = std::move(reply)](Worker& worker) mutable {
     v1::Status* s = r.mutable_status();
@@ -833,6 +966,9 @@ void Agent::begin_stop() {
   std::vector<std::string> with_idle;
   for (const auto& [fn, list] : idle_) with_idle.push_back(fn);
   for (const auto& fn : with_idle) retire_idle(fn);
+  for (auto& [rt, list] : prewarmed_)
+    for (auto& p : list) retire(std::move(p.instance), p.memory_bytes);
+  prewarmed_.clear();
   // Queued activations never start; running ones are cancelled; each is
   // recorded with its status before the loop ends.
   std::vector<std::shared_ptr<Running>> all;

@@ -55,6 +55,9 @@ struct AgentSettings {
   // Sum of the reserved memory of all live sandboxes may not exceed this.
   uint64_t memory_budget_bytes = 8ULL << 30;
   std::chrono::milliseconds admission_wait{10'000};
+  // Prewarmed ("stem cell") instances kept per language runtime.
+  uint32_t prewarm_python = 2;
+  uint32_t prewarm_node = 2;
 };
 
 class Agent {
@@ -100,6 +103,14 @@ class Agent {
   bool take_idle(const std::shared_ptr<Running>& run);
   void park(const std::string& function, uint32_t version, uint64_t memory_bytes, std::unique_ptr<Instance> instance);
   void spawn_instance(const std::shared_ptr<Running>& run);
+  // Prewarmed instances: runtime started, no code yet.
+  struct Prewarmed {
+    std::unique_ptr<Instance> instance;
+    uint64_t memory_bytes = 0;
+    std::chrono::steady_clock::time_point since;
+  };
+  void refill_prewarm();
+  bool take_prewarmed(const std::shared_ptr<Running>& run);
   // Kill and tear down on a worker; its reserved memory goes back to the budget.
   void retire(std::unique_ptr<Instance> instance, uint64_t memory_bytes);
   void account_idle(const IdleInstance& idle);  // its idle time into the overhead
@@ -130,6 +141,9 @@ class Agent {
   uint64_t reserved_bytes_ = 0;  // running and idle instances' memory limits
   std::deque<std::shared_ptr<Running>> memory_waiting_;
   double idle_gb_seconds_ = 0;
+  std::map<v1::Runtime, std::vector<Prewarmed>> prewarmed_;
+  std::map<v1::Runtime, uint32_t> prewarm_starting_;
+  uint64_t prewarm_counter_ = 0;
   uint64_t started_ms_ = 0;
   bool stopping_ = false;
   std::chrono::milliseconds heartbeat_interval_{0};

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <filesystem>
+
 namespace stoke::agent {
 namespace {
 
@@ -76,8 +78,18 @@ Result<std::unique_ptr<Instance>> Instance::start(Spawner& spawner, const Instan
   inst->log_ = std::move(log->agent_end);
   // The sandbox ends close when `request`, `result`, `log` go out of scope: the
   // sandbox holds its own copies, so EOF on ours means the runtime is gone.
+  inst->code_dir_ = spec.code_dir;
   inst->init_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return inst;
+}
+
+Instance::~Instance() {
+  // The sandbox first (its bind of the directory goes with its namespace).
+  sandbox_.reset();
+  if (!owned_dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(owned_dir_, ec);
+  }
 }
 
 void Instance::close_pipes() {

@@ -53,6 +53,7 @@ class Instance {
   int result_fd() const { return result_.get(); }    // read end of its fd 3 (O_NONBLOCK)
   int log_fd() const { return log_.get(); }          // read end of its stdout+stderr (O_NONBLOCK)
   double init_ms() const { return init_ms_; }
+  const std::string& code_dir() const { return code_dir_; }  // host side of /code
   State state = State::kIdle;
   // Usage counters at the end of the previous activation: a reused instance's
   // cgroup counts from its start, an activation is billed the difference.
@@ -60,12 +61,18 @@ class Instance {
 
   // Closes the agent's pipe ends (the runtime then sees EOF on stdin).
   void close_pipes();
+  // A host directory that belongs to this instance alone (a prewarmed
+  // instance's /code), removed when the instance is destroyed.
+  void own_directory(std::string dir) { owned_dir_ = std::move(dir); }
+  ~Instance();
 
  private:
   Instance() = default;
   std::unique_ptr<Sandbox> sandbox_;
   unique_fd request_, result_, log_;
   double init_ms_ = 0;
+  std::string owned_dir_;
+  std::string code_dir_;
 };
 
 }  // namespace stoke::agent

@@ -50,6 +50,8 @@ stoke::agent::AgentSettings settings_from(const stoke::agent::AgentConfig& c) {
   s.runtimes_dir = c.runtimes_dir();
   s.keep_alive = std::chrono::milliseconds(c.keep_alive_ms());
   s.admission_wait = std::chrono::milliseconds(c.admission_wait_ms());
+  s.prewarm_python = c.pools().python();
+  s.prewarm_node = c.pools().node();
   auto ram = stoke::agent::total_ram_bytes();
   s.memory_budget_bytes = stoke::agent::node_memory_budget(c, ram.ok() ? ram.value() : (8ULL << 30));
   return s;

@@ -42,6 +42,9 @@ class CgroupGroup {
   // Fds (O_WRONLY|O_CLOEXEC) the child writes "0" to, in order, to join the group.
   virtual std::vector<int> attach_fds() const = 0;
   virtual Result<CgroupUsage> usage() const = 0;
+  // Change the limits of a live group (a prewarmed sandbox taken by a function
+  // gets the function's). Lowering memory below current usage fails (EBUSY).
+  virtual Status set_limits(const CgroupLimits& limits) = 0;
   // Start peak memory over from the current usage (a reused sandbox reports
   // the peak of each activation). A kernel that cannot is not an error.
   virtual Status reset_peak() = 0;

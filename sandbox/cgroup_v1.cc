@@ -150,6 +150,8 @@ class CgroupV1Group final : public CgroupGroup {
 
   Status kill_all() override { return kill_until_empty(procs_files_); }
 
+  Status set_limits(const CgroupLimits& limits) override { return write_limits(limits); }
+
   Status reset_peak() override {
     if (cm_.memory < 0) return {};
     return write_file(dirs_[cm_.memory] + "/memory.max_usage_in_bytes", "0");

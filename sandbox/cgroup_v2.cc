@@ -107,6 +107,8 @@ class CgroupV2Group final : public CgroupGroup {
 
   // Writing memory.peak resets it (Linux 6.12+); older kernels refuse the
   // write and the peak stays cumulative for the group's life.
+  Status set_limits(const CgroupLimits& limits) override { return write_limits(limits); }
+
   Status reset_peak() override {
     if (Status s = write_file(dir_ + "/memory.peak", "reset"); !s.ok() && s.error().err != ENOENT &&
                                                                   s.error().err != EINVAL && s.error().err != EACCES)

@@ -64,6 +64,15 @@ constexpr const char* kAllowed[] = {
     "times", "tkill", "truncate", "umask", "uname", "unlink", "unlinkat", "utime",
     "utimensat", "utimes", "vfork", "vmsplice", "wait4", "waitid", "write", "writev",
     "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self",
+    // Plain file and process calls that are easy to forget (`cd` is chdir).
+    "chdir", "chmod", "chown", "fchmodat2", "ioprio_get", "ioprio_set",
+    // Linux AIO (databases), NUMA policy, memory protection keys (V8), shadow
+    // stacks (glibc with CET).
+    "io_setup", "io_destroy", "io_submit", "io_getevents", "io_pgetevents", "io_cancel",
+    "get_mempolicy", "set_mempolicy", "mbind", "pkey_alloc", "pkey_free", "pkey_mprotect",
+    "map_shadow_stack",
+    // A program may restrict itself further; a filter can only narrow ours.
+    "seccomp",
 };
 
 // Listed explicitly so a future widening of the allow-list cannot let them in.

@@ -6,8 +6,14 @@
 // by OpenWhisk's end-of-activation sentinel on both streams.
 //
 //   node stoke_runtime.js CODE_PATH [ENTRY]
+//   node stoke_runtime.js --prewarm
 //
 // CODE_PATH is a .js file, or a directory with package.json "main" or index.js.
+// With --prewarm the runtime starts before there is code (a "stem cell"): the
+// agent puts a function's code into the (then empty) /code and sends
+// {"__stoke_init": {"code_path", "entry"}} as the first line on stdin; the
+// runtime acknowledges with {"ok": true} on fd 3 and then serves requests with
+// that code.
 'use strict';
 
 const fs = require('fs');
@@ -51,8 +57,18 @@ function writeAll(fd, text) {
 }
 
 async function run() {
-  const codePath = process.argv[2];
-  const entry = process.argv[3] || 'main';
+  const lines = readline.createInterface({ input: process.stdin, terminal: false });
+  const input = lines[Symbol.asyncIterator]();
+  let codePath = process.argv[2];
+  let entry = process.argv[3] || 'main';
+  if (codePath === '--prewarm') {
+    const first = await input.next();
+    if (first.done) return;
+    const init = JSON.parse(first.value).__stoke_init;
+    codePath = init.code_path;
+    entry = init.entry || 'main';
+    writeAll(3, '{"ok": true}\n');
+  }
   let fn = null;
   let initError = null;
   try {
@@ -60,8 +76,8 @@ async function run() {
   } catch (e) {
     initError = e;
   }
-  const lines = readline.createInterface({ input: process.stdin, terminal: false });
-  for await (const line of lines) {
+  for (let next = await input.next(); !next.done; next = await input.next()) {
+    const line = next.value;
     const request = JSON.parse(line);
     for (const [key, env] of Object.entries(CONTEXT)) {
       if (key in request) process.env[env] = String(request[key]);

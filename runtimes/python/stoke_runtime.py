@@ -6,9 +6,16 @@ stdin, one JSON result per line on fd 3, logs on stdout/stderr closed by OpenWhi
 end-of-activation sentinel on both streams.
 
     stoke_runtime.py CODE_PATH [ENTRY]
+    stoke_runtime.py --prewarm
 
 CODE_PATH is a .py file, or a directory whose __main__.py defines ENTRY (default main).
+With --prewarm the runtime starts before there is code (a "stem cell"): the
+agent puts a function's code into the (then empty) /code and sends
+{"__stoke_init": {"code_path": ..., "entry": ...}} as the first line on stdin; the
+runtime acknowledges with {"ok": true} on fd 3 and then serves requests as if it
+had been started with that code.
 """
+
 
 import importlib.util
 import json
@@ -56,10 +63,16 @@ def end_of_activation():
 
 def main():
     if len(sys.argv) < 2:
-        print("usage: stoke_runtime.py CODE_PATH [ENTRY]", file=sys.stderr)
+        print("usage: stoke_runtime.py CODE_PATH [ENTRY] | --prewarm", file=sys.stderr)
         return 2
-    code_path, entry = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else "main")
     results = os.fdopen(3, "w")
+    if sys.argv[1] == "--prewarm":
+        init = json.loads(sys.stdin.readline())["__stoke_init"]
+        code_path, entry = init["code_path"], init.get("entry") or "main"
+        results.write('{"ok": true}\n')
+        results.flush()
+    else:
+        code_path, entry = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else "main")
     fn, init_error = None, None
     try:
         fn = load(code_path, entry)

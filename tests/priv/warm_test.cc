@@ -34,7 +34,8 @@ def main(args):
 
 class Warm : public test::AgentTest {
  protected:
-  std::string extra_config() override { return "keep_alive_ms: 1500\n"; }
+  // No prewarmed instances here: first calls are cold, which the tests rely on.
+  std::string extra_config() override { return "keep_alive_ms: 1500\npools { python: 0 node: 0 }\n"; }
   v1::Response send(const v1::Request& r) {
     auto c = agent_->connect().call(r);
     EXPECT_TRUE(c.ok());

@@ -48,8 +48,8 @@ TEST(AgentConfig, DefaultsWorkOutOfTheBox) {
   EXPECT_EQ(c.log_level(), "info");
   EXPECT_EQ(c.billing_unit_ms(), 1u);
   EXPECT_EQ(c.keep_alive_ms(), 600000u);
-  EXPECT_EQ(c.pools().python(), 0u);
-  EXPECT_EQ(c.pools().node(), 0u);
+  EXPECT_EQ(c.pools().python(), 2u);  // two stem cells per language runtime
+  EXPECT_EQ(c.pools().node(), 2u);
   EXPECT_EQ(c.pools().exec(), 0u);
   Status valid = validate_config(c);
   EXPECT_TRUE(valid.ok()) << valid.error().message();
