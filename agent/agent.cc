@@ -6,6 +6,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <filesystem>
 
@@ -643,15 +644,37 @@ void Agent::refill_prewarm() {
           std::filesystem::remove_all(spec.code_dir, ec);
         }
         loop_->post([this, runtime = spec.runtime, memory, instance] {
-          --prewarm_starting_[runtime];
           if (!instance->ok() || stopping_) {
+            --prewarm_starting_[runtime];
             if (!instance->ok())
               spdlog::warn("prewarm {}: instance did not start: {}", v1::Runtime_Name(runtime), instance->error().message());
             retire(instance->ok() ? std::move(instance->value()) : nullptr, memory);
             release(0);
             return;
           }
-          prewarmed_[runtime].push_back(Prewarmed{std::move(instance->value()), memory, std::chrono::steady_clock::now()});
+          // Pooled once the runtime says it has started (its interpreter is
+          // up), so whoever takes it does not wait for that.
+          auto holder = std::make_shared<std::unique_ptr<Instance>>(std::move(instance->value()));
+          auto buf = std::make_shared<std::string>();
+          auto chunk = std::make_shared<std::array<char, 256>>();
+          auto read_ready = std::make_shared<std::function<void()>>();
+          *read_ready = [this, runtime, memory, holder, buf, chunk, read_ready] {
+            loop_->read((*holder)->result_fd(), chunk->data(), chunk->size(),
+                        [this, runtime, memory, holder, buf, chunk, read_ready](int n) {
+                          if (n > 0) buf->append(chunk->data(), static_cast<size_t>(n));
+                          if (n > 0 && buf->find('\n') == std::string::npos) return (*read_ready)();
+                          *read_ready = nullptr;  // break the cycle
+                          --prewarm_starting_[runtime];
+                          if (n <= 0 || buf->rfind("{\"ready\": true}", 0) != 0 || stopping_) {
+                            if (n <= 0) spdlog::warn("prewarm {}: the runtime exited while starting", v1::Runtime_Name(runtime));
+                            retire(std::move(*holder), memory);
+                            release(0);
+                            return;
+                          }
+                          prewarmed_[runtime].push_back(Prewarmed{std::move(*holder), memory, std::chrono::steady_clock::now()});
+                        });
+          };
+          (*read_ready)();
         });
       });
     }
@@ -672,7 +695,8 @@ bool Agent::take_prewarmed(const std::shared_ptr<Running>& run) {
   run->record.set_start_kind(v1::PREWARM);
   run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
   auto injected = std::chrono::steady_clock::now();
-  refill_prewarm();
+  // The replacement is started once this activation is done: a runtime
+  // starting beside it would compete for the CPU it needs now.
   // Off the loop: the function's limits on the sandbox's cgroup, its code read
   // into the init line. Then, on the loop, the init exchange and the activation.
   workers_->submit([this, run, injected](Worker&) {
@@ -835,6 +859,7 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
         reply(std::move(r));
       }
       if (stopping_ && running_.empty()) loop_->stop();
+      refill_prewarm();
     });
   });
 }

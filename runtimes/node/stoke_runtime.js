@@ -9,8 +9,8 @@
 //   node stoke_runtime.js --prewarm
 //
 // CODE_PATH is a .js file, or a directory with package.json "main" or index.js.
-// With --prewarm the runtime starts before there is code (a "stem cell"): the
-// agent puts a function's code into the (then empty) /code and sends
+// With --prewarm the runtime starts before there is code (a "stem cell"): it
+// says {"ready": true} on fd 3 once started; the agent then puts a function's code into the (then empty) /code and sends
 // {"__stoke_init": {"code_path", "entry"}} as the first line on stdin; the
 // runtime acknowledges with {"ok": true} on fd 3 and then serves requests with
 // that code.
@@ -62,6 +62,7 @@ async function run() {
   let codePath = process.argv[2];
   let entry = process.argv[3] || 'main';
   if (codePath === '--prewarm') {
+    writeAll(3, '{"ready": true}\n');  // started: a function's code now costs only its own load
     const first = await input.next();
     if (first.done) return;
     const init = JSON.parse(first.value).__stoke_init;

@@ -10,7 +10,8 @@ end-of-activation sentinel on both streams.
 
 CODE_PATH is a .py file, or a directory whose __main__.py defines ENTRY (default main).
 With --prewarm the runtime starts before there is code (a "stem cell"): the
-agent puts a function's code into the (then empty) /code and sends
+runtime says {"ready": true} on fd 3 once started; the agent then puts a
+function's code into the (until then empty) /code and sends
 {"__stoke_init": {"code_path": ..., "entry": ...}} as the first line on stdin; the
 runtime acknowledges with {"ok": true} on fd 3 and then serves requests as if it
 had been started with that code.
@@ -67,6 +68,9 @@ def main():
         return 2
     results = os.fdopen(3, "w")
     if sys.argv[1] == "--prewarm":
+        # Started: from here on a function's code costs only its own import.
+        results.write('{"ready": true}\n')
+        results.flush()
         init = json.loads(sys.stdin.readline())["__stoke_init"]
         code_path, entry = init["code_path"], init.get("entry") or "main"
         results.write('{"ok": true}\n')
