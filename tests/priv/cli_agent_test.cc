@@ -114,3 +114,37 @@ TEST_F(CliAgent, UsageAndAgentErrorsHaveDistinctExitCodes) {
 
 }  // namespace
 }  // namespace stoke
+
+namespace stoke {
+namespace {
+
+TEST_F(CliAgent, PythonAndNodeFunctionsThroughTheCli) {
+  std::string py = dir_.file("hello.py");
+  std::ofstream(py) << "def main(args):\n    print('hi', args.get('name'))\n    return {'hello': args.get('name')}\n";
+  std::string js = dir_.file("hello.js");
+  std::ofstream(js) << "exports.main = async (p) => { console.log('hi', p.name); return { hello: p.name }; };\n";
+  std::string bad = dir_.file("bad.py");
+  std::ofstream(bad) << "def main(args):\n    return 'not a dict'\n";
+  ASSERT_EQ(stoke({"fn", "create", "py", "--runtime", "python", "--code", py}).exit_code, 0);
+  ASSERT_EQ(stoke({"fn", "create", "js", "--runtime", "node", "--code", js}).exit_code, 0);
+  ASSERT_EQ(stoke({"fn", "create", "bad", "--runtime", "python", "--code", bad}).exit_code, 0);
+  for (const char* fn : {"py", "js"}) {
+    auto first = stoke({"invoke", fn, "-p", "name=cli", "--json"});
+    ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
+    json a = json::parse(first.out);
+    EXPECT_EQ(a["result"]["hello"], "cli");
+    EXPECT_NE(a["startKind"], "warm");
+    EXPECT_EQ(a["logs"].size(), 1u) << a["logs"].dump();
+    auto second = stoke({"invoke", fn, "-p", "name=again", "--json"});
+    ASSERT_EQ(second.exit_code, 0);
+    EXPECT_EQ(json::parse(second.out)["startKind"], "warm");
+    auto plain = stoke({"invoke", fn, "-p", "name=plain"});
+    EXPECT_EQ(json::parse(plain.out)["hello"], "plain") << "without --json: the result alone";
+  }
+  auto r = stoke({"invoke", "bad", "--json"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(json::parse(r.out)["status"], "developer_error");
+}
+
+}  // namespace
+}  // namespace stoke
