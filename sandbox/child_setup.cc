@@ -226,6 +226,11 @@ int sandbox_child_main(void* arg) {
   const ChildPlan* plan = static_cast<const ChildPlan*>(arg);
   long r;
 
+  // Only the parent may hold its ends: if it dies, our reads must see EOF
+  // (else a child whose parent died before "cgroup" would wait forever).
+  for (int fd : plan->parent_ends)
+    if (fd >= 0) raw::call(SYS_close, fd);
+
   // 0. Not the spawner's OOM protection: the sandbox is what should die first.
   if (plan->oom_score_adj != nullptr) {
     long fd = raw::call(SYS_openat, AT_FDCWD, "/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);

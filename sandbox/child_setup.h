@@ -85,6 +85,9 @@ struct ChildRlimit {
 struct ChildPlan {
   int control_fd = -1;  // SOCK_SEQPACKET: "maps", then "cgroup" with its fds
   int error_fd = -1;    // write end, O_CLOEXEC
+  // The parent's ends of those two, which the child's copy of the fd table
+  // also holds: closed first, so that the parent's death is an EOF here.
+  int parent_ends[2] = {-1, -1};
   bool new_netns = true;  // false: already in a pooled namespace (lo up)
   // Written to /proc/self/oom_score_adj first thing, when not null (only
   // raising is allowed unprivileged; the spawner checks it is a raise).

@@ -354,6 +354,8 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   ChildPlan cp;
   cp.control_fd = control_child.get();
   cp.error_fd = error_write.get();
+  cp.parent_ends[0] = control_parent.get();
+  cp.parent_ends[1] = error_read.get();
   cp.new_netns = !sb->netns_;  // pooled ones come with lo up
   // Inherited unless it differs; lowering would need CAP_SYS_RESOURCE.
   std::string oom_score_adj = std::to_string(spec.oom_score_adj);
@@ -447,6 +449,10 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   if (Status maps = write_id_maps(pid, spec); !maps.ok()) return fail_spawn(maps.error().context("map ids"));
   if (Status sent = send_to_child(control_parent.get(), {}); !sent.ok()) return fail_spawn(sent.error());
   laps.lap("id maps");
+  // Fault injection (tests): the spawner dies between its two messages; the
+  // child must notice and exit rather than wait forever.
+  if (const char* fault = std::getenv("STOKE_FAULT"); fault && std::string_view(fault) == "spawner-exit-after-maps")
+    std::_Exit(77);
 
   // The cgroup is made while the child builds its filesystem.
   auto group = cgroups_->create(sb->id_, spec.limits);

@@ -346,3 +346,41 @@ TEST(SandboxSyscalls, EverydayShellWorkIsAllowedBySeccomp) {
 
 }  // namespace
 }  // namespace stoke
+
+namespace stoke {
+namespace {
+
+// Processes whose command line contains `marker` (the sandbox child shows its
+// parent's command line until it execs).
+int processes_with(const std::string& marker) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmd = read_all(e.path().string() + "/cmdline");
+    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+    if (cmd.find(marker) != std::string::npos && std::stoi(name) != getpid()) ++n;
+  }
+  return n;
+}
+
+TEST(SpawnerFaults, ChildExitsWhenTheSpawnerDiesMidHandshake) {
+  std::string why = test::priv_skip_reason();
+  if (!why.empty()) GTEST_SKIP() << why;
+  const std::string marker = "stoke-orphan-marker-" + std::to_string(getpid());
+  setenv("STOKE_FAULT", "spawner-exit-after-maps", 1);
+  auto r = test::run_command({test::stoke_bin(), "run", "--", "/bin/echo", marker});
+  unsetenv("STOKE_FAULT");
+  EXPECT_EQ(r.exit_code, 77) << r.err;
+  int left = 1;
+  for (int i = 0; i < 100 && left > 0; ++i) {
+    left = processes_with(marker);
+    if (left > 0) usleep(20000);
+  }
+  EXPECT_EQ(left, 0) << "the sandbox child outlived its spawner";
+  // Its cgroup is collected by the next spawner (its owner is dead).
+  EXPECT_EQ(test::run_command({test::stoke_bin(), "run", "--", "/bin/true"}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace stoke
