@@ -19,6 +19,7 @@
 const fs = require('fs');
 const path = require('path');
 const readline = require('readline');
+const vm = require('vm');
 
 const SENTINEL = 'XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX';
 const CONTEXT = {
@@ -38,8 +39,17 @@ function resolveEntryFile(codePath) {
 }
 
 function load(codePath, entry) {
-  const file = resolveEntryFile(codePath);
-  const exported = require(path.resolve(file));
+  const file = path.resolve(resolveEntryFile(codePath));
+  const source = fs.readFileSync(file, 'utf8');
+  if (!/\b(module\.)?exports\b/.test(source)) {
+    // OpenWhisk style: a plain script whose top-level `function main` is a
+    // global. Run it in the global scope (once), with require at hand.
+    global.require = require;
+    vm.runInThisContext(source, { filename: file });
+    if (typeof global[entry] === 'function') return global[entry];
+    throw new Error(`the code defines no function ${JSON.stringify(entry)}`);
+  }
+  const exported = require(file);
   const fn = (exported && typeof exported[entry] === 'function') ? exported[entry]
     : (typeof exported === 'function' && entry === 'main') ? exported
     : (typeof global[entry] === 'function') ? global[entry] : null;

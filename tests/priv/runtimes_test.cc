@@ -229,3 +229,19 @@ exports.main = () => {
 
 }  // namespace
 }  // namespace stoke
+
+namespace stoke {
+namespace {
+
+TEST_F(Runtimes, NodeGlobalMainInAPlainScriptWorks) {
+  // OpenWhisk actions are often a plain script with a top-level main.
+  create_file("js-global", v1::NODE, "f.js",
+              "const os = require('os');\nfunction main(params) {\n  return { hello: params.who, plat: os.platform() };\n}\n");
+  auto a = invoke("js-global", {{"who", "global"}});
+  ASSERT_EQ(a.status(), v1::SUCCESS) << a.result_json() << logs(a);
+  EXPECT_EQ(json::parse(a.result_json())["hello"], "global");
+  EXPECT_EQ(json::parse(a.result_json())["plat"], "linux");
+}
+
+}  // namespace
+}  // namespace stoke
