@@ -1,0 +1,68 @@
+// What agent.cc and instance_pools.cc share: the state of an activation in
+// flight and a few small helpers. Internal to the agent.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/activation_run.h"
+#include "agent/agent.h"
+#include "agent/instance.h"
+#include "agent/server.h"
+
+namespace stoke::agent {
+
+// One activation in flight. Lives on the loop thread; workers get copies of
+// what they need or run while the loop does not touch the fields they use.
+struct Agent::Running {
+  v1::Activation record;
+  InstanceSpec spec;
+  ActivationLimits limits;
+  std::string request_line;
+  Server::Reply reply;  // empty for async invocations
+  std::chrono::steady_clock::time_point accepted;  // the request arrived
+  std::chrono::steady_clock::time_point queued;    // ready to run, waiting for a slot
+  std::chrono::steady_clock::time_point admitted;  // got its slot
+  std::chrono::steady_clock::time_point outcome_at;  // the conversation ended
+  std::unique_ptr<Instance> instance;
+  std::shared_ptr<ActivationRun> conversation;
+  uint64_t request_id = 0;   // to answer a sync invocation
+  uint32_t concurrency = 1;  // the function version's instance limit
+  bool holds_slot = false;   // counted in its function's running instances
+  bool force_cold = false;   // --start cold: never take an idle instance
+  uint64_t generation = 0;   // of the function when the activation was accepted
+  bool reuse = false;        // the instance goes back to the idle pool afterwards
+  bool reserved = false;     // its memory limit is counted against the node budget
+  uint64_t memory_timer = 0; // waiting for memory: the admission deadline
+  std::string refused;       // set when admission refused it (resource exhausted)
+  std::vector<std::string> init_logs;  // printed while a prewarmed instance loaded the code
+  bool cancelled = false;  // the agent is stopping
+  bool finishing = false;
+};
+
+
+namespace detail {
+
+inline int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+inline double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+inline double ms_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+}
+
+inline std::string error_json(const std::string& message) { return nlohmann::json{{"error", message}}.dump(); }
+
+}  // namespace detail
+
+}  // namespace stoke::agent

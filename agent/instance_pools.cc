@@ -1,0 +1,314 @@
+// The agent's instance pools and admission: idle (warm) instances, prewarmed
+// runtimes, and the node memory budget they and running activations share.
+// Everything here runs on the event-loop thread (blocking parts go to workers).
+#include <algorithm>
+#include <array>
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+#include "agent/agent_internal.h"
+#include "sandbox/base/file_util.h"
+
+namespace stoke::agent {
+
+using detail::error_json;
+using detail::ms_between;
+using detail::ms_since;
+
+bool Agent::reserve(uint64_t bytes) {
+  if (reserved_bytes_ + bytes > settings_.memory_budget_bytes) {
+    // Make room from idle instances, least recently used first.
+    std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> lru;
+    for (const auto& [fn, list] : idle_)
+      for (const auto& idle : list) lru.emplace_back(idle.parked, fn);
+    std::sort(lru.begin(), lru.end());
+    for (const auto& [parked, fn] : lru) {
+      if (reserved_bytes_ + bytes <= settings_.memory_budget_bytes) break;
+      auto it = idle_.find(fn);
+      if (it == idle_.end()) continue;
+      auto& list = it->second;
+      auto victim = std::min_element(list.begin(), list.end(),
+                                     [](const IdleInstance& a, const IdleInstance& b) { return a.parked < b.parked; });
+      spdlog::info("function {}: idle instance evicted to make room under the memory budget", fn);
+      loop_->cancel_timer(victim->keep_alive_timer);
+      account_idle(*victim);
+      retire(std::move(victim->instance), victim->memory_bytes);
+      list.erase(victim);
+      if (list.empty()) idle_.erase(it);
+    }
+  }
+  if (reserved_bytes_ + bytes > settings_.memory_budget_bytes) return false;
+  reserved_bytes_ += bytes;
+  return true;
+}
+
+void Agent::release(uint64_t bytes) {
+  reserved_bytes_ -= std::min(bytes, reserved_bytes_);
+  // Whoever waits for memory, in order, while it fits.
+  while (!memory_waiting_.empty() && !stopping_) {
+    auto next = memory_waiting_.front();
+    if (!reserve(next->spec.memory_bytes)) break;
+    memory_waiting_.pop_front();
+    loop_->cancel_timer(next->memory_timer);
+    next->reserved = true;
+    spawn_instance(next);
+  }
+}
+
+void Agent::start_cold(const std::shared_ptr<Running>& run) {
+  if (!run->force_cold && run->spec.runtime != v1::EXEC && take_prewarmed(run)) return;
+  const uint64_t need = run->spec.memory_bytes;
+  if (reserve(need)) {
+    run->reserved = true;
+    spawn_instance(run);
+    return;
+  }
+  auto refuse = [this, run](const std::string& why) {
+    run->refused = why;
+    finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("resource exhausted: " + why), {}, false, false});
+  };
+  if (need > settings_.memory_budget_bytes) {
+    refuse("the function's memory (" + std::to_string(need >> 20) + " MiB) is more than the node's budget (" +
+           std::to_string(settings_.memory_budget_bytes >> 20) + " MiB)");
+    return;
+  }
+  // Wait (bounded) for running activations to give memory back.
+  memory_waiting_.push_back(run);
+  run->memory_timer = loop_->timer(settings_.admission_wait, [this, run, refuse](int res) {
+    if (res == -ECANCELED) return;
+    auto it = std::find(memory_waiting_.begin(), memory_waiting_.end(), run);
+    if (it == memory_waiting_.end()) return;
+    memory_waiting_.erase(it);
+    refuse("no memory became free under the node's budget (" + std::to_string(settings_.memory_budget_bytes >> 20) +
+           " MiB) within " + std::to_string(settings_.admission_wait.count()) + " ms");
+  });
+}
+
+namespace {
+
+// Gives a prewarmed instance the function's code: hard links (the code store's
+// files are immutable; same filesystem) from the unpacked code into the
+// instance's own, until now empty, /code directory, which the sandbox sees
+// read-only through its bind mount.
+Status link_code(const std::string& from, const std::string& to) {
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(from, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    std::filesystem::path target = std::filesystem::path(to) / std::filesystem::relative(it->path(), from);
+    if (it->is_symlink()) {
+      std::filesystem::copy_symlink(it->path(), target, ec);
+    } else if (it->is_directory()) {
+      std::filesystem::create_directory(target, ec);
+      if (!ec) std::filesystem::permissions(target, std::filesystem::perms(0755), ec);
+    } else {
+      std::filesystem::create_hard_link(it->path(), target, ec);
+      if (ec) std::filesystem::copy_file(it->path(), target, ec);  // another filesystem
+    }
+    if (ec) return plain_error("give the code to a prewarmed instance", target.string() + ": " + ec.message());
+  }
+  if (ec) return plain_error("read the function's code", ec.message());
+  return {};
+}
+
+}  // namespace
+
+void Agent::refill_prewarm() {
+  if (stopping_ || !path_exists(settings_.runtimes_dir + "/python/stoke_runtime.py")) return;
+  for (auto [runtime, target] : {std::pair{v1::PYTHON, settings_.prewarm_python}, std::pair{v1::NODE, settings_.prewarm_node}}) {
+    while (prewarmed_[runtime].size() + prewarm_starting_[runtime] < target) {
+      const uint64_t memory = settings_.default_memory_bytes;
+      if (!reserve(memory)) return;  // the budget is for activations first
+      ++prewarm_starting_[runtime];
+      InstanceSpec spec;
+      spec.function = "(prewarm)";
+      spec.runtime = runtime;
+      spec.runtimes_dir = settings_.runtimes_dir;
+      spec.code_path = "--prewarm";
+      spec.memory_bytes = memory;
+      // Its /code: empty until a function takes it (then filled with links).
+      spec.code_dir = settings_.state_dir + "/prewarm/" + std::to_string(prewarm_counter_ + 1);
+      // Its own uid, as any sandbox: the function that takes it is its only user.
+      spec.host_uid = host_id_for(settings_.host_ids, std::hash<std::string>{}("stoke-prewarm") + ++prewarm_counter_);
+      workers_->submit([this, spec, memory](Worker& worker) {
+        Status dir = make_dirs(spec.code_dir, 0755);
+        auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(
+            dir.ok() ? Instance::start(*worker.spawner, spec) : Result<std::unique_ptr<Instance>>(dir.error()));
+        if (instance->ok()) instance->value()->own_directory(spec.code_dir);
+        else {
+          std::error_code ec;
+          std::filesystem::remove_all(spec.code_dir, ec);
+        }
+        loop_->post([this, runtime = spec.runtime, memory, instance] {
+          if (!instance->ok() || stopping_) {
+            --prewarm_starting_[runtime];
+            if (!instance->ok())
+              spdlog::warn("prewarm {}: instance did not start: {}", v1::Runtime_Name(runtime), instance->error().message());
+            retire(instance->ok() ? std::move(instance->value()) : nullptr, memory);
+            release(0);
+            return;
+          }
+          // Pooled once the runtime says it has started (its interpreter is
+          // up), so whoever takes it does not wait for that.
+          auto holder = std::make_shared<std::unique_ptr<Instance>>(std::move(instance->value()));
+          auto buf = std::make_shared<std::string>();
+          auto chunk = std::make_shared<std::array<char, 256>>();
+          auto read_ready = std::make_shared<std::function<void()>>();
+          *read_ready = [this, runtime, memory, holder, buf, chunk, read_ready] {
+            loop_->read((*holder)->result_fd(), chunk->data(), chunk->size(),
+                        [this, runtime, memory, holder, buf, chunk, read_ready](int n) {
+                          if (n > 0) buf->append(chunk->data(), static_cast<size_t>(n));
+                          if (n > 0 && buf->find('\n') == std::string::npos) return (*read_ready)();
+                          *read_ready = nullptr;  // break the cycle
+                          --prewarm_starting_[runtime];
+                          if (n <= 0 || buf->rfind("{\"ready\": true}", 0) != 0 || stopping_) {
+                            if (n <= 0) spdlog::warn("prewarm {}: the runtime exited while starting", v1::Runtime_Name(runtime));
+                            retire(std::move(*holder), memory);
+                            release(0);
+                            return;
+                          }
+                          prewarmed_[runtime].push_back(Prewarmed{std::move(*holder), memory, std::chrono::steady_clock::now()});
+                        });
+          };
+          (*read_ready)();
+        });
+      });
+    }
+  }
+}
+
+bool Agent::take_prewarmed(const std::shared_ptr<Running>& run) {
+  auto& pool = prewarmed_[run->spec.runtime];
+  if (pool.empty()) return false;
+  const uint64_t have = pool.back().memory_bytes, need = run->spec.memory_bytes;
+  if (need > have && !reserve(need - have)) return false;
+  if (need < have) reserved_bytes_ -= std::min(have - need, reserved_bytes_);
+  Prewarmed taken = std::move(pool.back());
+  pool.pop_back();
+  idle_gb_seconds_ += ms_since(taken.since) / 1000.0 * static_cast<double>(taken.memory_bytes) / double(1ULL << 30);
+  run->instance = std::move(taken.instance);
+  run->reserved = true;
+  run->record.set_start_kind(v1::PREWARM);
+  run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
+  auto injected = std::chrono::steady_clock::now();
+  // The replacement is started once this activation is done: a runtime
+  // starting beside it would compete for the CPU it needs now.
+  // Off the loop: the function's limits on the sandbox's cgroup, its code read
+  // into the init line. Then, on the loop, the init exchange and the activation.
+  workers_->submit([this, run, injected](Worker&) {
+    CgroupLimits limits{.memory_bytes = run->spec.memory_bytes, .cpus = run->spec.cpus, .pids = run->spec.pids};
+    Status given = run->instance->sandbox().cgroup().set_limits(limits);
+    if (given.ok()) given = link_code(run->spec.code_dir, run->instance->code_dir());
+    nlohmann::json init = {{"__stoke_init", {{"code_path", run->spec.code_path}, {"entry", run->spec.entry}}}};
+    auto holder = std::make_shared<Result<std::string>>(given.ok() ? Result<std::string>(init.dump() + "\n")
+                                                                   : Result<std::string>(given.error()));
+    loop_->post([this, run, injected, holder] {
+      if (!holder->ok()) {
+        finish(run, ActivationOutcome{v1::INTERNAL_ERROR,
+                                      error_json("the prewarmed instance could not take the code: " + holder->error().message()),
+                                      {}, false, false});
+        return;
+      }
+      run->conversation = ActivationRun::start(
+          *loop_, *run->instance, holder->value(), run->limits, [this, run, injected](ActivationOutcome ack) {
+            if (ack.status != v1::SUCCESS) {
+              finish(run, std::move(ack));
+              return;
+            }
+            run->init_logs = std::move(ack.logs);
+            run->record.set_init_ms(ms_since(injected));
+            if (run->cancelled || stopping_) {
+              finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
+              return;
+            }
+            run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
+                                                     [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
+          });
+    });
+  });
+  return true;
+}
+
+
+void Agent::function_changed(const std::string& function) {
+  ++generation_[function];  // activations in flight will not park their instance
+  retire_idle(function);
+}
+
+bool Agent::take_idle(const std::shared_ptr<Running>& run) {
+  auto it = idle_.find(run->spec.function);
+  if (it == idle_.end()) return false;
+  auto& list = it->second;
+  // Most recently used first: its caches are the warmest.
+  while (!list.empty()) {
+    IdleInstance idle = std::move(list.back());
+    list.pop_back();
+    loop_->cancel_timer(idle.keep_alive_timer);
+    account_idle(idle);
+    if (idle.version != run->spec.version) {
+      retire(std::move(idle.instance), idle.memory_bytes);  // an older version's: never serves new code
+      continue;
+    }
+    run->instance = std::move(idle.instance);
+    if (list.empty()) idle_.erase(it);
+    return true;
+  }
+  idle_.erase(it);
+  return false;
+}
+
+void Agent::park(const std::string& function, uint32_t version, uint64_t memory_bytes,
+                 std::unique_ptr<Instance> instance) {
+  instance->state = Instance::State::kIdle;
+  uint64_t id = next_idle_id_++;
+  uint64_t timer = loop_->timer(settings_.keep_alive, [this, function, id](int res) {
+    if (res == -ECANCELED) return;
+    auto it = idle_.find(function);
+    if (it == idle_.end()) return;
+    auto& list = it->second;
+    for (auto i = list.begin(); i != list.end(); ++i) {
+      if (i->id != id) continue;
+      spdlog::info("function {}: idle instance stopped after the keep-alive", function);
+      account_idle(*i);
+      retire(std::move(i->instance), i->memory_bytes);
+      list.erase(i);
+      break;
+    }
+    if (list.empty()) idle_.erase(it);
+    release(0);  // memory came back: serve whoever waits for it
+  });
+  idle_[function].push_back(
+      IdleInstance{std::move(instance), version, timer, id, memory_bytes, std::chrono::steady_clock::now()});
+}
+
+void Agent::account_idle(const IdleInstance& idle) {
+  double seconds = ms_since(idle.parked) / 1000.0;
+  idle_gb_seconds_ += seconds * static_cast<double>(idle.memory_bytes) / double(1ULL << 30);
+}
+
+void Agent::retire(std::unique_ptr<Instance> instance, uint64_t memory_bytes) {
+  reserved_bytes_ -= std::min(memory_bytes, reserved_bytes_);
+  if (!instance) return;
+  auto holder = std::make_shared<std::unique_ptr<Instance>>(std::move(instance));
+  workers_->submit([holder](Worker&) {
+    Sandbox& sb = (*holder)->sandbox();
+    (void)sb.kill();
+    (void)sb.wait();
+    holder->reset();
+  });
+}
+
+void Agent::retire_idle(const std::string& function) {
+  auto it = idle_.find(function);
+  if (it == idle_.end()) return;
+  for (auto& idle : it->second) {
+    loop_->cancel_timer(idle.keep_alive_timer);
+    account_idle(idle);
+    retire(std::move(idle.instance), idle.memory_bytes);
+  }
+  idle_.erase(it);
+  release(0);
+}
+
+
+}  // namespace stoke::agent
