@@ -92,10 +92,5 @@ Instance::~Instance() {
   }
 }
 
-void Instance::close_pipes() {
-  request_.reset();
-  result_.reset();
-  log_.reset();
-}
 
 }  // namespace stoke::agent

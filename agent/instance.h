@@ -59,8 +59,6 @@ class Instance {
   // cgroup counts from its start, an activation is billed the difference.
   CgroupUsage usage_so_far;
 
-  // Closes the agent's pipe ends (the runtime then sees EOF on stdin).
-  void close_pipes();
   // A host directory that belongs to this instance alone (a prewarmed
   // instance's /code), removed when the instance is destroyed.
   void own_directory(std::string dir) { owned_dir_ = std::move(dir); }

@@ -37,11 +37,6 @@ void WorkerPool::submit(Job job) {
   cv_.notify_one();
 }
 
-size_t WorkerPool::queued() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return jobs_.size();
-}
-
 void WorkerPool::run(Worker& worker) {
   for (;;) {
     Job job;

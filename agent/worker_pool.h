@@ -29,13 +29,12 @@ class WorkerPool {
   ~WorkerPool();  // finishes queued jobs, then joins
 
   void submit(Job job);
-  size_t queued() const;
 
  private:
   WorkerPool() = default;
   void run(Worker& worker);
 
-  mutable std::mutex mu_;
+  std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> jobs_;
   bool stopping_ = false;

@@ -11,15 +11,4 @@ int last_capability() {
   return bits == 0 ? CAP_LAST_CAP : static_cast<int>(bits) - 1;
 }
 
-Result<std::string> current_capabilities_text() {
-  cap_t caps = cap_get_proc();
-  if (caps == nullptr) return sys_error("cap_get_proc");
-  char* text = cap_to_text(caps, nullptr);
-  cap_free(caps);
-  if (text == nullptr) return sys_error("cap_to_text");
-  std::string out(text);
-  cap_free(text);
-  return out;
-}
-
 }  // namespace stoke
