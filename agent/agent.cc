@@ -151,7 +151,10 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
     spdlog::info("received {}; stopping", strsignal(sig));
     self->begin_stop();
   }));
-  a->loop_->post([self] { self->refill_prewarm(); });
+  a->loop_->post([self] {
+    self->refill_prewarm();
+    self->start_runtime_zygote();
+  });
   spdlog::info("stoked {} listening on {} (state in {})", wire::kAgentVersion, settings.socket_path, settings.state_dir);
   return a;
 }
@@ -341,6 +344,10 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
     case v1::START_KIND_UNSPECIFIED:
     case v1::COLD:
       break;
+    case v1::ZYGOTE:
+      if (!settings_.zygotes)
+        return reply(error_response(id, v1::Error::FAILED_PRECONDITION, "zygotes are disabled in this agent's configuration"));
+      break;
     case v1::WARM:
       if (idle_.count(inv.function()) == 0)
         return reply(error_response(id, v1::Error::FAILED_PRECONDITION,
@@ -368,6 +375,7 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
   auto run = std::make_shared<Running>();
   run->request_id = id;
   run->force_cold = inv.start() == v1::COLD;
+  run->force_zygote = inv.start() == v1::ZYGOTE;
   run->accepted = std::chrono::steady_clock::now();
   if (!inv.async()) run->reply = std::move(reply);
   workers_->submit([this, run, id, name = inv.function(), async = inv.async(), params = std::move(params),
@@ -378,6 +386,10 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
       loop_->post([to = std::move(to), r = std::move(r)]() mutable { to(std::move(r)); });
     };
     if (!fn.ok()) return answer(error_response(id, fn.error()));
+    if (run->force_zygote && fn->runtime() != v1::PYTHON)
+      return answer(error_response(id, v1::Error::FAILED_PRECONDITION,
+                                   "zygotes are for Python functions only (Node.js is multithreaded and cannot fork "
+                                   "safely; it has prewarm, warm and cold starts)"));
     if (fn->runtime() != v1::EXEC) {
       auto code_path = language_code_path(fn->runtime(), code_->path_for(fn->code_sha256()));
       if (!code_path.ok()) return answer(error_response(id, v1::Error::FAILED_PRECONDITION, code_path.error().message()));
@@ -402,7 +414,7 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
     for (const auto& [k, v] : fn->env()) run->spec.env.push_back(k + "=" + v);
     run->spec.memory_bytes = fn->memory_bytes();
     run->concurrency = std::max<uint32_t>(fn->concurrency(), 1);
-    run->spec.host_uid = host_id_for(settings_.host_ids, std::hash<std::string>{}(name));
+    run->spec.host_uid = host_id_for(host_ids_for_functions(settings_.host_ids), std::hash<std::string>{}(name));
     run->limits.timeout = std::chrono::milliseconds(fn->timeout_ms());
     run->limits.max_result_bytes = settings_.max_result_bytes;
     run->limits.max_log_bytes = settings_.max_log_bytes;
@@ -470,7 +482,7 @@ void Agent::release_slot(const std::string& function) {
 }
 
 void Agent::start_instance(const std::shared_ptr<Running>& run) {
-  if (!run->force_cold && take_idle(run)) {
+  if (!run->force_cold && !run->force_zygote && take_idle(run)) {
     // Warm: no worker, no spawn; the conversation starts right here.
     run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
     run->record.set_start_kind(v1::WARM);
@@ -483,6 +495,12 @@ void Agent::start_instance(const std::shared_ptr<Running>& run) {
 }
 
 void Agent::spawn_instance(const std::shared_ptr<Running>& run) {
+  if (run->force_zygote) return wait_for_zygote(run);
+  if (zygote_ready_for(*run)) return fork_from_zygote(run);
+  spawn_cold(run);
+}
+
+void Agent::spawn_cold(const std::shared_ptr<Running>& run) {
   // Waiting: queued behind the function's concurrency limit and for memory.
   run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
   workers_->submit([this, run](Worker& worker) {
@@ -609,6 +627,9 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
       }
       if (stopping_ && running_.empty()) loop_->stop();
       refill_prewarm();
+      // A Python function that answered gets a zygote for its next cold starts.
+      if (run->record.status() == v1::SUCCESS || run->record.status() == v1::APPLICATION_ERROR)
+        if (run->generation == generation_[run->spec.function]) ensure_zygote(run->spec);
     });
   });
 }
@@ -641,6 +662,7 @@ void Agent::status(uint64_t id, Server::Reply reply) {
   for (const auto& [rt, list] : prewarmed_)
     for (const auto& p : list) idle_gb_s += ms_since(p.since) / 1000.0 * static_cast<double>(p.memory_bytes) / double(1ULL << 30);
   st->set_idle_gb_seconds(idle_gb_s);
+  fill_zygote_status(*st);
   workers_->submit([this, r = std::move(r), reply = std::move(reply)](Worker& worker) mutable {
     v1::Status* s = r.mutable_status();
     s->set_cgroup_version(std::string(worker.spawner->cgroups().version()));
@@ -663,6 +685,11 @@ void Agent::begin_stop() {
   for (auto& [rt, list] : prewarmed_)
     for (auto& p : list) retire(std::move(p.instance), p.memory_bytes);
   prewarmed_.clear();
+  retire_zygote("");
+  if (runtime_zygote_) {
+    auto doomed = std::move(runtime_zygote_);
+    workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
+  }
   // Queued activations never start; running ones are cancelled; each is
   // recorded with its status before the loop ends.
   std::vector<std::shared_ptr<Running>> all;

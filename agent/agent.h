@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "agent/activation_run.h"
 #include "agent/code_store.h"
@@ -21,6 +22,7 @@
 #include "agent/registry.h"
 #include "agent/server.h"
 #include "agent/worker_pool.h"
+#include "agent/zygote.h"
 #include "sandbox/id_map.h"
 #include "sandbox/netns_pool.h"
 
@@ -58,6 +60,13 @@ struct AgentSettings {
   // Prewarmed ("stem cell") instances kept per language runtime.
   uint32_t prewarm_python = 2;
   uint32_t prewarm_node = 2;
+  // Python zygotes (docs/zygotes.md): a runtime zygote with these modules
+  // imported, and a function zygote per Python function after its first
+  // successful activation, within a memory budget (part of the node's).
+  bool zygotes = true;
+  std::vector<std::string> zygote_preload = {"json", "re", "decimal", "email.parser", "http.client"};
+  uint64_t zygote_memory_budget_bytes = 1ULL << 30;
+  uint64_t runtime_zygote_memory_bytes = 256ULL << 20;
 };
 
 class Agent {
@@ -102,7 +111,8 @@ class Agent {
   void release_slot(const std::string& function);
   bool take_idle(const std::shared_ptr<Running>& run);
   void park(const std::string& function, uint32_t version, uint64_t memory_bytes, std::unique_ptr<Instance> instance);
-  void spawn_instance(const std::shared_ptr<Running>& run);
+  void spawn_instance(const std::shared_ptr<Running>& run);  // zygote fork, or cold
+  void spawn_cold(const std::shared_ptr<Running>& run);
   // Prewarmed instances: runtime started, no code yet.
   struct Prewarmed {
     std::unique_ptr<Instance> instance;
@@ -121,6 +131,23 @@ class Agent {
   void release(uint64_t bytes);
   void retire_idle(const std::string& function);    // every idle instance of it
   void function_changed(const std::string& function);  // updated or deleted
+  // Zygotes (zygote_pool.cc).
+  struct ZygoteEntry {
+    std::shared_ptr<FunctionZygote> zygote;  // null while it starts
+    uint32_t version = 0;
+    uint32_t id_index = 0;
+    uint64_t memory_bytes = 0;   // reserved against both budgets
+    uint64_t generation = 0;     // of the function when it was started
+    std::chrono::steady_clock::time_point since, last_used;
+    std::vector<std::shared_ptr<Running>> waiting;  // --start zygote, until it is ready
+  };
+  void start_runtime_zygote();
+  void ensure_zygote(const InstanceSpec& spec);
+  bool zygote_ready_for(const Running& run);
+  void fork_from_zygote(const std::shared_ptr<Running>& run);
+  void wait_for_zygote(const std::shared_ptr<Running>& run);
+  void retire_zygote(const std::string& function);
+  void fill_zygote_status(v1::Status& st);
   void status(uint64_t id, Server::Reply reply);
   void begin_stop();
   void heartbeat_tick();
@@ -144,6 +171,12 @@ class Agent {
   std::map<v1::Runtime, std::vector<Prewarmed>> prewarmed_;
   std::map<v1::Runtime, uint32_t> prewarm_starting_;
   uint64_t prewarm_counter_ = 0;
+  std::shared_ptr<RuntimeZygote> runtime_zygote_;
+  bool runtime_zygote_starting_ = false;
+  std::chrono::steady_clock::time_point runtime_zygote_retry_at_{};
+  std::unordered_map<std::string, ZygoteEntry> zygotes_;  // by function
+  std::vector<bool> zygote_ids_;  // id indexes of the runtime zygote's block in use
+  uint64_t zygote_reserved_bytes_ = 0;
   uint64_t started_ms_ = 0;
   bool stopping_ = false;
   std::chrono::milliseconds heartbeat_interval_{0};

@@ -35,6 +35,7 @@ struct Agent::Running {
   uint32_t concurrency = 1;  // the function version's instance limit
   bool holds_slot = false;   // counted in its function's running instances
   bool force_cold = false;   // --start cold: never take an idle instance
+  bool force_zygote = false; // --start zygote: wait for the function's zygote
   uint64_t generation = 0;   // of the function when the activation was accepted
   bool reuse = false;        // the instance goes back to the idle pool afterwards
   bool reserved = false;     // its memory limit is counted against the node budget
@@ -45,6 +46,12 @@ struct Agent::Running {
   bool finishing = false;
 };
 
+
+// Host ids: a runtime zygote maps the block at the top of the configured
+// range (itself and one id per function zygote); function sandboxes' single
+// ids come from the rest, so the two never meet.
+HostIdRange zygote_id_block(const HostIdRange& range);
+HostIdRange host_ids_for_functions(const HostIdRange& range);
 
 namespace detail {
 

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <deque>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -605,5 +606,26 @@ Result<int> CodeStore::cleanup_partial() {
   }
   return removed;
 }
+
+Status link_code_tree(const std::string& from, const std::string& to) {
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(from, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    std::filesystem::path target = std::filesystem::path(to) / std::filesystem::relative(it->path(), from);
+    if (it->is_symlink()) {
+      std::filesystem::copy_symlink(it->path(), target, ec);
+    } else if (it->is_directory()) {
+      std::filesystem::create_directory(target, ec);
+      if (!ec) std::filesystem::permissions(target, std::filesystem::perms(0755), ec);
+    } else {
+      std::filesystem::create_hard_link(it->path(), target, ec);
+      if (ec) std::filesystem::copy_file(it->path(), target, ec);  // another filesystem
+    }
+    if (ec) return plain_error("link the function's code", target.string() + ": " + ec.message());
+  }
+  if (ec) return plain_error("read the function's code", ec.message());
+  return {};
+}
+
 
 }  // namespace stoke::agent

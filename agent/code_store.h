@@ -85,4 +85,10 @@ class CodeStore {
 // tests and for the agent to check a stored tree against a version).
 Result<std::string> code_sha256(const v1::FunctionConfig& config);
 
+// Gives a sandbox the function's code in a directory of its own (a prewarmed
+// instance's /code, a function zygote's): hard links to the unpacked code
+// (the store's files are immutable; same filesystem), copies across
+// filesystems; directories are created 0755.
+Status link_code_tree(const std::string& from, const std::string& to);
+
 }  // namespace stoke::agent

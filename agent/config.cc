@@ -5,6 +5,7 @@
 #include <sys/un.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <string>
 
@@ -151,6 +152,15 @@ Status check_node(const AgentConfig& c) {
       return invalid(std::string(field) + " (" + std::to_string(count) + ") must be at most " +
                      std::to_string(kMaxPrewarm));
   }
+  for (const auto& module : c.zygotes().preload()) {
+    // Dotted Python module names only: they become the zygote's argv.
+    bool ok = !module.empty() && module.size() <= 200 && module.front() != '.' && module.back() != '.';
+    for (char ch : module) ok = ok && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.');
+    if (!ok || std::isdigit(static_cast<unsigned char>(module.front())))
+      return invalid("zygotes.preload (" + quoted(module) + ") must be a dotted Python module name");
+  }
+  if (c.zygotes().memory_budget_bytes() > 0 && c.zygotes().memory_budget_bytes() < (16ULL << 20))
+    return invalid("zygotes.memory_budget_bytes must be at least 16 MiB");
   return {};
 }
 

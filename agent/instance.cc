@@ -83,6 +83,33 @@ Result<std::unique_ptr<Instance>> Instance::start(Spawner& spawner, const Instan
   return inst;
 }
 
+Result<std::unique_ptr<Instance>> Instance::fork_from(FunctionZygote& zygote, CgroupBackend& cgroups,
+                                                      const InstanceSpec& spec) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto request = make_pipe(/*agent_reads=*/false);
+  if (!request.ok()) return request.error();
+  auto result = make_pipe(true);
+  if (!result.ok()) return result.error();
+  auto log = make_pipe(true);
+  if (!log.ok()) return log.error();
+  InstanceFork fork;
+  fork.stdin_fd = request->sandbox_end.get();
+  fork.log_fd = log->sandbox_end.get();
+  fork.result_fd = result->sandbox_end.get();
+  fork.limits = CgroupLimits{.memory_bytes = spec.memory_bytes, .cpus = spec.cpus, .pids = spec.pids};
+  fork.tmp_bytes = spec.tmp_bytes;
+  auto sandbox = zygote.fork_instance(fork, cgroups);
+  if (!sandbox.ok()) return sandbox.error();
+  std::unique_ptr<Instance> inst(new Instance());
+  inst->sandbox_ = std::move(sandbox.value());
+  inst->request_ = std::move(request->agent_end);
+  inst->result_ = std::move(result->agent_end);
+  inst->log_ = std::move(log->agent_end);
+  inst->code_dir_ = spec.code_dir;
+  inst->init_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return inst;
+}
+
 Instance::~Instance() {
   // The sandbox first (its bind of the directory goes with its namespace).
   sandbox_.reset();

@@ -20,6 +20,7 @@
 #include "sandbox/base/result.h"
 #include "sandbox/base/unique_fd.h"
 #include "sandbox/spawner.h"
+#include "agent/zygote.h"
 
 namespace stoke::agent {
 
@@ -47,6 +48,10 @@ class Instance {
 
   // Runs on a worker thread (spawning blocks for ~1 ms).
   static Result<std::unique_ptr<Instance>> start(Spawner& spawner, const InstanceSpec& spec);
+  // Forked from the function's zygote (agent/zygote.h): its code is loaded
+  // and initialised already; it serves requests like any instance.
+  static Result<std::unique_ptr<Instance>> fork_from(FunctionZygote& zygote, CgroupBackend& cgroups,
+                                                     const InstanceSpec& spec);
 
   Sandbox& sandbox() { return *sandbox_; }
   int request_fd() const { return request_.get(); }  // write end of its stdin (O_NONBLOCK)

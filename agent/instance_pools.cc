@@ -57,7 +57,9 @@ void Agent::release(uint64_t bytes) {
 }
 
 void Agent::start_cold(const std::shared_ptr<Running>& run) {
-  if (!run->force_cold && run->spec.runtime != v1::EXEC && take_prewarmed(run)) return;
+  if (!run->force_cold && !run->force_zygote && run->spec.runtime != v1::EXEC && !zygote_ready_for(*run) &&
+      take_prewarmed(run))
+    return;
   const uint64_t need = run->spec.memory_bytes;
   if (reserve(need)) {
     run->reserved = true;
@@ -85,33 +87,6 @@ void Agent::start_cold(const std::shared_ptr<Running>& run) {
   });
 }
 
-namespace {
-
-// Gives a prewarmed instance the function's code: hard links (the code store's
-// files are immutable; same filesystem) from the unpacked code into the
-// instance's own, until now empty, /code directory, which the sandbox sees
-// read-only through its bind mount.
-Status link_code(const std::string& from, const std::string& to) {
-  std::error_code ec;
-  for (auto it = std::filesystem::recursive_directory_iterator(from, ec);
-       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    std::filesystem::path target = std::filesystem::path(to) / std::filesystem::relative(it->path(), from);
-    if (it->is_symlink()) {
-      std::filesystem::copy_symlink(it->path(), target, ec);
-    } else if (it->is_directory()) {
-      std::filesystem::create_directory(target, ec);
-      if (!ec) std::filesystem::permissions(target, std::filesystem::perms(0755), ec);
-    } else {
-      std::filesystem::create_hard_link(it->path(), target, ec);
-      if (ec) std::filesystem::copy_file(it->path(), target, ec);  // another filesystem
-    }
-    if (ec) return plain_error("give the code to a prewarmed instance", target.string() + ": " + ec.message());
-  }
-  if (ec) return plain_error("read the function's code", ec.message());
-  return {};
-}
-
-}  // namespace
 
 void Agent::refill_prewarm() {
   if (stopping_ || !path_exists(settings_.runtimes_dir + "/python/stoke_runtime.py")) return;
@@ -129,7 +104,7 @@ void Agent::refill_prewarm() {
       // Its /code: empty until a function takes it (then filled with links).
       spec.code_dir = settings_.state_dir + "/prewarm/" + std::to_string(prewarm_counter_ + 1);
       // Its own uid, as any sandbox: the function that takes it is its only user.
-      spec.host_uid = host_id_for(settings_.host_ids, std::hash<std::string>{}("stoke-prewarm") + ++prewarm_counter_);
+      spec.host_uid = host_id_for(host_ids_for_functions(settings_.host_ids), std::hash<std::string>{}("stoke-prewarm") + ++prewarm_counter_);
       workers_->submit([this, spec, memory](Worker& worker) {
         Status dir = make_dirs(spec.code_dir, 0755);
         auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(
@@ -198,7 +173,7 @@ bool Agent::take_prewarmed(const std::shared_ptr<Running>& run) {
   workers_->submit([this, run, injected](Worker&) {
     CgroupLimits limits{.memory_bytes = run->spec.memory_bytes, .cpus = run->spec.cpus, .pids = run->spec.pids};
     Status given = run->instance->sandbox().cgroup().set_limits(limits);
-    if (given.ok()) given = link_code(run->spec.code_dir, run->instance->code_dir());
+    if (given.ok()) given = link_code_tree(run->spec.code_dir, run->instance->code_dir());
     nlohmann::json init = {{"__stoke_init", {{"code_path", run->spec.code_path}, {"entry", run->spec.entry}}}};
     auto holder = std::make_shared<Result<std::string>>(given.ok() ? Result<std::string>(init.dump() + "\n")
                                                                    : Result<std::string>(given.error()));
@@ -233,6 +208,7 @@ bool Agent::take_prewarmed(const std::shared_ptr<Running>& run) {
 void Agent::function_changed(const std::string& function) {
   ++generation_[function];  // activations in flight will not park their instance
   retire_idle(function);
+  retire_zygote(function);  // its next instance must not come from the old code
 }
 
 bool Agent::take_idle(const std::shared_ptr<Running>& run) {

@@ -52,6 +52,9 @@ stoke::agent::AgentSettings settings_from(const stoke::agent::AgentConfig& c) {
   s.admission_wait = std::chrono::milliseconds(c.admission_wait_ms());
   s.prewarm_python = c.pools().python();
   s.prewarm_node = c.pools().node();
+  s.zygotes = c.zygotes().enabled();
+  if (c.zygotes().preload_size() > 0) s.zygote_preload.assign(c.zygotes().preload().begin(), c.zygotes().preload().end());
+  s.zygote_memory_budget_bytes = c.zygotes().memory_budget_bytes();
   auto ram = stoke::agent::total_ram_bytes();
   s.memory_budget_bytes = stoke::agent::node_memory_budget(c, ram.ok() ? ram.value() : (8ULL << 30));
   return s;

@@ -152,18 +152,30 @@ int receive(const ChildPlan* plan, ChildStep step, int* fds) {
 
 void drop_capabilities(const ChildPlan* plan) {
   for (int cap = 0; cap <= plan->last_cap; ++cap)
-    check(plan, kStepDropCapabilities, raw::call(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0));
+    if ((plan->keep_caps & (1ULL << cap)) == 0)
+      check(plan, kStepDropCapabilities, raw::call(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0));
   check(plan, kStepDropCapabilities,
         raw::call(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0));
+  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2] = {};
+  if (plan->keep_caps != 0) {
+    // A zygote keeps a few through execve: the securebits below stop root
+    // from regaining capabilities, so they must be ambient (which needs them
+    // permitted and inheritable first).
+    for (int i = 0; i < 2; ++i)
+      data[i].permitted = data[i].effective = data[i].inheritable = static_cast<uint32_t>(plan->keep_caps >> (32 * i));
+    check(plan, kStepDropCapabilities, raw::call(SYS_capset, &header, data));
+    for (int cap = 0; cap <= plan->last_cap; ++cap)
+      if (plan->keep_caps & (1ULL << cap))
+        check(plan, kStepDropCapabilities, raw::call(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0));
+  }
   // Root inside the sandbox must not regain capabilities through execve or
   // uid changes; lock that in before the capability sets go to zero.
   unsigned long bits = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
                        SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
                        SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
   check(plan, kStepDropCapabilities, raw::call(SYS_prctl, PR_SET_SECUREBITS, bits, 0, 0, 0));
-  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
-  struct __user_cap_data_struct data[2] = {};
-  check(plan, kStepDropCapabilities, raw::call(SYS_capset, &header, data));
+  if (plan->keep_caps == 0) check(plan, kStepDropCapabilities, raw::call(SYS_capset, &header, data));
 }
 
 void place_fds(const ChildPlan* plan) {

@@ -109,6 +109,7 @@ struct ChildPlan {
   const ChildRlimit* rlimits = nullptr;
   size_t rlimit_count = 0;
   int last_cap = 40;
+  uint64_t keep_caps = 0;  // stay in bounding/permitted/effective (zygotes only)
   const sock_fprog* seccomp = nullptr;
   const FdMapping* fds = nullptr;
   size_t fd_count = 0;

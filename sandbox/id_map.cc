@@ -42,6 +42,10 @@ Status check_unprivileged_host_id(uint32_t uid, uint32_t gid) {
   return check_not_host_account(uid, gid);
 }
 
-std::string single_id_map(uint32_t host_id) { return "0 " + std::to_string(host_id) + " 1\n"; }
+std::string single_id_map(uint32_t host_id) { return block_id_map(host_id, 1); }
+
+std::string block_id_map(uint32_t host_id, uint32_t count) {
+  return "0 " + std::to_string(host_id) + " " + std::to_string(count) + "\n";
+}
 
 }  // namespace stoke

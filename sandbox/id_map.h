@@ -30,5 +30,7 @@ Status check_unprivileged_host_id(uint32_t uid, uint32_t gid);
 
 // Contents of /proc/PID/{uid,gid}_map that map sandbox 0 to the host id.
 std::string single_id_map(uint32_t host_id);
+// Sandbox ids 0..count-1 to host ids host_id..host_id+count-1 (zygotes).
+std::string block_id_map(uint32_t host_id, uint32_t count);
 
 }  // namespace stoke

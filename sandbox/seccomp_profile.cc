@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -95,7 +96,7 @@ struct CtxDeleter {
   void operator()(scmp_filter_ctx c) const { seccomp_release(c); }
 };
 
-Result<SeccompProgram> compile_default() {
+Result<SeccompProgram> compile_profile(SeccompProfile profile) {
   std::unique_ptr<void, CtxDeleter> ctx(seccomp_init(SCMP_ACT_ERRNO(EPERM)));
   if (!ctx) return plain_error("seccomp_init", "libseccomp could not allocate a filter");
   // A binary tree of syscall numbers instead of a linear chain.
@@ -114,9 +115,21 @@ Result<SeccompProgram> compile_default() {
 
   for (const char* name : kAllowed) STOKE_TRY(rule(SCMP_ACT_ALLOW, name));
 
-  // clone: allowed only without namespace flags (fork/threads are fine).
-  scmp_arg_cmp no_ns = SCMP_A0(SCMP_CMP_MASKED_EQ, kNamespaceFlags, 0);
-  STOKE_TRY(rule(SCMP_ACT_ALLOW, "clone", 1, &no_ns));
+  if (profile == SeccompProfile::kDefault) {
+    // clone: allowed only without namespace flags (fork/threads are fine).
+    scmp_arg_cmp no_ns = SCMP_A0(SCMP_CMP_MASKED_EQ, kNamespaceFlags, 0);
+    STOKE_TRY(rule(SCMP_ACT_ALLOW, "clone", 1, &no_ns));
+  } else {
+    // Zygotes build their instances' namespaces, mounts and hostname, and
+    // drop capabilities in them. Only the runtime zygote (which never runs
+    // user code) may make a user namespace: one per function zygote.
+    for (const char* name : {"mount", "umount2", "sethostname", "capset"})
+      STOKE_TRY(rule(SCMP_ACT_ALLOW, name));
+    scmp_arg_cmp no_userns = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, 0);
+    STOKE_TRY(rule(SCMP_ACT_ALLOW, "unshare", 1, &no_userns));
+    if (profile == SeccompProfile::kRuntimeZygote) STOKE_TRY(rule(SCMP_ACT_ALLOW, "clone"));
+    else STOKE_TRY(rule(SCMP_ACT_ALLOW, "clone", 1, &no_userns));
+  }
   // clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc
   // fall back to clone, whose flags we can check.
   STOKE_TRY(rule(SCMP_ACT_ERRNO(ENOSYS), "clone3"));
@@ -203,7 +216,7 @@ Result<SeccompProgram> load_or_compile_seccomp_program(const std::string& cache_
     path = cache_dir + "/seccomp-default-" + cache_key() + ".bpf";
     if (auto cached = load_cached(path)) return std::move(*cached);
   }
-  auto prog = compile_default();
+  auto prog = compile_profile(SeccompProfile::kDefault);
   if (prog.ok() && !path.empty() && make_dirs(cache_dir, 0755).ok()) {
     std::string_view bytes(reinterpret_cast<const char*>(prog->instructions.data()),
                            prog->instructions.size() * sizeof(sock_filter));
@@ -224,6 +237,17 @@ Result<const SeccompProgram*> default_seccomp_program(const std::string& cache_d
 
 const std::vector<std::string>& always_denied_syscalls() { return kAlwaysDenied; }
 
-Result<SeccompProgram> compile_default_seccomp_program() { return compile_default(); }
+Result<SeccompProgram> compile_default_seccomp_program() { return compile_profile(SeccompProfile::kDefault); }
+
+Result<const SeccompProgram*> seccomp_program(SeccompProfile profile) {
+  if (profile == SeccompProfile::kDefault) return default_seccomp_program();
+  static std::mutex mu;
+  static std::map<SeccompProfile, Result<SeccompProgram>> cached;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cached.find(profile);
+  if (it == cached.end()) it = cached.emplace(profile, compile_profile(profile)).first;
+  if (!it->second.ok()) return it->second.error();
+  return &it->second.value();
+}
 
 }  // namespace stoke

@@ -30,6 +30,16 @@ inline constexpr const char* kSeccompCacheDir = "/run/stoke/cache";
 // calls return the same program) and, unless cache_dir is empty, on disk.
 Result<const SeccompProgram*> default_seccomp_program(const std::string& cache_dir = kSeccompCacheDir);
 
+// Which filter: every sandbox gets the default one. Zygotes (agent/zygote.h)
+// get the default allow-list plus what building an instance takes: mount,
+// umount2, sethostname, capset, and clone/unshare with namespace flags;
+// a user namespace only for the runtime zygote (clone, never unshare).
+// Filters stack: a function zygote adds kFunctionZygote on top of the runtime
+// zygote's, an instance adds kDefault on top of both.
+enum class SeccompProfile { kDefault, kRuntimeZygote, kFunctionZygote };
+// Compiled once per process (kDefault: as default_seccomp_program()).
+Result<const SeccompProgram*> seccomp_program(SeccompProfile profile);
+
 // Compile afresh, bypassing both caches (tests compare it with the cache).
 Result<SeccompProgram> compile_default_seccomp_program();
 // The on-disk cache alone: read a trusted cached copy from cache_dir, else

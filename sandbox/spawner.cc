@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -134,9 +135,40 @@ std::vector<ChildRlimit> rlimits_for(const Rlimits& r) {
 
 Status write_id_maps(pid_t pid, const SandboxSpec& spec) {
   std::string base = "/proc/" + std::to_string(pid);
-  STOKE_TRY(write_file(base + "/uid_map", single_id_map(spec.host_uid)));
-  STOKE_TRY(write_file(base + "/gid_map", single_id_map(spec.host_gid)));
+  STOKE_TRY(write_file(base + "/uid_map", block_id_map(spec.host_uid, spec.host_id_count)));
+  STOKE_TRY(write_file(base + "/gid_map", block_id_map(spec.host_gid, spec.host_id_count)));
   return {};
+}
+
+// PIDFD_GET_INFO (Linux 6.15): the exit status of a process we are not the
+// parent of, available once its parent has reaped it. Declared here because
+// Debian 12's kernel headers predate it.
+struct PidfdInfo {
+  uint64_t mask, cgroupid;
+  uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+  int32_t exit_code;
+};
+constexpr unsigned long kPidfdGetInfo = _IOWR(0xFF, 11, PidfdInfo);
+constexpr uint64_t kPidfdInfoExit = 1u << 3;
+
+// The wait status of an exited process we did not parent, or -1 when the
+// kernel cannot tell (too old) or its parent does not reap it within ~1 s.
+int exit_status_of_adopted(int pidfd) {
+  for (int tries = 0; tries < 1000; ++tries) {
+    PidfdInfo info{};
+    info.mask = kPidfdInfoExit;
+    if (ioctl(pidfd, kPidfdGetInfo, &info) != 0) return -1;  // ENOTTY: kernel < 6.15
+    if (info.mask & kPidfdInfoExit) return info.exit_code;
+    usleep(1000);  // its parent (a zygote) reaps it in a moment
+  }
+  return -1;
+}
+
+pid_t pid_of_pidfd(int pidfd) {
+  auto text = read_file("/proc/self/fdinfo/" + std::to_string(pidfd));
+  if (!text.ok()) return -1;
+  size_t at = text->find("\nPid:");
+  return at == std::string::npos ? -1 : static_cast<pid_t>(std::atoi(text->c_str() + at + 5));
 }
 
 // Reap a child that failed during setup (it exits right after reporting).
@@ -201,18 +233,25 @@ Result<ExitStatus> Sandbox::wait(std::optional<std::chrono::steady_clock::time_p
     STOKE_TRY(kill());
     deadline.reset();
   }
-  siginfo_t info{};
-  for (;;) {
-    if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &info, WEXITED) == 0) break;
-    if (errno != EINTR) return sys_error("wait for sandbox " + id_);
+  if (adopted_) {
+    int wstatus = exit_status_of_adopted(pidfd_.get());
+    if (wstatus < 0) st.exit_code = -1;
+    else if (WIFSIGNALED(wstatus)) st.signal = WTERMSIG(wstatus);
+    else st.exit_code = WEXITSTATUS(wstatus);
+  } else {
+    siginfo_t info{};
+    for (;;) {
+      if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &info, WEXITED) == 0) break;
+      if (errno != EINTR) return sys_error("wait for sandbox " + id_);
+    }
+    if (info.si_code == CLD_EXITED) {
+      st.exit_code = info.si_status;
+    } else {
+      st.signal = info.si_status;
+    }
   }
   reaped_ = true;
   st.wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
-  if (info.si_code == CLD_EXITED) {
-    st.exit_code = info.si_status;
-  } else {
-    st.signal = info.si_status;
-  }
   auto usage = group_->usage();
   if (usage.ok()) {
     st.usage = usage.value();
@@ -223,6 +262,17 @@ Result<ExitStatus> Sandbox::wait(std::optional<std::chrono::steady_clock::time_p
   status_ = st;
   STOKE_TRY(teardown());
   return st;
+}
+
+std::unique_ptr<Sandbox> Sandbox::adopt(std::string id, unique_fd pidfd, std::unique_ptr<CgroupGroup> group) {
+  std::unique_ptr<Sandbox> sb(new Sandbox());
+  sb->id_ = std::move(id);
+  sb->pid_ = pid_of_pidfd(pidfd.get());
+  sb->pidfd_ = std::move(pidfd);
+  sb->group_ = std::move(group);
+  sb->started_ = std::chrono::steady_clock::now();
+  sb->adopted_ = true;
+  return sb;
 }
 
 Status Sandbox::teardown() {
@@ -301,7 +351,8 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   Laps laps(sb->trace_);
   STOKE_TRY(validate_spec(spec));
   std::lock_guard<std::mutex> lock(mu_);
-  STOKE_TRY(check_host_ids_locked(spec.host_uid, spec.host_gid));
+  for (uint32_t i = 0; i < spec.host_id_count; ++i)
+    STOKE_TRY(check_host_ids_locked(spec.host_uid + i, spec.host_gid + i));
   // One counter per process: every spawner in it shares the name space.
   static std::atomic<uint64_t> counter{0};
   sb->id_ = "sb-" + std::to_string(getpid()) + "-" + std::to_string(++counter);
@@ -310,7 +361,8 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
 
   auto plan = build_mount_plan(spec, options_.new_root_dir, rootfs_for(spec.hostname));
   if (!plan.ok()) return plan.error().context("prepare sandbox filesystem");
-  auto seccomp = default_seccomp_program(options_.seccomp_cache_dir);
+  auto seccomp = spec.zygote ? seccomp_program(SeccompProfile::kRuntimeZygote)
+                             : default_seccomp_program(options_.seccomp_cache_dir);
   if (!seccomp.ok()) return seccomp.error();
   sock_fprog fprog = seccomp.value()->fprog();
 
@@ -373,6 +425,7 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   cp.rlimits = rlimits.data();
   cp.rlimit_count = rlimits.size();
   cp.last_cap = last_cap_;
+  if (spec.zygote) cp.keep_caps = kZygoteCapabilities;
   cp.seccomp = &fprog;
   cp.fds = spec.fds.data();
   cp.fd_count = spec.fds.size();

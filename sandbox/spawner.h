@@ -70,6 +70,12 @@ class Sandbox {
   // SIGKILL pid 1: the kernel then kills every process in its pid namespace.
   Status kill();
 
+  // A sandbox another process built (a zygote's fork, agent/zygote.h): its
+  // pid 1 is known by `pidfd` and lives in `group`. It is not our child, so
+  // wait() takes its exit status from the pidfd (PIDFD_GET_INFO, Linux 6.15+)
+  // once its own parent has reaped it; older kernels report exit code -1.
+  static std::unique_ptr<Sandbox> adopt(std::string id, unique_fd pidfd, std::unique_ptr<CgroupGroup> group);
+
  private:
   friend class Spawner;
   Sandbox() = default;
@@ -84,6 +90,7 @@ class Sandbox {
   unique_fd netns_;
   SpawnTrace trace_;
   bool reaped_ = false;
+  bool adopted_ = false;  // not our child: see adopt()
   std::optional<ExitStatus> status_;
 };
 

@@ -63,6 +63,12 @@ Status validate_spec(const SandboxSpec& spec) {
   if (spec.limits.memory_bytes != 0 && spec.limits.memory_bytes < (4ULL << 20))
     return plain_error("check sandbox spec", "memory limit must be at least 4M");
   STOKE_TRY(check_host_id_range(spec.host_uid, spec.host_gid));
+  if (spec.host_id_count == 0 || spec.host_id_count > 65536)
+    return plain_error("check sandbox spec", "host id count must be between 1 and 65536");
+  if (spec.host_id_count > 1 && !spec.zygote)
+    return plain_error("check sandbox spec", "only a zygote maps more than one host id");
+  if (spec.host_id_count > 1)
+    STOKE_TRY(check_host_id_range(spec.host_uid + spec.host_id_count - 1, spec.host_gid + spec.host_id_count - 1));
   if (spec.oom_score_adj < -1000 || spec.oom_score_adj > 1000)
     return plain_error("check sandbox spec", "oom_score_adj must be between -1000 and 1000");
   if (spec.fds.size() > 16) return plain_error("check sandbox spec", "at most 16 fds can be passed");

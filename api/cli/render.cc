@@ -100,6 +100,11 @@ nlohmann::json status_json(const v1::Status& s) {
   nlohmann::json features = nlohmann::json::object(), pools = nlohmann::json::object();
   for (const auto& [k, v] : s.features()) features[k] = v;
   for (const auto& [k, v] : s.pools()) pools[k] = v;
+  nlohmann::json zygotes = nlohmann::json::array();
+  for (const auto& z : s.zygotes())
+    zygotes.push_back({{"function", z.function()}, {"version", z.version()}, {"pid", z.pid()},
+                       {"pssBytes", z.pss_bytes()}, {"ussBytes", z.uss_bytes()}, {"forks", z.forks()},
+                       {"ageMs", z.age_ms()}, {"reservedMemoryBytes", z.reserved_memory_bytes()}});
   return {{"agentVersion", s.agent_version()},
           {"protocolVersion", s.protocol_version()},
           {"kernel", s.kernel()},
@@ -113,7 +118,8 @@ nlohmann::json status_json(const v1::Status& s) {
           {"pools", pools},
           {"reservedMemoryBytes", s.reserved_memory_bytes()},
           {"memoryBudgetBytes", s.memory_budget_bytes()},
-          {"idleGbSeconds", s.idle_gb_seconds()}};
+          {"idleGbSeconds", s.idle_gb_seconds()},
+          {"zygotes", zygotes}};
 }
 
 std::string activation_text(const v1::Activation& a) {

@@ -62,26 +62,16 @@ def end_of_activation():
         print(SENTINEL, file=stream, flush=True)
 
 
-def main():
-    if len(sys.argv) < 2:
-        print("usage: stoke_runtime.py CODE_PATH [ENTRY] | --prewarm", file=sys.stderr)
-        return 2
-    results = os.fdopen(3, "w")
-    if sys.argv[1] == "--prewarm":
-        # Started: from here on a function's code costs only its own import.
-        results.write('{"ready": true}\n')
-        results.flush()
-        init = json.loads(sys.stdin.readline())["__stoke_init"]
-        code_path, entry = init["code_path"], init.get("entry") or "main"
-        results.write('{"ok": true}\n')
-        results.flush()
-    else:
-        code_path, entry = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else "main")
-    fn, init_error = None, None
+def load_or_error(code_path, entry):
+    """(fn, None) or (None, the traceback of the user's failed import)."""
     try:
-        fn = load(code_path, entry)
+        return load(code_path, entry), None
     except BaseException:  # noqa: BLE001 — any failure of the user's import is theirs to see
-        init_error = traceback.format_exc()
+        return None, traceback.format_exc()
+
+
+def serve(results, fn, init_error):
+    """Answers requests from stdin until it closes (a zygote's instances come here too)."""
     for line in sys.stdin:
         request = json.loads(line)
         for key, env in CONTEXT.items():
@@ -109,6 +99,25 @@ def main():
         end_of_activation()
         results.write(text + "\n")
         results.flush()
+
+
+def main():
+    if len(sys.argv) < 2:
+        print("usage: stoke_runtime.py CODE_PATH [ENTRY] | --prewarm", file=sys.stderr)
+        return 2
+    results = os.fdopen(3, "w")
+    if sys.argv[1] == "--prewarm":
+        # Started: from here on a function's code costs only its own import.
+        results.write('{"ready": true}\n')
+        results.flush()
+        init = json.loads(sys.stdin.readline())["__stoke_init"]
+        code_path, entry = init["code_path"], init.get("entry") or "main"
+        results.write('{"ok": true}\n')
+        results.flush()
+    else:
+        code_path, entry = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else "main")
+    fn, init_error = load_or_error(code_path, entry)
+    serve(results, fn, init_error)
     return 0
 
 

@@ -1,0 +1,292 @@
+#include "agent/zygote.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/code_store.h"
+#include "sandbox/base/file_util.h"
+#include "sandbox/id_map.h"
+#include "sandbox/seccomp_profile.h"
+
+namespace stoke::agent {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr std::chrono::milliseconds kStartTimeout{10'000};
+constexpr std::chrono::milliseconds kForkTimeout{5'000};
+constexpr size_t kMaxMessage = 1 << 16;
+
+Status send_message(int fd, const json& message, const std::vector<int>& fds) {
+  std::string data = message.dump();
+  iovec iov{data.data(), data.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+  if (!fds.empty()) {
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  for (;;) {
+    if (sendmsg(fd, &msg, MSG_NOSIGNAL) >= 0) return {};
+    if (errno != EINTR) return sys_error("send to zygote");
+  }
+}
+
+struct Message {
+  json body;
+  unique_fd fd;  // the first fd that came with it, if any
+};
+
+Result<Message> receive_message(int fd, std::chrono::milliseconds timeout, const std::string& waiting_for) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd p{fd, POLLIN, 0};
+    int n = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sys_error("wait for zygote");
+    if (n == 0) return plain_error(waiting_for, "no answer from the zygote within " + std::to_string(timeout.count()) + " ms");
+    break;
+  }
+  std::string data(kMaxMessage, '\0');
+  iovec iov{data.data(), data.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return sys_error(waiting_for);
+  Message m;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const int* fds = reinterpret_cast<const int*>(CMSG_DATA(c));
+    for (size_t i = 0; i < count; ++i) {
+      if (!m.fd) m.fd.reset(fds[i]);
+      else ::close(fds[i]);
+    }
+  }
+  if (n == 0) return plain_error(waiting_for, "the zygote closed its control socket (it died)");
+  data.resize(static_cast<size_t>(n));
+  m.body = json::parse(data, nullptr, /*allow_exceptions=*/false);
+  if (!m.body.is_object()) return plain_error(waiting_for, "the zygote sent something that is not a JSON object");
+  if (m.body.contains("error")) return plain_error(waiting_for, m.body["error"].is_string() ? m.body["error"].get<std::string>() : m.body["error"].dump());
+  return m;
+}
+
+std::string hex_of(const SeccompProgram& p) {
+  static const char* digits = "0123456789abcdef";
+  const auto* bytes = reinterpret_cast<const unsigned char*>(p.instructions.data());
+  size_t size = p.instructions.size() * sizeof(sock_filter);
+  std::string out;
+  out.reserve(size * 2);
+  for (size_t i = 0; i < size; ++i) {
+    out.push_back(digits[bytes[i] >> 4]);
+    out.push_back(digits[bytes[i] & 15]);
+  }
+  return out;
+}
+
+Result<std::pair<unique_fd, unique_fd>> seqpacket_pair() {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return sys_error("zygote control socket");
+  return std::pair{unique_fd(sv[0]), unique_fd(sv[1])};
+}
+
+Result<unique_fd> open_dev_null() {
+  unique_fd fd(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!fd) return sys_error("open /dev/null");
+  return fd;
+}
+
+bool process_alive(const Sandbox& sb) {
+  pollfd p{const_cast<Sandbox&>(sb).pidfd(), POLLIN, 0};
+  return ::poll(&p, 1, 0) == 0;
+}
+
+}  // namespace
+
+std::string zygote_group_name() {
+  // Above the spawner's counter (it counts from 1 per process).
+  static std::atomic<uint64_t> counter{1'000'000'000};
+  return "sb-" + std::to_string(getpid()) + "-" + std::to_string(++counter);
+}
+
+// ---- runtime zygote --------------------------------------------------------
+
+Result<std::unique_ptr<RuntimeZygote>> RuntimeZygote::start(Spawner& spawner, const RuntimeZygoteSpec& spec) {
+  std::unique_ptr<RuntimeZygote> z(new RuntimeZygote());
+  z->spec_ = spec;
+  std::error_code ec;
+  std::filesystem::remove_all(spec.work_dir, ec);
+  STOKE_TRY(make_dirs(spec.work_dir + "/functions", 0711));
+  STOKE_TRY(make_dirs(spec.work_dir + "/code", 0755));  // where function zygotes bind their code
+  auto pair = seqpacket_pair();
+  if (!pair.ok()) return pair.error();
+  auto null = open_dev_null();
+  if (!null.ok()) return null.error();
+
+  SandboxSpec s;
+  s.argv = {"/usr/bin/python3", "/runtime/python/stoke_zygote.py"};
+  s.argv.insert(s.argv.end(), spec.preload.begin(), spec.preload.end());
+  s.env = default_sandbox_env();
+  s.hostname = "stoke";
+  s.binds = {{spec.runtimes_dir, "/runtime", false},
+             {spec.work_dir + "/functions", "/functions", false},
+             {spec.work_dir + "/code", "/code", false}};
+  s.tmp_size_bytes = 16ULL << 20;
+  s.limits = CgroupLimits{.memory_bytes = spec.memory_bytes, .cpus = 1.0, .pids = 64};
+  s.host_uid = s.host_gid = spec.host_id;
+  s.host_id_count = spec.host_id_count;
+  s.zygote = true;
+  s.fds = {{null->get(), 0}, {null->get(), 1}, {null->get(), 2}, {pair->second.get(), 3}};
+  auto sb = spawner.spawn(s);
+  if (!sb.ok()) return sb.error().context("start the python runtime zygote");
+  z->sandbox_ = std::move(sb.value());
+  z->control_ = std::move(pair->first);
+  pair->second.reset();
+  auto ready = receive_message(z->control_.get(), kStartTimeout, "start the python runtime zygote");
+  if (!ready.ok()) {
+    (void)z->sandbox_->kill();
+    (void)z->sandbox_->wait();
+    return ready.error();
+  }
+  return z;
+}
+
+RuntimeZygote::~RuntimeZygote() {
+  if (sandbox_) {
+    (void)sandbox_->kill();
+    (void)sandbox_->wait();
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(spec_.work_dir, ec);
+}
+
+bool RuntimeZygote::alive() const { return sandbox_ && process_alive(*sandbox_); }
+
+Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const FunctionZygoteSpec& spec,
+                                                                     CgroupBackend& cgroups) {
+  const std::string what = "start the zygote of " + spec.function;
+  if (spec.id_index == 0 || spec.id_index >= spec_.host_id_count)
+    return plain_error(what, "id index " + std::to_string(spec.id_index) + " is outside the zygote's id block");
+  const uint32_t host_id = spec_.host_id + spec.id_index;
+  std::unique_ptr<FunctionZygote> fz(new FunctionZygote());
+  fz->function_ = spec.function;
+  fz->version_ = spec.version;
+
+  // Its code, in a directory only its own uid can enter (the runtime zygote
+  // binds all of them; the others' are closed to it).
+  fz->code_link_dir_ = spec_.work_dir + "/functions/" + std::to_string(spec.id_index);
+  std::error_code ec;
+  std::filesystem::remove_all(fz->code_link_dir_, ec);
+  STOKE_TRY(make_dirs(fz->code_link_dir_, 0755));
+  STOKE_TRY(link_code_tree(spec.code_dir, fz->code_link_dir_));
+  if (::chown(fz->code_link_dir_.c_str(), host_id, host_id) != 0 || ::chmod(fz->code_link_dir_.c_str(), 0500) != 0)
+    return sys_error("give the zygote's code directory to its uid");
+
+  auto group = cgroups.create(zygote_group_name(),
+                              CgroupLimits{.memory_bytes = spec.memory_bytes, .cpus = spec.cpus, .pids = spec.pids});
+  if (!group.ok()) return group.error().context(what);
+  auto pair = seqpacket_pair();
+  if (!pair.ok()) return pair.error();
+  auto null = open_dev_null();
+  if (!null.ok()) return null.error();
+
+  auto zygote_filter = seccomp_program(SeccompProfile::kFunctionZygote);
+  if (!zygote_filter.ok()) return zygote_filter.error();
+  auto instance_filter = seccomp_program(SeccompProfile::kDefault);
+  if (!instance_filter.ok()) return instance_filter.error();
+  json env = json::object();
+  for (const auto& kv : spec.env) {
+    size_t eq = kv.find('=');
+    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  json request = {{"op", "function"},
+                  {"code_source", "/functions/" + std::to_string(spec.id_index)},
+                  {"id_index", spec.id_index},
+                  {"code_path", spec.code_path},
+                  {"entry", spec.entry},
+                  {"env", env},
+                  {"hostname", "stoke"},
+                  {"tmp_bytes", spec.tmp_bytes},
+                  {"zygote_seccomp", hex_of(*zygote_filter.value())},
+                  {"instance_seccomp", hex_of(*instance_filter.value())}};
+  std::vector<int> fds = {pair->second.get(), null->get()};
+  for (int fd : group.value()->attach_fds()) fds.push_back(fd);
+
+  unique_fd pidfd;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    STOKE_TRY(send_message(control_.get(), request, fds));
+    auto reply = receive_message(control_.get(), kForkTimeout, what);
+    if (!reply.ok()) return reply.error();
+    if (!reply->fd) return plain_error(what, "the runtime zygote sent no pidfd");
+    pidfd = std::move(reply->fd);
+  }
+  pair->second.reset();
+  fz->sandbox_ = Sandbox::adopt("fz-" + spec.function, std::move(pidfd), std::move(group.value()));
+  fz->control_ = std::move(pair->first);
+  auto fail = [&](Error e) -> Result<std::unique_ptr<FunctionZygote>> {
+    (void)fz->sandbox_->kill();
+    (void)fz->sandbox_->wait();
+    return e;
+  };
+  auto ready = receive_message(fz->control_.get(), spec.init_timeout, what);
+  if (!ready.ok()) return fail(ready.error());
+  return fz;
+}
+
+// ---- function zygote -------------------------------------------------------
+
+FunctionZygote::~FunctionZygote() {
+  if (sandbox_) {
+    (void)sandbox_->kill();
+    (void)sandbox_->wait();
+  }
+  if (!code_link_dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(code_link_dir_, ec);
+  }
+}
+
+bool FunctionZygote::alive() const { return sandbox_ && process_alive(*sandbox_); }
+
+Result<std::unique_ptr<Sandbox>> FunctionZygote::fork_instance(const InstanceFork& fork, CgroupBackend& cgroups) {
+  const std::string what = "fork an instance of " + function_ + " from its zygote";
+  std::string name = zygote_group_name();
+  auto group = cgroups.create(name, fork.limits);
+  if (!group.ok()) return group.error().context(what);
+  json request = {{"op", "fork"}, {"hostname", "stoke"}, {"tmp_bytes", fork.tmp_bytes}};
+  std::vector<int> fds = {fork.stdin_fd, fork.log_fd, fork.result_fd};
+  for (int fd : group.value()->attach_fds()) fds.push_back(fd);
+  std::lock_guard<std::mutex> lock(mu_);
+  STOKE_TRY(send_message(control_.get(), request, fds));
+  auto reply = receive_message(control_.get(), kForkTimeout, what);
+  if (!reply.ok()) return reply.error();
+  if (!reply->fd) return plain_error(what, "the zygote sent no pidfd");
+  ++forks_;
+  return Sandbox::adopt(name, std::move(reply->fd), std::move(group.value()));
+}
+
+}  // namespace stoke::agent

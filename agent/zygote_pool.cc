@@ -1,0 +1,306 @@
+// The agent's zygote policy (docs/zygotes.md): one runtime zygote for Python,
+// a function zygote per Python function (made after its first successful
+// activation), instances forked from it (startKind zygote), a memory budget
+// with least-recently-used eviction, and replacement of zygotes that die.
+// Everything here runs on the event-loop thread; workers do the blocking
+// exchanges with the zygotes (agent/zygote.h).
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+
+#include <spdlog/spdlog.h>
+
+#include "agent/agent_internal.h"
+#include "sandbox/base/file_util.h"
+
+namespace stoke::agent {
+
+using detail::error_json;
+using detail::ms_between;
+using detail::ms_since;
+
+namespace {
+
+constexpr uint32_t kZygoteIds = 1024;  // the runtime zygote's id block: itself + 1023 functions
+constexpr std::chrono::seconds kRuntimeZygoteRetry{2};
+
+// Pss and private (USS) bytes of a process, from smaps_rollup.
+std::pair<uint64_t, uint64_t> memory_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string line;
+  uint64_t pss = 0, uss = 0;
+  while (std::getline(in, line)) {
+    auto field = [&](const char* key) -> uint64_t {
+      size_t n = std::strlen(key);
+      return line.compare(0, n, key) == 0 ? std::strtoull(line.c_str() + n, nullptr, 10) << 10 : 0;
+    };
+    pss += field("Pss:");
+    uss += field("Private_Clean:") + field("Private_Dirty:");
+  }
+  return {pss, uss};
+}
+
+}  // namespace
+
+// The block of host ids a runtime zygote maps: the top of the configured
+// range, which function sandboxes' single ids never use (see host_ids_for_functions).
+HostIdRange zygote_id_block(const HostIdRange& range) {
+  return HostIdRange{range.first + range.count - kZygoteIds, kZygoteIds};
+}
+
+HostIdRange host_ids_for_functions(const HostIdRange& range) {
+  return HostIdRange{range.first, range.count > 2 * kZygoteIds ? range.count - kZygoteIds : range.count};
+}
+
+void Agent::start_runtime_zygote() {
+  if (!settings_.zygotes || stopping_ || runtime_zygote_ || runtime_zygote_starting_) return;
+  if (std::chrono::steady_clock::now() < runtime_zygote_retry_at_) return;
+  if (!path_exists(settings_.runtimes_dir + "/zygote/libstoke_zygote.so")) return;
+  if (zygote_reserved_bytes_ + settings_.runtime_zygote_memory_bytes > settings_.zygote_memory_budget_bytes) return;
+  if (!reserve(settings_.runtime_zygote_memory_bytes)) return;
+  zygote_reserved_bytes_ += settings_.runtime_zygote_memory_bytes;
+  runtime_zygote_starting_ = true;
+  RuntimeZygoteSpec spec;
+  spec.runtimes_dir = settings_.runtimes_dir;
+  spec.work_dir = settings_.state_dir + "/zygotes/python";
+  spec.preload = settings_.zygote_preload;
+  spec.host_id = zygote_id_block(settings_.host_ids).first;
+  spec.host_id_count = kZygoteIds;
+  spec.memory_bytes = settings_.runtime_zygote_memory_bytes;
+  workers_->submit([this, spec](Worker& worker) {
+    auto z = std::make_shared<Result<std::unique_ptr<RuntimeZygote>>>(RuntimeZygote::start(*worker.spawner, spec));
+    loop_->post([this, z] {
+      runtime_zygote_starting_ = false;
+      if (!z->ok() || stopping_) {
+        zygote_reserved_bytes_ -= std::min(settings_.runtime_zygote_memory_bytes, zygote_reserved_bytes_);
+        release(settings_.runtime_zygote_memory_bytes);
+        if (!z->ok()) {
+          spdlog::warn("python runtime zygote did not start: {} (retrying in {} s)", z->error().message(),
+                       kRuntimeZygoteRetry.count());
+          runtime_zygote_retry_at_ = std::chrono::steady_clock::now() + kRuntimeZygoteRetry;
+        } else {
+          auto doomed = std::shared_ptr<RuntimeZygote>(std::move(z->value()));
+          workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
+        }
+        return;
+      }
+      runtime_zygote_ = std::shared_ptr<RuntimeZygote>(std::move(z->value()));
+      zygote_ids_.assign(kZygoteIds, false);
+      zygote_ids_[0] = true;  // the runtime zygote's own
+      spdlog::info("python runtime zygote ready (pid {})", runtime_zygote_->sandbox().pid());
+    });
+  });
+}
+
+void Agent::ensure_zygote(const InstanceSpec& spec) {
+  if (!settings_.zygotes || stopping_ || spec.runtime != v1::PYTHON) return;
+  auto existing = zygotes_.find(spec.function);
+  if (existing != zygotes_.end()) {
+    if (existing->second.version == spec.version) return;  // ready or starting
+    retire_zygote(spec.function);  // an older version's
+  }
+  if (!runtime_zygote_) {
+    start_runtime_zygote();
+    return;
+  }
+  if (!runtime_zygote_->alive()) {
+    spdlog::warn("python runtime zygote died; starting a new one");
+    retire_zygote("");  // every function zygote came from it
+    auto doomed = std::move(runtime_zygote_);
+    workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
+    zygote_reserved_bytes_ -= std::min(settings_.runtime_zygote_memory_bytes, zygote_reserved_bytes_);
+    release(settings_.runtime_zygote_memory_bytes);
+    start_runtime_zygote();
+    return;
+  }
+  const uint64_t need = spec.memory_bytes;
+  // Room under the zygote budget: stop the least recently used ready ones.
+  while (zygote_reserved_bytes_ + need > settings_.zygote_memory_budget_bytes) {
+    auto lru = zygotes_.end();
+    for (auto it = zygotes_.begin(); it != zygotes_.end(); ++it)
+      if (it->second.zygote && (lru == zygotes_.end() || it->second.last_used < lru->second.last_used)) lru = it;
+    if (lru == zygotes_.end()) return;  // only starting ones: try again later
+    spdlog::info("function {}: zygote stopped to make room under the zygote memory budget", lru->first);
+    retire_zygote(lru->first);
+  }
+  auto free_id = std::find(zygote_ids_.begin() + 1, zygote_ids_.end(), false);
+  if (free_id == zygote_ids_.end()) return;
+  if (!reserve(need)) return;  // activations come first
+  zygote_reserved_bytes_ += need;
+  *free_id = true;
+  ZygoteEntry& e = zygotes_[spec.function];
+  e.version = spec.version;
+  e.id_index = static_cast<uint32_t>(free_id - zygote_ids_.begin());
+  e.memory_bytes = need;
+  e.generation = generation_[spec.function];
+  e.since = e.last_used = std::chrono::steady_clock::now();
+
+  FunctionZygoteSpec fs;
+  fs.id_index = e.id_index;
+  fs.function = spec.function;
+  fs.version = spec.version;
+  fs.code_dir = spec.code_dir;
+  fs.code_path = spec.code_path;
+  fs.entry = spec.entry;
+  fs.env = spec.env;
+  fs.memory_bytes = spec.memory_bytes;
+  fs.cpus = spec.cpus;
+  fs.pids = spec.pids;
+  fs.tmp_bytes = spec.tmp_bytes;
+  auto parent = runtime_zygote_;
+  workers_->submit([this, fs, parent](Worker& worker) {
+    auto z = std::make_shared<Result<std::unique_ptr<FunctionZygote>>>(
+        parent->fork_function(fs, worker.spawner->cgroups()));
+    loop_->post([this, fs, z] {
+      auto it = zygotes_.find(fs.function);
+      bool wanted = it != zygotes_.end() && !it->second.zygote && it->second.version == fs.version &&
+                    it->second.id_index == fs.id_index && it->second.generation == generation_[fs.function] &&
+                    !stopping_;
+      if (!z->ok() || !wanted) {
+        if (!z->ok()) spdlog::warn("function {}: zygote did not start: {}", fs.function, z->error().message());
+        std::shared_ptr<FunctionZygote> doomed;
+        if (z->ok()) doomed = std::move(z->value());
+        if (doomed) workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
+        if (it != zygotes_.end() && it->second.id_index == fs.id_index && !it->second.zygote) {
+          // Whoever waited for it starts cold instead.
+          auto waiting = std::move(it->second.waiting);
+          retire_zygote(fs.function);
+          for (auto& run : waiting) {
+            run->force_zygote = false;
+            spawn_cold(run);
+          }
+        }
+        return;
+      }
+      it->second.zygote = std::shared_ptr<FunctionZygote>(std::move(z->value()));
+      spdlog::info("function {}: zygote ready (pid {})", fs.function, it->second.zygote->sandbox().pid());
+      auto waiting = std::move(it->second.waiting);
+      for (auto& run : waiting) fork_from_zygote(run);
+    });
+  });
+}
+
+bool Agent::zygote_ready_for(const Running& run) {
+  if (run.spec.runtime != v1::PYTHON || run.force_cold) return false;
+  auto it = zygotes_.find(run.spec.function);
+  return it != zygotes_.end() && it->second.zygote && it->second.version == run.spec.version &&
+         it->second.generation == generation_[run.spec.function];
+}
+
+void Agent::wait_for_zygote(const std::shared_ptr<Running>& run) {
+  ensure_zygote(run->spec);
+  auto it = zygotes_.find(run->spec.function);
+  if (it == zygotes_.end()) {
+    // No zygote can be made now (no runtime zygote yet, budget, ids): the
+    // runtime zygote may still be starting, so ask again shortly.
+    if (!settings_.zygotes || run->cancelled || stopping_) {
+      run->force_zygote = false;
+      spawn_cold(run);
+      return;
+    }
+    loop_->timer(std::chrono::milliseconds(50), [this, run](int res) {
+      if (res == -ECANCELED || run->finishing) return;
+      if (std::chrono::steady_clock::now() - run->admitted > std::chrono::seconds(30)) {
+        run->force_zygote = false;  // give up waiting: a cold start still answers
+        spawn_cold(run);
+        return;
+      }
+      wait_for_zygote(run);
+    });
+    return;
+  }
+  if (it->second.zygote) fork_from_zygote(run);
+  else it->second.waiting.push_back(run);
+}
+
+void Agent::fork_from_zygote(const std::shared_ptr<Running>& run) {
+  auto it = zygotes_.find(run->spec.function);
+  if (it == zygotes_.end() || !it->second.zygote) {
+    run->force_zygote = false;
+    spawn_cold(run);
+    return;
+  }
+  it->second.last_used = std::chrono::steady_clock::now();
+  run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
+  auto zygote = it->second.zygote;
+  workers_->submit([this, run, zygote](Worker& worker) {
+    auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(
+        Instance::fork_from(*zygote, worker.spawner->cgroups(), run->spec));
+    loop_->post([this, run, zygote, instance] {
+      if (!instance->ok()) {
+        // Falls back to a cold start; a dead zygote is replaced after this
+        // activation (finish() asks for one again).
+        spdlog::warn("function {} activation {}: zygote fork failed ({}); starting cold", run->spec.function,
+                     run->record.activation_id(), instance->error().message());
+        auto it2 = zygotes_.find(run->spec.function);
+        if (it2 != zygotes_.end() && it2->second.zygote == zygote) retire_zygote(run->spec.function);
+        run->force_zygote = false;
+        spawn_cold(run);
+        return;
+      }
+      run->instance = std::move(instance->value());
+      run->record.set_start_kind(v1::ZYGOTE);
+      run->record.set_init_ms(run->instance->init_ms());
+      if (run->cancelled || stopping_) {
+        finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
+        return;
+      }
+      run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
+                                               [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
+    });
+  });
+}
+
+void Agent::retire_zygote(const std::string& function) {
+  std::vector<std::string> victims;
+  if (function.empty()) {
+    for (const auto& [fn, e] : zygotes_) victims.push_back(fn);
+  } else if (zygotes_.count(function)) {
+    victims.push_back(function);
+  }
+  for (const auto& fn : victims) {
+    auto it = zygotes_.find(fn);
+    ZygoteEntry e = std::move(it->second);
+    zygotes_.erase(it);
+    if (e.id_index < zygote_ids_.size()) zygote_ids_[e.id_index] = false;
+    zygote_reserved_bytes_ -= std::min(e.memory_bytes, zygote_reserved_bytes_);
+    reserved_bytes_ -= std::min(e.memory_bytes, reserved_bytes_);
+    if (e.zygote) {
+      auto doomed = std::move(e.zygote);
+      workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
+    }
+    for (auto& run : e.waiting) {
+      run->force_zygote = false;
+      spawn_cold(run);
+    }
+  }
+  if (!victims.empty()) release(0);
+}
+
+void Agent::fill_zygote_status(v1::Status& st) {
+  auto now = std::chrono::steady_clock::now();
+  if (runtime_zygote_) {
+    v1::Zygote* z = st.add_zygotes();
+    z->set_function("(python runtime)");
+    z->set_pid(runtime_zygote_->sandbox().pid());
+    auto [pss, uss] = memory_of(runtime_zygote_->sandbox().pid());
+    z->set_pss_bytes(pss);
+    z->set_uss_bytes(uss);
+    z->set_reserved_memory_bytes(settings_.runtime_zygote_memory_bytes);
+  }
+  for (const auto& [fn, e] : zygotes_) {
+    if (!e.zygote) continue;
+    v1::Zygote* z = st.add_zygotes();
+    z->set_function(fn);
+    z->set_version(e.version);
+    z->set_pid(e.zygote->sandbox().pid());
+    auto [pss, uss] = memory_of(e.zygote->sandbox().pid());
+    z->set_pss_bytes(pss);
+    z->set_uss_bytes(uss);
+    z->set_forks(e.zygote->forks());
+    z->set_age_ms(ms_between(e.since, now));
+    z->set_reserved_memory_bytes(e.memory_bytes);
+  }
+}
+
+}  // namespace stoke::agent
