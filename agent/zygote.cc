@@ -274,19 +274,40 @@ bool FunctionZygote::alive() const { return sandbox_ && process_alive(*sandbox_)
 
 Result<std::unique_ptr<Sandbox>> FunctionZygote::fork_instance(const InstanceFork& fork, CgroupBackend& cgroups) {
   const std::string what = "fork an instance of " + function_ + " from its zygote";
-  std::string name = zygote_group_name();
-  auto group = cgroups.create(name, fork.limits);
-  if (!group.ok()) return group.error().context(what);
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string name;
+  std::unique_ptr<CgroupGroup> made;
+  const CgroupLimits& l = fork.limits;
+  if (spare_group_ && spare_limits_.memory_bytes == l.memory_bytes && spare_limits_.cpus == l.cpus &&
+      spare_limits_.pids == l.pids) {
+    made = std::move(spare_group_);
+    name = std::move(spare_name_);
+  } else {
+    name = zygote_group_name();
+    auto group = cgroups.create(name, l);
+    if (!group.ok()) return group.error().context(what);
+    made = std::move(group.value());
+  }
   json request = {{"op", "fork"}, {"hostname", "stoke"}, {"tmp_bytes", fork.tmp_bytes}};
   std::vector<int> fds = {fork.stdin_fd, fork.log_fd, fork.result_fd};
-  for (int fd : group.value()->attach_fds()) fds.push_back(fd);
-  std::lock_guard<std::mutex> lock(mu_);
+  for (int fd : made->attach_fds()) fds.push_back(fd);
   STOKE_TRY(send_message(control_.get(), request, fds));
   auto reply = receive_message(control_.get(), kForkTimeout, what);
   if (!reply.ok()) return reply.error();
   if (!reply->fd) return plain_error(what, "the zygote sent no pidfd");
   ++forks_;
-  return Sandbox::adopt(name, std::move(reply->fd), std::move(group.value()));
+  return Sandbox::adopt(name, std::move(reply->fd), std::move(made));
+}
+
+void FunctionZygote::prepare_group(const CgroupLimits& limits, CgroupBackend& cgroups) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (spare_group_) return;
+  std::string name = zygote_group_name();
+  auto group = cgroups.create(name, limits);
+  if (!group.ok()) return;  // the next fork makes its own
+  spare_group_ = std::move(group.value());
+  spare_name_ = std::move(name);
+  spare_limits_ = limits;
 }
 
 }  // namespace stoke::agent

@@ -92,6 +92,9 @@ class FunctionZygote {
   ~FunctionZygote();
   // Forks an instance with its own cgroup (limits set) and the given pipes.
   Result<std::unique_ptr<Sandbox>> fork_instance(const InstanceFork& fork, CgroupBackend& cgroups);
+  // Creates the next fork's cgroup ahead (call after a fork, off its critical
+  // path): a v1 group is four mkdirs and limit writes, ~0.3 ms.
+  void prepare_group(const CgroupLimits& limits, CgroupBackend& cgroups);
   Sandbox& sandbox() { return *sandbox_; }
   bool alive() const;
   const std::string& function() const { return function_; }
@@ -107,6 +110,9 @@ class FunctionZygote {
   unique_fd control_;
   std::mutex mu_;
   std::string code_link_dir_;  // removed with the zygote
+  std::unique_ptr<CgroupGroup> spare_group_;  // made ahead for the next fork
+  std::string spare_name_;
+  CgroupLimits spare_limits_;
   std::atomic<uint64_t> forks_{0};  // read by the status handler
 };
 

@@ -226,6 +226,7 @@ void Agent::fork_from_zygote(const std::shared_ptr<Running>& run) {
   workers_->submit([this, run, zygote](Worker& worker) {
     auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(
         Instance::fork_from(*zygote, worker.spawner->cgroups(), run->spec));
+    const bool forked = instance->ok();
     loop_->post([this, run, zygote, instance] {
       if (!instance->ok()) {
         // Falls back to a cold start; a dead zygote is replaced after this
@@ -248,6 +249,10 @@ void Agent::fork_from_zygote(const std::shared_ptr<Running>& run) {
       run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
                                                [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
     });
+    // The activation is on its way; the next fork's cgroup is made now.
+    if (forked)
+      zygote->prepare_group(CgroupLimits{.memory_bytes = run->spec.memory_bytes, .cpus = run->spec.cpus, .pids = run->spec.pids},
+                            worker.spawner->cgroups());
   });
 }
 

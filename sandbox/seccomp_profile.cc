@@ -123,7 +123,7 @@ Result<SeccompProgram> compile_profile(SeccompProfile profile) {
     // Zygotes build their instances' namespaces, mounts and hostname, and
     // drop capabilities in them. Only the runtime zygote (which never runs
     // user code) may make a user namespace: one per function zygote.
-    for (const char* name : {"mount", "umount2", "sethostname", "capset"})
+    for (const char* name : {"mount", "umount2", "sethostname", "capset", "setns"})
       STOKE_TRY(rule(SCMP_ACT_ALLOW, name));
     scmp_arg_cmp no_userns = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, 0);
     STOKE_TRY(rule(SCMP_ACT_ALLOW, "unshare", 1, &no_userns));

@@ -32,7 +32,8 @@ Result<const SeccompProgram*> default_seccomp_program(const std::string& cache_d
 
 // Which filter: every sandbox gets the default one. Zygotes (agent/zygote.h)
 // get the default allow-list plus what building an instance takes: mount,
-// umount2, sethostname, capset, and clone/unshare with namespace flags;
+// umount2, sethostname, capset, setns (a function zygote makes network
+// namespaces ahead and returns to its own), and clone/unshare with namespace flags;
 // a user namespace only for the runtime zygote (clone, never unshare).
 // Filters stack: a function zygote adds kFunctionZygote on top of the runtime
 // zygote's, an instance adds kDefault on top of both.

@@ -39,6 +39,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -134,6 +135,59 @@ static void join_cgroup(const struct stoke_fork* r) {
   CHECK(unshare(CLONE_NEWCGROUP), "new cgroup namespace");
 }
 
+// ---- network namespaces made ahead (function zygotes) ---------------------
+// Creating a network namespace is the slowest part of a fork's clone (0.3 ms
+// p50, milliseconds at p99). A function zygote makes a few ahead, between
+// forks, each with loopback up; an instance joins one with setns. Each is
+// used once: never shared, never reused.
+
+#define NETNS_POOL_MAX 4
+static int netns_pool[NETNS_POOL_MAX];
+static int netns_pool_count = 0;
+static int own_netns = -1;
+
+static int loopback_up_here(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strcpy(ifr.ifr_name, "lo");
+  int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
+  if (rc == 0) {
+    ifr.ifr_flags |= IFF_UP;
+    rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+  }
+  int saved = errno;
+  close(s);
+  errno = saved;
+  return rc;
+}
+
+// Fills the pool up to `target` (at most NETNS_POOL_MAX). Returns how many
+// are ready, or -1 with errno (the caller then forks with CLONE_NEWNET).
+__attribute__((visibility("default"))) int stoke_zygote_prepare_netns(int target) {
+  if (target > NETNS_POOL_MAX) target = NETNS_POOL_MAX;
+  if (own_netns < 0) {
+    own_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (own_netns < 0) return -1;
+  }
+  while (netns_pool_count < target) {
+    if (unshare(CLONE_NEWNET) != 0) return -1;
+    int fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    int saved = errno;
+    int up = fd >= 0 ? loopback_up_here() : -1;
+    if (up != 0 && fd >= 0) saved = errno;
+    if (setns(own_netns, CLONE_NEWNET) != 0) abort();  // never stay in an instance's namespace
+    if (fd < 0 || up != 0) {
+      if (fd >= 0) close(fd);
+      errno = saved;
+      return -1;
+    }
+    netns_pool[netns_pool_count++] = fd;
+  }
+  return netns_pool_count;
+}
+
 static void fresh_mounts(const struct stoke_fork* r) {
   char opts[64];
   snprintf(opts, sizeof opts, "mode=1777,size=%llu", (unsigned long long)r->tmp_bytes);
@@ -214,12 +268,13 @@ static void setup_function_zygote(const struct stoke_fork* r) {
   load_seccomp(r);
 }
 
-static void setup_instance(const struct stoke_fork* r) {
+static void setup_instance(const struct stoke_fork* r, int netns) {
   CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "parent death signal");
   join_cgroup(r);
   fresh_mounts(r);
   CHECK(sethostname(r->hostname, strlen(r->hostname)), "set hostname");
-  loopback_up();
+  if (netns >= 0) CHECK(setns(netns, CLONE_NEWNET), "join a prepared network namespace");
+  else loopback_up();
   limit_capabilities(0);
   load_seccomp(r);
 }
@@ -266,6 +321,11 @@ __attribute__((visibility("default"))) int stoke_zygote_fork(struct stoke_fork* 
   unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_PIDFD |
                         (tid_address ? CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID : 0) | SIGCHLD;
   if (r->kind == STOKE_FORK_FUNCTION) flags |= CLONE_NEWUSER;
+  int netns = -1;
+  if (r->kind == STOKE_FORK_INSTANCE && netns_pool_count > 0) {
+    netns = netns_pool[--netns_pool_count];
+    flags &= ~(unsigned long)CLONE_NEWNET;
+  }
 
   int go[2] = {-1, -1};
   if (r->kind == STOKE_FORK_FUNCTION && pipe2(go, O_CLOEXEC) != 0) {
@@ -289,8 +349,10 @@ __attribute__((visibility("default"))) int stoke_zygote_fork(struct stoke_fork* 
       close(go[1]);
       go_fd = go[0];
     }
+    netns_pool_count = 0;  // the pool is the zygote's (closed below)
+    own_netns = -1;
     if (r->kind == STOKE_FORK_FUNCTION) setup_function_zygote(r);
-    else setup_instance(r);
+    else setup_instance(r, netns);
     place_fds(r);
     close_other_fds();
     if (r->kind == STOKE_FORK_INSTANCE) {
@@ -304,6 +366,7 @@ __attribute__((visibility("default"))) int stoke_zygote_fork(struct stoke_fork* 
   }
   int clone_errno = errno;
   PyOS_AfterFork_Parent();
+  if (netns >= 0) close(netns);  // used (or, if clone failed, dropped)
   close(status[1]);
   if (pid < 0) {
     close(status[0]);
