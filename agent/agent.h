@@ -175,6 +175,7 @@ class Agent {
   bool runtime_zygote_starting_ = false;
   std::chrono::steady_clock::time_point runtime_zygote_retry_at_{};
   std::unordered_map<std::string, ZygoteEntry> zygotes_;  // by function
+  std::unordered_map<std::string, InstanceSpec> zygotes_wanted_;  // until the runtime zygote is up
   std::vector<bool> zygote_ids_;  // id indexes of the runtime zygote's block in use
   uint64_t zygote_reserved_bytes_ = 0;
   uint64_t started_ms_ = 0;

@@ -209,6 +209,7 @@ void Agent::function_changed(const std::string& function) {
   ++generation_[function];  // activations in flight will not park their instance
   retire_idle(function);
   retire_zygote(function);  // its next instance must not come from the old code
+  zygotes_wanted_.erase(function);
 }
 
 bool Agent::take_idle(const std::shared_ptr<Running>& run) {

@@ -197,7 +197,10 @@ Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const Funct
 
   // Its code, in a directory only its own uid can enter (the runtime zygote
   // binds all of them; the others' are closed to it).
-  fz->code_link_dir_ = spec_.work_dir + "/functions/" + std::to_string(spec.id_index);
+  // Named per zygote, not per id: a retired zygote's directory may still be
+  // being removed when its id serves the next one.
+  const std::string code_dir_name = std::to_string(spec.id_index) + "-" + std::to_string(++made_);
+  fz->code_link_dir_ = spec_.work_dir + "/functions/" + code_dir_name;
   std::error_code ec;
   std::filesystem::remove_all(fz->code_link_dir_, ec);
   STOKE_TRY(make_dirs(fz->code_link_dir_, 0755));
@@ -223,7 +226,7 @@ Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const Funct
     if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
   json request = {{"op", "function"},
-                  {"code_source", "/functions/" + std::to_string(spec.id_index)},
+                  {"code_source", "/functions/" + code_dir_name},
                   {"id_index", spec.id_index},
                   {"code_path", spec.code_path},
                   {"entry", spec.entry},

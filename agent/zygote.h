@@ -85,6 +85,7 @@ class RuntimeZygote {
   std::unique_ptr<Sandbox> sandbox_;
   unique_fd control_;
   std::mutex mu_;
+  std::atomic<uint64_t> made_{0};  // function zygotes forked so far
 };
 
 class FunctionZygote {

@@ -57,7 +57,9 @@ void Agent::start_runtime_zygote() {
   if (std::chrono::steady_clock::now() < runtime_zygote_retry_at_) return;
   if (!path_exists(settings_.runtimes_dir + "/zygote/libstoke_zygote.so")) return;
   if (zygote_reserved_bytes_ + settings_.runtime_zygote_memory_bytes > settings_.zygote_memory_budget_bytes) return;
-  if (!reserve(settings_.runtime_zygote_memory_bytes)) return;
+  // Only free budget: a zygote never evicts an instance or delays an activation.
+  if (reserved_bytes_ + settings_.runtime_zygote_memory_bytes > settings_.memory_budget_bytes) return;
+  reserved_bytes_ += settings_.runtime_zygote_memory_bytes;
   zygote_reserved_bytes_ += settings_.runtime_zygote_memory_bytes;
   runtime_zygote_starting_ = true;
   RuntimeZygoteSpec spec;
@@ -88,6 +90,9 @@ void Agent::start_runtime_zygote() {
       zygote_ids_.assign(kZygoteIds, false);
       zygote_ids_[0] = true;  // the runtime zygote's own
       spdlog::info("python runtime zygote ready (pid {})", runtime_zygote_->sandbox().pid());
+      auto wanted = std::move(zygotes_wanted_);
+      zygotes_wanted_.clear();
+      for (const auto& [fn, wanted_spec] : wanted) ensure_zygote(wanted_spec);
     });
   });
 }
@@ -100,6 +105,7 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
     retire_zygote(spec.function);  // an older version's
   }
   if (!runtime_zygote_) {
+    zygotes_wanted_[spec.function] = spec;  // made once the runtime zygote is up
     start_runtime_zygote();
     return;
   }
@@ -110,6 +116,7 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
     workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
     zygote_reserved_bytes_ -= std::min(settings_.runtime_zygote_memory_bytes, zygote_reserved_bytes_);
     release(settings_.runtime_zygote_memory_bytes);
+    zygotes_wanted_[spec.function] = spec;
     start_runtime_zygote();
     return;
   }
@@ -125,7 +132,8 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
   }
   auto free_id = std::find(zygote_ids_.begin() + 1, zygote_ids_.end(), false);
   if (free_id == zygote_ids_.end()) return;
-  if (!reserve(need)) return;  // activations come first
+  if (reserved_bytes_ + need > settings_.memory_budget_bytes) return;  // activations come first
+  reserved_bytes_ += need;
   zygote_reserved_bytes_ += need;
   *free_id = true;
   ZygoteEntry& e = zygotes_[spec.function];

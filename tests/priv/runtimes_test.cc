@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/util/agent_fixture.h"
+#include "tests/util/isolation_checks.h"
 
 namespace stoke {
 namespace {
@@ -186,31 +187,12 @@ class RuntimeIsolation : public Runtimes {
   }
   void check_baseline(const v1::Activation& a) {
     ASSERT_EQ(a.status(), v1::SUCCESS) << a.result_json() << logs(a);
-    json r = json::parse(a.result_json());
-    for (const char* set : {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"})
-      EXPECT_EQ(std::stoull(r.value(set, std::string("ff")), nullptr, 16), 0u) << set;
-    EXPECT_EQ(r["NoNewPrivs"], 1);
-    EXPECT_EQ(r["Seccomp"], 2);
-    EXPECT_EQ(r["interfaces"], json::array({"lo"}));
-    EXPECT_EQ(r["root_write"], "EROFS");
-    EXPECT_EQ(r["etc_shadow"], false);
-    EXPECT_EQ(r["root_home"], false);
-    EXPECT_FALSE(r["env"].contains("STOKE_TEST_SECRET"));
-    for (const char* call : {"mount", "unshare", "setns", "bpf", "ptrace", "keyctl", "clone_newuser"})
-      EXPECT_EQ(r["denied"].value(call, std::string("?")), "EPERM") << call;
-    EXPECT_EQ(r["denied"].value("clone3", std::string("?")), "ENOSYS");
-    // The function's own process is pid 1; the probe, its child, sees only them.
-    EXPECT_LE(r["visible_pids"].size(), 3u) << r["visible_pids"].dump();
+    test::expect_isolation_baseline(json::parse(a.result_json()));
   }
 };
 
 TEST_F(RuntimeIsolation, PythonFunctionSeesTheFullBaseline) {
-  std::string pkg = bundle("py-iso", "__main__.py", R"(
-import json, subprocess
-def main(args):
-    out = subprocess.run(["/code/stoke-probe", "isolation"], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-)");
+  std::string pkg = bundle("py-iso", "__main__.py", test::kPythonProbeFunction);
   create_dir("py-iso", "python", pkg);
   check_baseline(invoke("py-iso"));
 }

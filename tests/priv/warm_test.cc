@@ -34,8 +34,11 @@ def main(args):
 
 class Warm : public test::AgentTest {
  protected:
-  // No prewarmed instances here: first calls are cold, which the tests rely on.
-  std::string extra_config() override { return "keep_alive_ms: 1500\npools { python: 0 node: 0 }\n"; }
+  // No prewarmed instances or zygotes here: calls without an idle instance
+  // are cold, which the tests rely on.
+  std::string extra_config() override {
+    return "keep_alive_ms: 1500\npools { python: 0 node: 0 }\nzygotes { enabled: false }\n";
+  }
   v1::Response send(const v1::Request& r) {
     auto c = agent_->connect().call(r);
     EXPECT_TRUE(c.ok());
