@@ -14,6 +14,7 @@ std::string error_json(const std::string& message) { return nlohmann::json{{"err
 
 ActivationOutcome classify_result(const std::string& line) {
   ActivationOutcome o;
+  o.replied = true;
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(line);

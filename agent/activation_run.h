@@ -33,6 +33,7 @@ struct ActivationOutcome {
   std::vector<std::string> logs;
   bool logs_truncated = false;
   bool runtime_exited = false;  // pid 1 of the sandbox exited on its own
+  bool replied = false;         // a result line came (before or despite the exit)
 };
 
 // Classifies a runtime's result line (without the newline): a JSON object is

@@ -535,6 +535,33 @@ void Agent::spawn_cold(const std::shared_ptr<Running>& run) {
 
 void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcome) {
   if (run->finishing) return;
+  // An instance forked from a zygote dies with it (its pid namespace is
+  // inside the zygote's). If that is why it ended, the activation is not at
+  // fault: it runs again, once, from a cold start.
+  if (!outcome.replied && outcome.status == v1::DEVELOPER_ERROR && run->instance && run->instance->origin() &&
+      !run->retried_cold && !run->origin_checked && !run->cancelled && !stopping_) {
+    // The zygote's own exit is signalled after its pid namespace is emptied,
+    // so give it a moment to show (only runs that died without a reply wait).
+    run->origin_checked = true;
+    auto origin = run->instance->origin();
+    workers_->submit([this, run, origin, outcome = std::move(outcome)](Worker&) mutable {
+      bool gone = origin->wait_gone(std::chrono::milliseconds(200));
+      loop_->post([this, run, gone, origin, outcome = std::move(outcome)]() mutable {
+        if (!gone || run->cancelled || stopping_) return finish(run, std::move(outcome));
+        spdlog::warn("function {} activation {}: its zygote died under it; running it again from a cold start",
+                     run->spec.function, run->record.activation_id());
+        run->retried_cold = true;
+        run->conversation.reset();
+        retire(std::move(run->instance), 0);  // the run keeps its reservation
+        run->force_zygote = false;
+        run->record.set_start_kind(v1::COLD);
+        auto z = zygotes_.find(run->spec.function);
+        if (z != zygotes_.end() && z->second.zygote == origin) zygote_died(run->spec.function);
+        spawn_cold(run);
+      });
+    });
+    return;
+  }
   run->finishing = true;
   run->outcome_at = std::chrono::steady_clock::now();
   run->conversation.reset();
@@ -629,7 +656,10 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
       refill_prewarm();
       // A Python function that answered gets a zygote for its next cold starts.
       if (run->record.status() == v1::SUCCESS || run->record.status() == v1::APPLICATION_ERROR)
-        if (run->generation == generation_[run->spec.function]) ensure_zygote(run->spec);
+        if (run->generation == generation_[run->spec.function]) {
+          ensure_zygote(run->spec);
+          fork_ahead(run->spec.function);  // after the activation: it had the CPU first
+        }
     });
   });
 }

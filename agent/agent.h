@@ -67,6 +67,8 @@ struct AgentSettings {
   std::vector<std::string> zygote_preload = {"json", "re", "decimal", "email.parser", "http.client"};
   uint64_t zygote_memory_budget_bytes = 1ULL << 30;
   uint64_t runtime_zygote_memory_bytes = 256ULL << 20;
+  // Instances each function zygote keeps forked ahead (0: fork on demand).
+  uint32_t zygote_forked_ahead = 1;
 };
 
 class Agent {
@@ -140,13 +142,22 @@ class Agent {
     uint64_t generation = 0;     // of the function when it was started
     std::chrono::steady_clock::time_point since, last_used;
     std::vector<std::shared_ptr<Running>> waiting;  // --start zygote, until it is ready
+    // Forked ahead of demand (Android's "USAP" pool): never served, fresh
+    // namespaces and cgroup, each with its memory reserved.
+    std::vector<std::unique_ptr<Instance>> ahead;
+    bool forking_ahead = false;
+    std::vector<std::shared_ptr<Running>> waiting_ahead;  // for the fork in flight
+    InstanceSpec spec;  // what forks ahead are made for
   };
   void start_runtime_zygote();
   void ensure_zygote(const InstanceSpec& spec);
   bool zygote_ready_for(const Running& run);
   void fork_from_zygote(const std::shared_ptr<Running>& run);
+  void fork_ahead(const std::string& function);
+  void start_zygote_instance(const std::shared_ptr<Running>& run, std::unique_ptr<Instance> instance);
   void wait_for_zygote(const std::shared_ptr<Running>& run);
   void retire_zygote(const std::string& function);
+  void zygote_died(const std::string& function);  // retire it and, unless it never forked, make a new one
   void fill_zygote_status(v1::Status& st);
   void status(uint64_t id, Server::Reply reply);
   void begin_stop();

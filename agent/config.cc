@@ -161,6 +161,8 @@ Status check_node(const AgentConfig& c) {
   }
   if (c.zygotes().memory_budget_bytes() > 0 && c.zygotes().memory_budget_bytes() < (16ULL << 20))
     return invalid("zygotes.memory_budget_bytes must be at least 16 MiB");
+  if (c.zygotes().forked_ahead() > 16)
+    return invalid("zygotes.forked_ahead (" + std::to_string(c.zygotes().forked_ahead()) + ") must be at most 16");
   return {};
 }
 

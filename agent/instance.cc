@@ -83,7 +83,7 @@ Result<std::unique_ptr<Instance>> Instance::start(Spawner& spawner, const Instan
   return inst;
 }
 
-Result<std::unique_ptr<Instance>> Instance::fork_from(FunctionZygote& zygote, CgroupBackend& cgroups,
+Result<std::unique_ptr<Instance>> Instance::fork_from(std::shared_ptr<FunctionZygote> zygote, CgroupBackend& cgroups,
                                                       const InstanceSpec& spec) {
   auto t0 = std::chrono::steady_clock::now();
   auto request = make_pipe(/*agent_reads=*/false);
@@ -98,7 +98,7 @@ Result<std::unique_ptr<Instance>> Instance::fork_from(FunctionZygote& zygote, Cg
   fork.result_fd = result->sandbox_end.get();
   fork.limits = CgroupLimits{.memory_bytes = spec.memory_bytes, .cpus = spec.cpus, .pids = spec.pids};
   fork.tmp_bytes = spec.tmp_bytes;
-  auto sandbox = zygote.fork_instance(fork, cgroups);
+  auto sandbox = zygote->fork_instance(fork, cgroups);
   if (!sandbox.ok()) return sandbox.error();
   std::unique_ptr<Instance> inst(new Instance());
   inst->sandbox_ = std::move(sandbox.value());
@@ -106,6 +106,7 @@ Result<std::unique_ptr<Instance>> Instance::fork_from(FunctionZygote& zygote, Cg
   inst->result_ = std::move(result->agent_end);
   inst->log_ = std::move(log->agent_end);
   inst->code_dir_ = spec.code_dir;
+  inst->origin_ = std::move(zygote);
   inst->init_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return inst;
 }

@@ -50,8 +50,12 @@ class Instance {
   static Result<std::unique_ptr<Instance>> start(Spawner& spawner, const InstanceSpec& spec);
   // Forked from the function's zygote (agent/zygote.h): its code is loaded
   // and initialised already; it serves requests like any instance.
-  static Result<std::unique_ptr<Instance>> fork_from(FunctionZygote& zygote, CgroupBackend& cgroups,
+  // The instance keeps its zygote (object and process) alive: a retired
+  // zygote ends only after the last instance it forked, whose pid namespace
+  // lies inside its own.
+  static Result<std::unique_ptr<Instance>> fork_from(std::shared_ptr<FunctionZygote> zygote, CgroupBackend& cgroups,
                                                      const InstanceSpec& spec);
+  const std::shared_ptr<FunctionZygote>& origin() const { return origin_; }  // null unless forked from a zygote
 
   Sandbox& sandbox() { return *sandbox_; }
   int request_fd() const { return request_.get(); }  // write end of its stdin (O_NONBLOCK)
@@ -76,6 +80,7 @@ class Instance {
   double init_ms_ = 0;
   std::string owned_dir_;
   std::string code_dir_;
+  std::shared_ptr<FunctionZygote> origin_;  // destroyed after sandbox_ (declared last)
 };
 
 }  // namespace stoke::agent

@@ -119,11 +119,6 @@ Result<unique_fd> open_dev_null() {
   return fd;
 }
 
-bool process_alive(const Sandbox& sb) {
-  pollfd p{const_cast<Sandbox&>(sb).pidfd(), POLLIN, 0};
-  return ::poll(&p, 1, 0) == 0;
-}
-
 }  // namespace
 
 std::string zygote_group_name() {
@@ -183,7 +178,7 @@ RuntimeZygote::~RuntimeZygote() {
   std::filesystem::remove_all(spec_.work_dir, ec);
 }
 
-bool RuntimeZygote::alive() const { return sandbox_ && process_alive(*sandbox_); }
+bool RuntimeZygote::alive() const { return sandbox_ && sandbox_->alive(); }
 
 Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const FunctionZygoteSpec& spec,
                                                                      CgroupBackend& cgroups) {
@@ -273,7 +268,16 @@ FunctionZygote::~FunctionZygote() {
   }
 }
 
-bool FunctionZygote::alive() const { return sandbox_ && process_alive(*sandbox_); }
+bool FunctionZygote::alive() const { return sandbox_ && sandbox_->alive(); }
+
+bool FunctionZygote::wait_gone(std::chrono::milliseconds timeout) const {
+  if (!alive()) return true;
+  pollfd p{sandbox_->pidfd(), POLLIN, 0};
+  int n;
+  do n = ::poll(&p, 1, static_cast<int>(timeout.count()));
+  while (n < 0 && errno == EINTR);
+  return n > 0;
+}
 
 Result<std::unique_ptr<Sandbox>> FunctionZygote::fork_instance(const InstanceFork& fork, CgroupBackend& cgroups) {
   const std::string what = "fork an instance of " + function_ + " from its zygote";

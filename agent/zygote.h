@@ -98,6 +98,8 @@ class FunctionZygote {
   void prepare_group(const CgroupLimits& limits, CgroupBackend& cgroups);
   Sandbox& sandbox() { return *sandbox_; }
   bool alive() const;
+  // Waits up to `timeout` for the zygote to be gone; true if it is.
+  bool wait_gone(std::chrono::milliseconds timeout) const;
   const std::string& function() const { return function_; }
   uint32_t version() const { return version_; }
   uint64_t forks() const { return forks_; }

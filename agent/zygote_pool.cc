@@ -101,8 +101,9 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
   if (!settings_.zygotes || stopping_ || spec.runtime != v1::PYTHON) return;
   auto existing = zygotes_.find(spec.function);
   if (existing != zygotes_.end()) {
-    if (existing->second.version == spec.version) return;  // ready or starting
-    retire_zygote(spec.function);  // an older version's
+    const ZygoteEntry& e = existing->second;
+    if (e.version == spec.version && (!e.zygote || e.zygote->alive())) return;  // ready or starting
+    retire_zygote(spec.function);  // an older version's, or a dead one
   }
   if (!runtime_zygote_) {
     zygotes_wanted_[spec.function] = spec;  // made once the runtime zygote is up
@@ -142,6 +143,7 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
   e.memory_bytes = need;
   e.generation = generation_[spec.function];
   e.since = e.last_used = std::chrono::steady_clock::now();
+  e.spec = spec;
 
   FunctionZygoteSpec fs;
   fs.id_index = e.id_index;
@@ -184,6 +186,7 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
       spdlog::info("function {}: zygote ready (pid {})", fs.function, it->second.zygote->sandbox().pid());
       auto waiting = std::move(it->second.waiting);
       for (auto& run : waiting) fork_from_zygote(run);
+      fork_ahead(fs.function);
     });
   });
 }
@@ -228,12 +231,40 @@ void Agent::fork_from_zygote(const std::shared_ptr<Running>& run) {
     spawn_cold(run);
     return;
   }
-  it->second.last_used = std::chrono::steady_clock::now();
+  ZygoteEntry& e = it->second;
+  e.last_used = std::chrono::steady_clock::now();
   run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
-  auto zygote = it->second.zygote;
+  // Instances forked ahead die with their zygote (their pid namespaces are
+  // inside its): a dead one is dropped, a dead zygote replaced after this.
+  while (!e.ahead.empty() && !e.ahead.back()->sandbox().alive()) {
+    retire(std::move(e.ahead.back()), e.spec.memory_bytes);
+    e.ahead.pop_back();
+  }
+  if (!e.zygote->alive()) {
+    spdlog::warn("function {}: its zygote died; starting cold", run->spec.function);
+    zygote_died(run->spec.function);
+    run->force_zygote = false;
+    spawn_cold(run);
+    return;
+  }
+  if (!e.ahead.empty()) {
+    // Forked ahead: its memory was reserved when it was made, and the run
+    // reserved its own on admission; one of the two goes back.
+    std::unique_ptr<Instance> instance = std::move(e.ahead.back());
+    e.ahead.pop_back();
+    reserved_bytes_ -= std::min(e.spec.memory_bytes, reserved_bytes_);
+    start_zygote_instance(run, std::move(instance));
+    fork_ahead(run->spec.function);  // the next one, while this one runs
+    return;
+  }
+  if (e.forking_ahead) {
+    e.waiting_ahead.push_back(run);  // one is on its way
+    return;
+  }
+  auto zygote = e.zygote;
   workers_->submit([this, run, zygote](Worker& worker) {
     auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(
-        Instance::fork_from(*zygote, worker.spawner->cgroups(), run->spec));
+        Instance::fork_from(zygote, worker.spawner->cgroups(), run->spec));
     const bool forked = instance->ok();
     loop_->post([this, run, zygote, instance] {
       if (!instance->ok()) {
@@ -242,26 +273,98 @@ void Agent::fork_from_zygote(const std::shared_ptr<Running>& run) {
         spdlog::warn("function {} activation {}: zygote fork failed ({}); starting cold", run->spec.function,
                      run->record.activation_id(), instance->error().message());
         auto it2 = zygotes_.find(run->spec.function);
-        if (it2 != zygotes_.end() && it2->second.zygote == zygote) retire_zygote(run->spec.function);
+        if (it2 != zygotes_.end() && it2->second.zygote == zygote) zygote_died(run->spec.function);
         run->force_zygote = false;
         spawn_cold(run);
         return;
       }
-      run->instance = std::move(instance->value());
-      run->record.set_start_kind(v1::ZYGOTE);
-      run->record.set_init_ms(run->instance->init_ms());
-      if (run->cancelled || stopping_) {
-        finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
-        return;
-      }
-      run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
-                                               [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
+      start_zygote_instance(run, std::move(instance->value()));
     });
     // The activation is on its way; the next fork's cgroup is made now.
     if (forked)
       zygote->prepare_group(CgroupLimits{.memory_bytes = run->spec.memory_bytes, .cpus = run->spec.cpus, .pids = run->spec.pids},
                             worker.spawner->cgroups());
   });
+}
+
+void Agent::start_zygote_instance(const std::shared_ptr<Running>& run, std::unique_ptr<Instance> instance) {
+  run->instance = std::move(instance);
+  run->record.set_start_kind(v1::ZYGOTE);
+  // Time this activation waited for its instance (~0 when forked ahead).
+  run->record.set_init_ms(ms_since(run->queued) - run->record.wait_ms());
+  if (run->cancelled || stopping_) {
+    finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
+    return;
+  }
+  run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
+                                           [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
+}
+
+void Agent::fork_ahead(const std::string& function) {
+  auto it = zygotes_.find(function);
+  if (it == zygotes_.end() || stopping_) return;
+  ZygoteEntry& e = it->second;
+  if (!e.zygote || e.forking_ahead || e.ahead.size() >= settings_.zygote_forked_ahead) return;
+  const uint64_t memory = e.spec.memory_bytes;
+  if (reserved_bytes_ + memory > settings_.memory_budget_bytes) return;  // never at an activation's expense
+  reserved_bytes_ += memory;
+  e.forking_ahead = true;
+  auto zygote = e.zygote;
+  InstanceSpec spec = e.spec;
+  workers_->submit([this, zygote, spec, memory](Worker& worker) {
+    auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(
+        Instance::fork_from(zygote, worker.spawner->cgroups(), spec));
+    const bool forked = instance->ok();
+    loop_->post([this, zygote, spec, memory, instance] {
+      auto it2 = zygotes_.find(spec.function);
+      bool current = it2 != zygotes_.end() && it2->second.zygote == zygote;
+      if (current) it2->second.forking_ahead = false;
+      if (!instance->ok() || !current || stopping_) {
+        if (!instance->ok())
+          spdlog::warn("function {}: fork ahead failed: {}", spec.function, instance->error().message());
+        retire(instance->ok() ? std::move(instance->value()) : nullptr, memory);
+        if (current) {
+          auto waiting = std::move(it2->second.waiting_ahead);
+          for (auto& run : waiting) {
+            run->force_zygote = false;
+            spawn_cold(run);
+          }
+          if (!instance->ok()) zygote_died(spec.function);
+        }
+        release(0);
+        return;
+      }
+      ZygoteEntry& e2 = it2->second;
+      if (!e2.waiting_ahead.empty()) {
+        auto run = e2.waiting_ahead.front();
+        e2.waiting_ahead.erase(e2.waiting_ahead.begin());
+        reserved_bytes_ -= std::min(memory, reserved_bytes_);  // the run holds its own
+        start_zygote_instance(run, std::move(instance->value()));
+        auto rest = std::move(e2.waiting_ahead);
+        e2.waiting_ahead.clear();
+        for (auto& r : rest) fork_from_zygote(r);
+        fork_ahead(spec.function);
+        return;
+      }
+      e2.ahead.push_back(std::move(instance->value()));
+      fork_ahead(spec.function);  // up to the configured depth
+    });
+    if (!forked) return;
+    zygote->prepare_group(CgroupLimits{.memory_bytes = spec.memory_bytes, .cpus = spec.cpus, .pids = spec.pids},
+                          worker.spawner->cgroups());
+  });
+}
+
+void Agent::zygote_died(const std::string& function) {
+  auto it = zygotes_.find(function);
+  if (it == zygotes_.end()) return;
+  InstanceSpec spec = it->second.spec;
+  bool young = std::chrono::steady_clock::now() - it->second.since < std::chrono::seconds(10) &&
+               it->second.zygote && it->second.zygote->forks() == 0;
+  retire_zygote(function);
+  // Replaced at once, unless it died before ever forking (its init may kill
+  // it every time): then the next successful activation asks again.
+  if (!young) ensure_zygote(spec);
 }
 
 void Agent::retire_zygote(const std::string& function) {
@@ -282,7 +385,12 @@ void Agent::retire_zygote(const std::string& function) {
       auto doomed = std::move(e.zygote);
       workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
     }
+    for (auto& instance : e.ahead) retire(std::move(instance), e.spec.memory_bytes);
     for (auto& run : e.waiting) {
+      run->force_zygote = false;
+      spawn_cold(run);
+    }
+    for (auto& run : e.waiting_ahead) {
       run->force_zygote = false;
       spawn_cold(run);
     }
@@ -292,6 +400,10 @@ void Agent::retire_zygote(const std::string& function) {
 
 void Agent::fill_zygote_status(v1::Status& st) {
   auto now = std::chrono::steady_clock::now();
+  uint32_t ahead = 0;
+  for (const auto& [fn, e] : zygotes_) ahead += static_cast<uint32_t>(e.ahead.size());
+  (*st.mutable_pools())["zygote_forked_ahead"] = ahead;
+  st.set_live_sandboxes(st.live_sandboxes() + ahead);
   if (runtime_zygote_) {
     v1::Zygote* z = st.add_zygotes();
     z->set_function("(python runtime)");

@@ -264,6 +264,12 @@ Result<ExitStatus> Sandbox::wait(std::optional<std::chrono::steady_clock::time_p
   return st;
 }
 
+bool Sandbox::alive() const {
+  if (reaped_ || !pidfd_) return false;
+  pollfd p{pidfd_.get(), POLLIN, 0};
+  return ::poll(&p, 1, 0) == 0;
+}
+
 std::unique_ptr<Sandbox> Sandbox::adopt(std::string id, unique_fd pidfd, std::unique_ptr<CgroupGroup> group) {
   std::unique_ptr<Sandbox> sb(new Sandbox());
   sb->id_ = std::move(id);

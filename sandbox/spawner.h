@@ -69,6 +69,8 @@ class Sandbox {
   Result<ExitStatus> wait(std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
   // SIGKILL pid 1: the kernel then kills every process in its pid namespace.
   Status kill();
+  // pid 1 has not exited (a poll of its pidfd; no blocking, no reaping).
+  bool alive() const;
 
   // A sandbox another process built (a zygote's fork, agent/zygote.h): its
   // pid 1 is known by `pidfd` and lives in `group`. It is not our child, so
