@@ -69,7 +69,7 @@ struct State {
 State g;
 
 // Written by the restorer in the restored process (see RestoreMailbox).
-volatile RestoreMailbox g_mailbox = {kMailboxMagic, 0, 0, 0, 0, {0, 0, 0}};
+volatile RestoreMailbox g_mailbox = {kMailboxMagic, 0, 0, 0, 0, 0, 0, 0};
 
 Line fail_line() {
   g.failed = true;
@@ -726,6 +726,16 @@ __attribute__((visibility("default"))) int stoke_checkpoint(int dump_fd, char* e
     Line(error, error_len).add(g.failed ? g.error : "");
   }
   return result;
+}
+
+// In a restored process: when the restorer started and when it handed over
+// (CLOCK_MONOTONIC ns), for the agent's start-up trace. Returns 0, or -1 in a
+// process that was not restored.
+__attribute__((visibility("default"))) int stoke_restore_times(uint64_t* started_ns, uint64_t* finished_ns) {
+  if (g_mailbox.restored != 1) return -1;
+  *started_ns = g_mailbox.started_ns;
+  *finished_ns = g_mailbox.finished_ns;
+  return 0;
 }
 
 }  // extern "C"

@@ -119,6 +119,16 @@ bool pread_all(int fd, void* dst, uint64_t len, uint64_t offset) {
 
 bool is_failure(long rc) { return rc < 0 && rc > -4096; }
 
+uint64_t monotonic_ns() {
+  struct {
+    long sec, nsec;
+  } ts{};
+  call(SYS_clock_gettime, 1 /* CLOCK_MONOTONIC */, &ts);
+  return static_cast<uint64_t>(ts.sec) * 1000000000ULL + static_cast<uint64_t>(ts.nsec);
+}
+
+uint64_t g_started_ns;
+
 struct Range {
   uint64_t start = 0, end = 0;
 };
@@ -437,6 +447,8 @@ void restore_state(const TableHeader* th) {
     box->unmap_length = ((reinterpret_cast<uint64_t>(_end) + kPageSize - 1) & ~(kPageSize - 1)) -
                         reinterpret_cast<uint64_t>(__executable_start);
     box->image_fd = kImageFd;
+    box->started_ns = g_started_ns;
+    box->finished_ns = monotonic_ns();
     box->restored = 1;
   }
 }
@@ -445,6 +457,7 @@ void restore_state(const TableHeader* th) {
 
 extern "C" [[noreturn]] __attribute__((used)) void restorer_main() {
   // 1. Nothing may interrupt the transformation.
+  g_started_ns = monotonic_ns();
   uint64_t all = ~0ULL;
   call(SYS_rt_sigprocmask, SIG_SETMASK, &all, 0, 8);
   call(SYS_close_range, kImageFd + 1, ~0U, 0);

@@ -140,7 +140,9 @@ struct RestoreMailbox {
   uint64_t unmap_start;      // the restorer's own mappings, to be unmapped
   uint64_t unmap_length;
   uint64_t image_fd;         // the fd the image came in on (already closed)
-  uint64_t reserved[3];
+  uint64_t started_ns;       // CLOCK_MONOTONIC when the restorer started
+  uint64_t finished_ns;      // CLOCK_MONOTONIC just before rt_sigreturn
+  uint64_t reserved;
 };
 inline constexpr uint64_t kMailboxMagic = 0x786f626c69616d53ULL;  // "Smailbox"
 

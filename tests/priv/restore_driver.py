@@ -121,7 +121,9 @@ def main():
         print(json.dumps({"checkpointed": True, "counter": counter}), flush=True)
         return 0
     stoke_snapshot.after_restore()
-    print(json.dumps({"restored": True, "counter": counter}), flush=True)
+    started, handed_over = stoke_snapshot.restore_times()
+    print(json.dumps({"restored": True, "counter": counter, "restorer_started": started,
+                      "restorer_handed_over": handed_over, "python_replied": time.monotonic()}), flush=True)
     for line in sys.stdin:
         try:
             reply = handle(json.loads(line))
