@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "api/cli/agent_commands.h"
+#include "api/cli/image_command.h"
 #include "api/cli/run_command.h"
 
 namespace {
@@ -18,6 +19,7 @@ constexpr const char* kUsage =
     "usage: stoke [--socket PATH] COMMAND [ARGS...]\n"
     "  run [options] -- CMD [ARGS...]   run one command in a fresh sandbox (stoke run --help)\n"
     "  fn, invoke, activation, status   talk to the agent (stoke help agent)\n"
+    "  image inspect PATH               print a checkpoint image's manifest as JSON\n"
     "  version                          print the version\n";
 
 }  // namespace
@@ -53,6 +55,7 @@ int main(int argc, char** argv) {
   std::string verb = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (verb == "run") return stoke::cli::run_command(rest);
+  if (verb == "image") return stoke::cli::image_command(rest);
   if (stoke::cli::is_agent_verb(verb)) return stoke::cli::agent_command(socket_path, args);
   if (verb == "help" && !rest.empty() && rest[0] == "agent") {
     std::fputs(stoke::cli::agent_usage(), stdout);
