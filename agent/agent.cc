@@ -128,6 +128,14 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   // Code trees half-written when the agent died are dropped.
   auto partial = a->code_->cleanup_partial();
   if (!partial.ok()) return partial.error().context("clean the code store");
+  // Checkpoint images survive restarts; their index is read back here (and
+  // images nothing names, or half-written ones, removed). Zygotes do not.
+  std::filesystem::remove_all(settings.state_dir + "/zygotes", stale);
+  if (settings.checkpoints) {
+    a->images_ = std::make_unique<ImageStore>(settings.state_dir + "/images");
+    if (Status s = a->images_->open(); !s.ok()) return s.error().context("open the image store");
+    spdlog::info("{} checkpoint image(s) on record", a->images_->size());
+  }
 
   // Sandboxes of a crashed agent died with it (parent-death signal); their
   // cgroups are removed by the spawners the workers create here.
@@ -329,12 +337,40 @@ void Agent::create_or_update(bool create, v1::Request request, Server::Reply rep
         r = error_response(request.id(), fn.error());
       }
     }
-    loop_->post([this, name, changed = r.has_function(), reply = std::move(reply), r = std::move(r)]() mutable {
+    const bool checkpoint = create ? request.create_function().checkpoint() : request.update_function().checkpoint();
+    std::optional<InstanceSpec> image_spec;
+    if (checkpoint && r.has_function() && r.function().runtime() == v1::PYTHON) {
+      if (auto s = instance_spec_for(r.function()); s.ok()) image_spec = std::move(s.value());
+    }
+    loop_->post([this, name, changed = r.has_function(), image_spec, reply = std::move(reply), r = std::move(r)]() mutable {
       // New code: no idle instance of the old one may serve again.
       if (changed) function_changed(name);
+      if (image_spec) ensure_image(*image_spec);  // fn create --checkpoint: now, not after a first call
       reply(std::move(r));
     });
   });
+}
+
+Result<InstanceSpec> Agent::instance_spec_for(const v1::Function& fn) const {
+  InstanceSpec spec;
+  if (fn.runtime() != v1::EXEC) {
+    auto code_path = language_code_path(fn.runtime(), code_->path_for(fn.code_sha256()));
+    if (!code_path.ok()) return code_path.error();
+    if (!path_exists(settings_.runtimes_dir + "/python/stoke_runtime.py"))
+      return plain_error("start instance", "the language runtimes are not installed at " + settings_.runtimes_dir);
+    spec.code_path = code_path.value();
+    spec.entry = fn.entry().empty() ? "main" : fn.entry();
+    spec.runtimes_dir = settings_.runtimes_dir;
+  }
+  spec.function = fn.name();
+  spec.version = fn.version();
+  spec.runtime = fn.runtime();
+  spec.code_dir = code_->path_for(fn.code_sha256());
+  spec.executable = exec_path(fn);
+  for (const auto& [k, v] : fn.env()) spec.env.push_back(k + "=" + v);
+  spec.memory_bytes = fn.memory_bytes();
+  spec.host_uid = host_id_for(host_ids_for_functions(settings_.host_ids), std::hash<std::string>{}(fn.name()));
+  return spec;
 }
 
 void Agent::invoke(v1::Request request, Server::Reply reply) {
@@ -347,6 +383,11 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
     case v1::ZYGOTE:
       if (!settings_.zygotes)
         return reply(error_response(id, v1::Error::FAILED_PRECONDITION, "zygotes are disabled in this agent's configuration"));
+      break;
+    case v1::RESTORE:
+      if (!settings_.checkpoints)
+        return reply(error_response(id, v1::Error::FAILED_PRECONDITION,
+                                    "checkpoint/restore is disabled in this agent's configuration"));
       break;
     case v1::WARM:
       if (idle_.count(inv.function()) == 0)
@@ -376,6 +417,7 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
   run->request_id = id;
   run->force_cold = inv.start() == v1::COLD;
   run->force_zygote = inv.start() == v1::ZYGOTE;
+  run->force_restore = inv.start() == v1::RESTORE;
   run->accepted = std::chrono::steady_clock::now();
   if (!inv.async()) run->reply = std::move(reply);
   workers_->submit([this, run, id, name = inv.function(), async = inv.async(), params = std::move(params),
@@ -390,31 +432,20 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
       return answer(error_response(id, v1::Error::FAILED_PRECONDITION,
                                    "zygotes are for Python functions only (Node.js is multithreaded and cannot fork "
                                    "safely; it has prewarm, warm and cold starts)"));
-    if (fn->runtime() != v1::EXEC) {
-      auto code_path = language_code_path(fn->runtime(), code_->path_for(fn->code_sha256()));
-      if (!code_path.ok()) return answer(error_response(id, v1::Error::FAILED_PRECONDITION, code_path.error().message()));
-      if (!path_exists(settings_.runtimes_dir + "/python/stoke_runtime.py"))
-        return answer(error_response(id, v1::Error::FAILED_PRECONDITION,
-                                     "the language runtimes are not installed at " + settings_.runtimes_dir));
-      run->spec.code_path = code_path.value();
-      run->spec.entry = fn->entry().empty() ? "main" : fn->entry();
-      run->spec.runtimes_dir = settings_.runtimes_dir;
-    }
+    if (run->force_restore && fn->runtime() != v1::PYTHON)
+      return answer(error_response(id, v1::Error::FAILED_PRECONDITION,
+                                   "checkpoint/restore is for Python functions only (it needs a single-threaded "
+                                   "runtime; Node.js has prewarm, warm and cold starts)"));
+    auto spec = instance_spec_for(fn.value());
+    if (!spec.ok()) return answer(error_response(id, v1::Error::FAILED_PRECONDITION, spec.error().message()));
+    run->spec = std::move(spec.value());
     v1::Activation& rec = run->record;
     rec.set_activation_id(new_activation_id());
     rec.set_function(name);
     rec.set_version(fn->version());
     rec.set_start_ms(now_ms());
     rec.set_start_kind(v1::COLD);
-    run->spec.function = name;
-    run->spec.version = fn->version();
-    run->spec.runtime = fn->runtime();
-    run->spec.code_dir = code_->path_for(fn->code_sha256());
-    run->spec.executable = exec_path(fn.value());
-    for (const auto& [k, v] : fn->env()) run->spec.env.push_back(k + "=" + v);
-    run->spec.memory_bytes = fn->memory_bytes();
     run->concurrency = std::max<uint32_t>(fn->concurrency(), 1);
-    run->spec.host_uid = host_id_for(host_ids_for_functions(settings_.host_ids), std::hash<std::string>{}(name));
     run->limits.timeout = std::chrono::milliseconds(fn->timeout_ms());
     run->limits.max_result_bytes = settings_.max_result_bytes;
     run->limits.max_log_bytes = settings_.max_log_bytes;
@@ -482,7 +513,7 @@ void Agent::release_slot(const std::string& function) {
 }
 
 void Agent::start_instance(const std::shared_ptr<Running>& run) {
-  if (!run->force_cold && !run->force_zygote && take_idle(run)) {
+  if (!run->force_cold && !run->force_zygote && !run->force_restore && take_idle(run)) {
     // Warm: no worker, no spawn; the conversation starts right here.
     run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
     run->record.set_start_kind(v1::WARM);
@@ -495,8 +526,11 @@ void Agent::start_instance(const std::shared_ptr<Running>& run) {
 }
 
 void Agent::spawn_instance(const std::shared_ptr<Running>& run) {
+  // Fastest first: a zygote's fork, then a restore of the checkpoint image.
   if (run->force_zygote) return wait_for_zygote(run);
+  if (run->force_restore) return wait_for_image(run);
   if (zygote_ready_for(*run)) return fork_from_zygote(run);
+  if (image_ready_for(*run)) return restore_instance(run);
   spawn_cold(run);
 }
 
@@ -659,6 +693,7 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
         if (run->generation == generation_[run->spec.function]) {
           ensure_zygote(run->spec);
           fork_ahead(run->spec.function);  // after the activation: it had the CPU first
+          ensure_image(run->spec);
         }
     });
   });
@@ -684,6 +719,7 @@ void Agent::status(uint64_t id, Server::Reply reply) {
   (*st->mutable_pools())["warm_idle"] = idle;
   (*st->mutable_pools())["prewarm_python"] = static_cast<uint32_t>(prewarmed_[v1::PYTHON].size());
   (*st->mutable_pools())["prewarm_node"] = static_cast<uint32_t>(prewarmed_[v1::NODE].size());
+  (*st->mutable_pools())["checkpoint_images"] = images_ ? static_cast<uint32_t>(images_->size()) : 0;
   st->set_reserved_memory_bytes(reserved_bytes_);
   st->set_memory_budget_bytes(settings_.memory_budget_bytes);
   double idle_gb_s = idle_gb_seconds_;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -19,6 +20,7 @@
 #include "agent/activation_run.h"
 #include "agent/code_store.h"
 #include "agent/event_loop.h"
+#include "agent/image_store.h"
 #include "agent/registry.h"
 #include "agent/server.h"
 #include "agent/worker_pool.h"
@@ -69,6 +71,9 @@ struct AgentSettings {
   uint64_t runtime_zygote_memory_bytes = 256ULL << 20;
   // Instances each function zygote keeps forked ahead (0: fork on demand).
   uint32_t zygote_forked_ahead = 1;
+  // Checkpoint images of Python functions (docs/checkpoint.md): built after a
+  // function's first successful activation, used for its cold starts.
+  bool checkpoints = true;
 };
 
 class Agent {
@@ -159,6 +164,16 @@ class Agent {
   void retire_zygote(const std::string& function);
   void zygote_died(const std::string& function);  // retire it and, unless it never forked, make a new one
   void fill_zygote_status(v1::Status& st);
+  // Checkpoint images (image_pool.cc).
+  struct ImageBuild {
+    uint32_t version = 0;
+    std::vector<std::shared_ptr<Running>> waiting;  // --start restore, until it is built
+  };
+  void ensure_image(const InstanceSpec& spec);
+  bool image_ready_for(const Running& run) const;
+  void restore_instance(const std::shared_ptr<Running>& run);
+  void wait_for_image(const std::shared_ptr<Running>& run);
+  Result<InstanceSpec> instance_spec_for(const v1::Function& fn) const;
   void status(uint64_t id, Server::Reply reply);
   void begin_stop();
   void heartbeat_tick();
@@ -188,6 +203,9 @@ class Agent {
   std::unordered_map<std::string, ZygoteEntry> zygotes_;  // by function
   std::unordered_map<std::string, InstanceSpec> zygotes_wanted_;  // until the runtime zygote is up
   std::vector<bool> zygote_ids_;  // id indexes of the runtime zygote's block in use
+  std::unique_ptr<ImageStore> images_;
+  std::unordered_map<std::string, ImageBuild> image_builds_;  // by function, while one is built
+  std::unordered_map<std::string, std::string> image_refused_;  // "fn@version" -> why it cannot be checkpointed
   uint64_t zygote_reserved_bytes_ = 0;
   uint64_t started_ms_ = 0;
   bool stopping_ = false;

@@ -36,6 +36,8 @@ struct Agent::Running {
   bool holds_slot = false;   // counted in its function's running instances
   bool force_cold = false;   // --start cold: never take an idle instance
   bool force_zygote = false; // --start zygote: wait for the function's zygote
+  bool force_restore = false;  // --start restore: wait for the function's image
+  std::string pending_image;   // the image built for it while it waited
   bool retried_cold = false; // its zygote instance died with the zygote: ran again cold
   bool origin_checked = false;  // finish() looked whether the zygote died too
   uint64_t generation = 0;   // of the function when the activation was accepted

@@ -42,6 +42,10 @@ struct InstanceSpec {
   uint32_t host_uid = 0;       // one id per function (never a host account)
 };
 
+// The sandbox a language or exec runtime runs in (binds, env, limits, ids),
+// without its fds: what a cold start, a checkpoint and a restore share.
+Result<SandboxSpec> sandbox_spec_for(const InstanceSpec& spec);
+
 class Instance {
  public:
   enum class State { kIdle, kBusy, kDead };
@@ -56,6 +60,12 @@ class Instance {
   static Result<std::unique_ptr<Instance>> fork_from(std::shared_ptr<FunctionZygote> zygote, CgroupBackend& cgroups,
                                                      const InstanceSpec& spec);
   const std::shared_ptr<FunctionZygote>& origin() const { return origin_; }  // null unless forked from a zygote
+  // A copy of the function's checkpoint image (docs/checkpoint.md): the
+  // restorer maps it into a fresh sandbox built like a cold one, and returns
+  // once the restored runtime has said it is ready. On failure (the restorer
+  // refused the image, or the copy died) the error's step is "restore image".
+  static Result<std::unique_ptr<Instance>> restore(Spawner& spawner, const InstanceSpec& spec,
+                                                   const std::string& image_path);
 
   Sandbox& sandbox() { return *sandbox_; }
   int request_fd() const { return request_.get(); }  // write end of its stdin (O_NONBLOCK)

@@ -57,8 +57,8 @@ void Agent::release(uint64_t bytes) {
 }
 
 void Agent::start_cold(const std::shared_ptr<Running>& run) {
-  if (!run->force_cold && !run->force_zygote && run->spec.runtime != v1::EXEC && !zygote_ready_for(*run) &&
-      take_prewarmed(run))
+  if (!run->force_cold && !run->force_zygote && !run->force_restore && run->spec.runtime != v1::EXEC &&
+      !zygote_ready_for(*run) && !image_ready_for(*run) && take_prewarmed(run))
     return;
   const uint64_t need = run->spec.memory_bytes;
   if (reserve(need)) {
@@ -210,6 +210,12 @@ void Agent::function_changed(const std::string& function) {
   retire_idle(function);
   retire_zygote(function);  // its next instance must not come from the old code
   zygotes_wanted_.erase(function);
+  // Its images are of the old code (the new version's is built after its
+  // first successful call). A build in flight is discarded when it lands.
+  if (images_) {
+    auto store = images_.get();
+    workers_->submit([store, function](Worker&) { store->drop_function(function); });
+  }
 }
 
 bool Agent::take_idle(const std::shared_ptr<Running>& run) {

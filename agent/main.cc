@@ -56,6 +56,7 @@ stoke::agent::AgentSettings settings_from(const stoke::agent::AgentConfig& c) {
   if (c.zygotes().preload_size() > 0) s.zygote_preload.assign(c.zygotes().preload().begin(), c.zygotes().preload().end());
   s.zygote_memory_budget_bytes = c.zygotes().memory_budget_bytes();
   s.zygote_forked_ahead = c.zygotes().forked_ahead();
+  s.checkpoints = c.checkpoints();
   auto ram = stoke::agent::total_ram_bytes();
   s.memory_budget_bytes = stoke::agent::node_memory_budget(c, ram.ok() ? ram.value() : (8ULL << 30));
   return s;

@@ -201,7 +201,8 @@ void collect_stale_groups(CgroupBackend& cgroups) {
 // ---- Sandbox -------------------------------------------------------------
 
 Sandbox::~Sandbox() {
-  if (!reaped_) {
+  // A spawn that failed before clone has no process to wait for.
+  if (!reaped_ && pidfd_) {
     (void)kill();
     (void)wait();
   }
@@ -216,6 +217,7 @@ Status Sandbox::kill() {
 
 Result<ExitStatus> Sandbox::wait(std::optional<std::chrono::steady_clock::time_point> deadline) {
   if (status_) return *status_;
+  if (!pidfd_) return plain_error("wait for sandbox " + id_, "it has no process (its spawn failed)");
   ExitStatus st;
   for (;;) {
     int timeout_ms = -1;

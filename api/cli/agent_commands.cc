@@ -26,7 +26,7 @@ constexpr int kAgentError = 3;        // unreachable, or the call was refused
 constexpr const char* kUsageText =
     "usage: stoke [--socket PATH] COMMAND ...\n"
     "  fn create NAME --runtime python|node|exec --code PATH [--entry NAME] [--memory SIZE]\n"
-    "                 [--timeout DURATION] [--concurrency N] [--env KEY=VALUE]...\n"
+    "                 [--timeout DURATION] [--concurrency N] [--env KEY=VALUE]... [--checkpoint]\n"
     "  fn update NAME [same options]\n"
     "  fn get NAME [--json] | fn list [--json] | fn delete NAME\n"
     "  invoke NAME [--data JSON | -p KEY=VALUE ...] [--json] [--async] [--start cold|prewarm|zygote|restore|warm]\n"
@@ -171,6 +171,11 @@ int fn_write(LazyClient& client, bool create, const Options& o) {
       if (eq == 0 || eq == std::string::npos) throw UsageError{"bad value for --env: '" + kv + "' is not KEY=VALUE"};
       (*cfg->mutable_env())[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
+  if (o.flag("--checkpoint")) {
+    if (runtime != v1::PYTHON) throw UsageError{"--checkpoint is for python functions"};
+    if (create) req.mutable_create_function()->set_checkpoint(true);
+    else req.mutable_update_function()->set_checkpoint(true);
+  }
   int rc = kOk;
   auto r = call(client, std::move(req), create ? "fn create" : "fn update", rc);
   if (!r) return rc;
@@ -237,7 +242,8 @@ int run_verb(LazyClient& client, const std::vector<std::string>& args) {
     const std::string& sub = args[1];
     if (sub == "create" || sub == "update")
       return fn_write(client, sub == "create",
-                      parse(args, 2, {"--runtime", "--code", "--entry", "--memory", "--timeout", "--concurrency", "--env"}, {}));
+                      parse(args, 2, {"--runtime", "--code", "--entry", "--memory", "--timeout", "--concurrency", "--env"},
+                            {"--checkpoint"}));
     Options o = parse(args, 2, {}, {"--json"});
     v1::Request req;
     if (sub == "get") {

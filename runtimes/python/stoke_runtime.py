@@ -7,6 +7,7 @@ end-of-activation sentinel on both streams.
 
     stoke_runtime.py CODE_PATH [ENTRY]
     stoke_runtime.py --prewarm
+    stoke_runtime.py --checkpoint DUMP_FD CODE_PATH [ENTRY]
 
 CODE_PATH is a .py file, or a directory whose __main__.py defines ENTRY (default main).
 With --prewarm the runtime starts before there is code (a "stem cell"): the
@@ -15,6 +16,13 @@ function's code into the (until then empty) /code and sends
 {"__stoke_init": {"code_path": ..., "entry": ...}} as the first line on stdin; the
 runtime acknowledges with {"ok": true} on fd 3 and then serves requests as if it
 had been started with that code.
+
+With --checkpoint the runtime loads the code (imports and module-level init),
+then saves itself as a checkpoint image to DUMP_FD (docs/checkpoint.md) before
+it reads any request, says {"checkpointed": true} on fd 3 and exits. Every
+copy restored from that image resumes right there: it refreshes what must
+differ between copies, says {"ready": true, "restored": true} on fd 3 and
+serves requests like any instance.
 """
 
 
@@ -101,11 +109,42 @@ def serve(results, fn, init_error):
         results.flush()
 
 
+def checkpoint_then_serve(results, dump_fd, code_path, entry):
+    fn, init_error = load_or_error(code_path, entry)
+    if init_error is not None:
+        print(init_error, file=sys.stderr, end="", flush=True)
+        results.write(json.dumps({"error": "the function's code failed to load: " +
+                                  init_error.strip().splitlines()[-1]}) + "\n")
+        results.flush()
+        return 1
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import stoke_snapshot  # noqa: E402  (only checkpointing runtimes load it)
+    try:
+        restored = stoke_snapshot.checkpoint(dump_fd)
+    except stoke_snapshot.CheckpointError as e:
+        results.write(json.dumps({"error": f"cannot checkpoint this function: {e}"}) + "\n")
+        results.flush()
+        return 1
+    if not restored:
+        results.write('{"checkpointed": true}\n')
+        results.flush()
+        return 0
+    # A restored copy (fds 0-3 are its own instance's; the dump fd is not open).
+    stoke_snapshot.after_restore()
+    results.write('{"ready": true, "restored": true}\n')
+    results.flush()
+    serve(results, fn, None)
+    return 0
+
+
 def main():
     if len(sys.argv) < 2:
         print("usage: stoke_runtime.py CODE_PATH [ENTRY] | --prewarm", file=sys.stderr)
         return 2
     results = os.fdopen(3, "w")
+    if sys.argv[1] == "--checkpoint":
+        return checkpoint_then_serve(results, int(sys.argv[2]), sys.argv[3],
+                                     sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] else "main")
     if sys.argv[1] == "--prewarm":
         # Started: from here on a function's code costs only its own import.
         results.write('{"ready": true}\n')

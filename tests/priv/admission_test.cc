@@ -27,7 +27,7 @@ class Admission : public test::AgentTest {
   std::string extra_config() override {
     // No prewarmed instances: they would hold part of this small budget.
     return "node_memory_budget_bytes: 209715200\ndefault_memory_bytes: 67108864\nadmission_wait_ms: " +
-           std::to_string(wait_ms()) + "\npools { python: 0 node: 0 }\nzygotes { enabled: false }\n";
+           std::to_string(wait_ms()) + "\npools { python: 0 node: 0 }\nzygotes { enabled: false }\ncheckpoints: false\n";
   }
   virtual int wait_ms() { return 5000; }
 

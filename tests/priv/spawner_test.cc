@@ -130,6 +130,16 @@ TEST_F(SpawnerTest, SpawnWorksFromAMultithreadedProcessWithABigHeap) {
   EXPECT_EQ(heap[12345], 1);
 }
 
+TEST_F(SpawnerTest, AnInvalidSpecFailsAtOnceAndLeavesNothingToWaitFor) {
+  SandboxSpec bad = spec({"/bin/true"});
+  bad.tmp_size_bytes = 1;  // refused by validate_spec, before any clone
+  auto start = std::chrono::steady_clock::now();
+  auto sb = spawner_->spawn(bad);
+  ASSERT_FALSE(sb.ok());
+  EXPECT_NE(sb.error().message().find("tmp size"), std::string::npos) << sb.error().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2)) << "the failed spawn hung";
+}
+
 TEST_F(SpawnerTest, MissingBinaryNamesTheExecStepAndErrno) {
   auto sb = spawner_->spawn(spec({"/no/such/binary"}));
   ASSERT_FALSE(sb.ok());

@@ -34,10 +34,10 @@ def main(args):
 
 class Warm : public test::AgentTest {
  protected:
-  // No prewarmed instances or zygotes here: calls without an idle instance
+  // No prewarmed instances, zygotes or images here: calls without an idle instance
   // are cold, which the tests rely on.
   std::string extra_config() override {
-    return "keep_alive_ms: 1500\npools { python: 0 node: 0 }\nzygotes { enabled: false }\n";
+    return "keep_alive_ms: 1500\npools { python: 0 node: 0 }\nzygotes { enabled: false }\ncheckpoints: false\n";
   }
   v1::Response send(const v1::Request& r) {
     auto c = agent_->connect().call(r);

@@ -1,0 +1,138 @@
+// The agent's checkpoint/restore policy (docs/checkpoint.md): a Python
+// function's image is built in the background after its first successful
+// activation (or at once with `fn create --checkpoint`) and then serves its
+// cold starts (startKind restore), across agent restarts too. An image this
+// host cannot restore, or a restore that fails, falls back to a cold start;
+// the image is dropped and built again later. Runs on the event-loop thread;
+// builds and restores on workers.
+#include <spdlog/spdlog.h>
+
+#include "agent/agent_internal.h"
+#include "agent/checkpoint_build.h"
+
+namespace stoke::agent {
+
+using detail::error_json;
+using detail::ms_between;
+using detail::ms_since;
+
+namespace {
+
+std::string key_of(const std::string& function, uint32_t version) { return function + "@" + std::to_string(version); }
+
+// Where the files an image maps come from on the host: the sandbox's binds.
+std::vector<image::PathPrefix> binds_of(const InstanceSpec& spec) {
+  return {{"/runtime", spec.runtimes_dir}, {"/code", spec.code_dir}};
+}
+
+}  // namespace
+
+bool Agent::image_ready_for(const Running& run) const {
+  return settings_.checkpoints && images_ && run.spec.runtime == v1::PYTHON && !run.force_cold &&
+         images_->image_for(run.spec.function, run.spec.version).has_value();
+}
+
+void Agent::ensure_image(const InstanceSpec& spec) {
+  if (!settings_.checkpoints || !images_ || stopping_ || spec.runtime != v1::PYTHON) return;
+  if (images_->image_for(spec.function, spec.version)) return;
+  if (image_refused_.count(key_of(spec.function, spec.version))) return;  // it cannot be checkpointed
+  auto building = image_builds_.find(spec.function);
+  if (building != image_builds_.end()) return;  // one at a time per function
+  image_builds_[spec.function].version = spec.version;
+  const uint64_t generation = generation_[spec.function];
+  std::chrono::milliseconds timeout{std::max<uint64_t>(30'000, settings_.default_timeout_ms)};
+  workers_->submit([this, spec, generation, timeout](Worker& worker) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto built = std::make_shared<Result<image::ImageInfo>>(
+        build_checkpoint_image(*worker.spawner, spec, images_->dir(), timeout));
+    const double ms = ms_since(t0);
+    loop_->post([this, spec, generation, built, ms] {
+      auto waiting = std::move(image_builds_[spec.function].waiting);
+      image_builds_.erase(spec.function);
+      bool current = generation_[spec.function] == generation && !stopping_;
+      if (!built->ok()) {
+        spdlog::warn("function {} v{}: no checkpoint image: {}", spec.function, spec.version, built->error().message());
+        // The same code would fail the same way: not again for this version.
+        image_refused_[key_of(spec.function, spec.version)] = built->error().message();
+      } else if (current) {
+        std::string sha = built->value().sha256;
+        workers_->submit([this, spec, sha](Worker&) {
+          Status s = images_->record(spec.function, spec.version, sha);
+          if (!s.ok()) spdlog::warn("function {}: recording its image failed: {}", spec.function, s.error().message());
+        });
+        spdlog::info("function {} v{}: checkpoint image {} ({:.1f} MB, {:.0f} ms)", spec.function, spec.version,
+                     sha.substr(0, 12), static_cast<double>(built->value().size_bytes) / 1e6, ms);
+      }
+      // Whoever waited for it (--start restore) restores now, or starts cold.
+      for (auto& run : waiting) {
+        if (built->ok() && current) {
+          run->pending_image = built->value().path;
+          restore_instance(run);
+        } else {
+          run->force_restore = false;
+          spawn_cold(run);
+        }
+      }
+    });
+  });
+}
+
+void Agent::wait_for_image(const std::shared_ptr<Running>& run) {
+  ensure_image(run->spec);
+  auto it = image_builds_.find(run->spec.function);
+  if (it != image_builds_.end() && it->second.version == run->spec.version) {
+    it->second.waiting.push_back(run);
+    return;
+  }
+  if (image_ready_for(*run)) return restore_instance(run);
+  run->force_restore = false;  // none can be made (refused, disabled): cold
+  spawn_cold(run);
+}
+
+void Agent::restore_instance(const std::shared_ptr<Running>& run) {
+  std::string path = run->pending_image;
+  if (path.empty()) {
+    auto found = images_ ? images_->image_for(run->spec.function, run->spec.version) : std::nullopt;
+    if (!found) {
+      run->force_restore = false;
+      return spawn_cold(run);
+    }
+    path = *found;
+  }
+  run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
+  workers_->submit([this, run, path](Worker& worker) {
+    // Checked before every restore: a library upgrade or a new kernel makes
+    // an image unusable, and the restorer would only find out later.
+    auto manifest = image::read_image(path);
+    Status compatible = manifest.ok() ? image::check_compatible(manifest.value(), binds_of(run->spec))
+                                      : Status(manifest.error());
+    auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(
+        compatible.ok() ? Instance::restore(*worker.spawner, run->spec, path)
+                        : Result<std::unique_ptr<Instance>>(compatible.error()));
+    loop_->post([this, run, path, instance] {
+      if (!instance->ok()) {
+        spdlog::warn("function {} activation {}: restore failed, starting cold; image dropped: {}", run->spec.function,
+                     run->record.activation_id(), instance->error().message());
+        if (images_->image_for(run->spec.function, run->spec.version) == path) {
+          std::string fn = run->spec.function;
+          uint32_t version = run->spec.version;
+          workers_->submit([this, fn, version](Worker&) { images_->drop(fn, version); });
+        }
+        run->force_restore = false;
+        spawn_cold(run);
+        return;
+      }
+      run->instance = std::move(instance->value());
+      run->record.set_start_kind(v1::RESTORE);
+      run->record.set_init_ms(run->instance->init_ms());
+      if (run->cancelled || stopping_) {
+        finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
+        return;
+      }
+      run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
+                                               [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
+    });
+  });
+}
+
+}  // namespace stoke::agent

@@ -1,0 +1,107 @@
+#include "agent/image_store.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "sandbox/base/file_util.h"
+
+namespace stoke::agent {
+namespace {
+
+bool is_sha256(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+}  // namespace
+
+Status ImageStore::open() {
+  STOKE_TRY(make_dirs(dir_ + "/index", 0700));
+  std::lock_guard<std::mutex> lock(mu_);
+  index_.clear();
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_ + "/index", ec)) {
+    std::string name = entry.path().filename().string();
+    size_t at = name.rfind('@');
+    auto text = read_file(entry.path().string());
+    std::string sha = text.ok() ? text.value().substr(0, text.value().find('\n')) : "";
+    uint32_t version = at == std::string::npos ? 0 : static_cast<uint32_t>(std::strtoul(name.c_str() + at + 1, nullptr, 10));
+    if (at == std::string::npos || at == 0 || version == 0 || !is_sha256(sha) || !path_exists(image_path(sha))) {
+      spdlog::warn("images: dropping index entry {} (its image is missing or the entry is damaged)", name);
+      std::filesystem::remove(entry.path(), ec);
+      continue;
+    }
+    index_[{name.substr(0, at), version}] = sha;
+  }
+  // Images nobody names any more, and temp files of a write a crash cut short.
+  std::set<std::string> named;
+  for (const auto& [key, sha] : index_) named.insert(sha);
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+    if (!entry.is_regular_file()) continue;
+    std::string name = entry.path().filename().string();
+    bool image = name.size() == 68 && name.compare(64, 4, ".img") == 0 && is_sha256(name.substr(0, 64));
+    if (image && named.count(name.substr(0, 64))) continue;
+    std::filesystem::remove(entry.path(), ec);
+  }
+  return {};
+}
+
+std::optional<std::string> ImageStore::image_for(const std::string& function, uint32_t version) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = index_.find({function, version});
+  if (it == index_.end()) return std::nullopt;
+  return image_path(it->second);
+}
+
+Status ImageStore::record(const std::string& function, uint32_t version, const std::string& sha256) {
+  if (!is_sha256(sha256)) return plain_error("record image", "not a sha256: " + sha256);
+  std::lock_guard<std::mutex> lock(mu_);
+  STOKE_TRY(write_file_atomic(dir_ + "/index/" + function + "@" + std::to_string(version), sha256 + "\n", 0600));
+  auto& slot = index_[{function, version}];
+  std::string old = slot;
+  slot = sha256;
+  if (!old.empty() && old != sha256) remove_if_unused_locked(old);
+  return {};
+}
+
+void ImageStore::drop(const std::string& function, uint32_t version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = index_.find({function, version});
+  if (it == index_.end()) return;
+  std::string sha = it->second;
+  index_.erase(it);
+  std::error_code ec;
+  std::filesystem::remove(dir_ + "/index/" + function + "@" + std::to_string(version), ec);
+  remove_if_unused_locked(sha);
+}
+
+void ImageStore::drop_function(const std::string& function) {
+  std::vector<uint32_t> versions;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [key, sha] : index_)
+      if (key.first == function) versions.push_back(key.second);
+  }
+  for (uint32_t v : versions) drop(function, v);
+}
+
+size_t ImageStore::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return index_.size();
+}
+
+void ImageStore::remove_if_unused_locked(const std::string& sha256) {
+  for (const auto& [key, sha] : index_)
+    if (sha == sha256) return;
+  // Restored instances map the file; unlinking it leaves their mappings intact.
+  std::error_code ec;
+  std::filesystem::remove(image_path(sha256), ec);
+}
+
+}  // namespace stoke::agent
