@@ -27,6 +27,7 @@ from . import measure, report
 
 IMPORTS = "json, re, decimal, email.parser, http.client"
 HOST_PYTHON = ["/usr/bin/python3", "-c", f"import {IMPORTS}"]
+HOST_PYTHON_BARE = ["/usr/bin/python3", "-c", "pass"]
 GAP_MS = 5            # between requests in the paced zygote/restore loops
 BLOCKS = 4            # runs are split into blocks; the kinds take turns block by block
 PREWARM_RUNS = 60     # at most: each waits for the stem-cell pool to refill
@@ -76,8 +77,9 @@ def run(ctx):
         "agents": {},
     }
 
-    print("runtimes: host python3 with the same imports (reference)", file=sys.stderr)
-    result["host_python"] = host_python(ctx)
+    print("runtimes: host python3 with the same imports, and bare (references)", file=sys.stderr)
+    result["host_python"] = host_python(ctx, HOST_PYTHON)
+    result["host_python_bare"] = host_python(ctx, HOST_PYTHON_BARE)
 
     for key, label, extra, latency, memory in AGENTS:
         print(f"runtimes: agent '{label}'", file=sys.stderr)
@@ -86,6 +88,9 @@ def run(ctx):
             print(f"bench runtimes: {err}", file=sys.stderr)
             return 1
         result["agents"][key] = out
+        if out["agent_log"]["lines"]:
+            warnings.append(f"agent '{label}' logged {out['agent_log']['lines']} warning/error "
+                            f"line(s), the last: {out['agent_log']['last'][-1][:300]}")
 
     print("runtimes: CRIU peer", file=sys.stderr)
     result["criu"] = criu_peer(ctx)
@@ -110,19 +115,19 @@ def run(ctx):
 
 # --- the host reference -------------------------------------------------------------------
 
-def host_python(ctx):
+def host_python(ctx, argv):
     n = min(ctx.runs, 50)
     sp = measure.Spawner(ctx.timeout)
     try:
         for _ in range(3):
-            sp.time_ns(HOST_PYTHON)
-        samples = [sp.time_ns(HOST_PYTHON) for _ in range(n)]
+            sp.time_ns(argv)
+        samples = [sp.time_ns(argv) for _ in range(n)]
     except measure.RunFailed as e:
-        return {"command": " ".join(HOST_PYTHON), "failed": str(e)}
+        return {"command": " ".join(argv), "failed": str(e)}
     finally:
         sp.close()
     s = measure.summarize(samples)
-    return {"command": " ".join(HOST_PYTHON), "n": n, "p50_ms": round(s["p50_ms"], 3),
+    return {"command": " ".join(argv), "n": n, "p50_ms": round(s["p50_ms"], 3),
             "p99_ms": round(s["p99_ms"], 3), "timer": "posix_spawn -> waitpid, no sandbox"}
 
 
@@ -168,6 +173,14 @@ def run_agent(ctx, bins, key, label, extra_config, latency, memory):
         with open(out_json) as f:
             out = json.load(f)
         out["agent_config"] = extra_config.strip() or "(defaults)"
+        # log_level warn: whatever the agent logged is a warning or an error (a restore that
+        # fell back, an image that could not be built...): kept, so a fallback can say why.
+        try:
+            with open(logpath, errors="replace") as f:
+                logged = [l.rstrip() for l in f if l.strip()]
+        except OSError:
+            logged = []
+        out["agent_log"] = {"lines": len(logged), "last": logged[-10:]}
         return out, None
     finally:
         if agent is not None:
@@ -281,11 +294,15 @@ def summarize(result):
                               f"{t['cold_over_host_ms']} ms",
                               "verdict": _check(_p50(cold) - host, t["cold_over_host_ms"])}
     pw = _series(result, "forked_ahead", "prewarm")
-    if _p50(pw) is not None:
-        over = _p50(pw) - pw["init_ms"]["p50"]
-        out["prewarm_p50_ms"] = {"value": _p50(pw), "init_p50_ms": pw["init_ms"]["p50"],
-                                 "target": f"<= {t['prewarm_over_init_ms']} ms + function init",
-                                 "verdict": _check(over, t["prewarm_over_init_ms"])}
+    bare = result["host_python_bare"].get("p50_ms")
+    if _p50(pw) is not None and host is not None and bare is not None:
+        # The stem cell acknowledges the code before importing it, so initMs leaves the
+        # function's own init out; the host's import time (same imports) stands in for it.
+        fn_init = max(host - bare, 0.0)
+        out["prewarm_p50_ms"] = {"value": _p50(pw), "function_init_estimate_ms": round(fn_init, 3),
+                                 "target": f"<= {t['prewarm_over_init_ms']} ms + function init "
+                                           f"(host imports {fn_init:.2f})",
+                                 "verdict": _check(_p50(pw) - fn_init, t["prewarm_over_init_ms"])}
     for agent in ("forked_ahead", "on_demand"):
         for pattern in ("back-to-back", "paced"):
             s = _series(result, agent, "zygote", pattern)
@@ -342,7 +359,7 @@ def print_table(result):
           f"{cfg['prewarm_runs']}; kernel {h['kernel']}, {h['cpus']} cpus, load "
           f"{h['loadavg_start'][0]:.2f} -> {h['loadavg_end'][0]:.2f}, {result['elapsed_s']:.0f} s")
     print("start latency, client-observed (Invoke sent -> activation received), ms")
-    print(f"  {'start kind':<42} {'n':>4} {'p50':>8} {'p99':>8} {'init p50':>9}  target")
+    print(f"  {'start kind':<46} {'n':>4} {'p50':>8} {'p99':>8} {'init p50':>9}  target")
     rows = [
         ("cold (start=COLD)", "forked_ahead", "cold", "", "cold_p50_ms"),
         ("prewarm (new function's 1st call, stem cell)", "forked_ahead", "prewarm", "", "prewarm_p50_ms"),
@@ -361,20 +378,22 @@ def print_table(result):
         s = _series(result, agent, kind, pattern)
         why = _why_not(s)
         if why:
-            print(f"  {label:<42} {why}")
+            print(f"  {label:<46} {why}")
             continue
         target = summ.get(key)
         tgt = f"{target['target']}  {target['verdict']}" if target else ""
         fb = f"  ({sum(s['fallbacks'].values())} answered by another kind, left out: " \
              f"{s['fallbacks']})" if s.get("fallbacks") else ""
-        print(f"  {label:<42} {s['n']:>4} {s['client_ms']['p50']:>8.3f} {s['client_ms']['p99']:>8.3f} "
+        print(f"  {label:<46} {s['n']:>4} {s['client_ms']['p50']:>8.3f} {s['client_ms']['p99']:>8.3f} "
               f"{s['init_ms']['p50']:>9.3f}  {tgt}{fb}")
-    hp = result["host_python"]
-    if "p50_ms" in hp:
-        print(f"  {'host python3, same imports (no sandbox)':<42} {hp['n']:>4} {hp['p50_ms']:>8.3f} "
-              f"{hp['p99_ms']:>8.3f} {'':>9}  reference for cold: posix_spawn -> exit")
-    else:
-        print(f"  host python3, same imports: failed: {hp.get('failed')}")
+    for key, label in (("host_python", "host python3, same imports (no sandbox)"),
+                       ("host_python_bare", "host python3 -c pass (no sandbox)")):
+        hp = result[key]
+        if "p50_ms" in hp:
+            print(f"  {label:<46} {hp['n']:>4} {hp['p50_ms']:>8.3f} {hp['p99_ms']:>8.3f} {'':>9}  "
+                  "reference: posix_spawn -> exit")
+        else:
+            print(f"  {label:<46} failed: {hp.get('failed')}")
     cold = _p50(_series(result, "forked_ahead", "cold"))
     ratios = []
     for label, s in (("zygote forked ahead", _series(result, "forked_ahead", "zygote", "paced")),
@@ -417,13 +436,15 @@ def print_table(result):
                 print(f"  {'  + their function zygote':<30} {'':>3} {fz['pss_kb'] / MB:>8.2f} {'':>9} "
                       f"{fz['uss_kb'] / MB:>8.2f} {'':>9}  (instances + zygote PSS "
                       f"{(p['pss_kb'] + fz['pss_kb']) / MB:.2f}{extra})")
-    imgs = result["agents"].get("on_demand", {}).get("images", [])
-    if imgs:
-        for i in imgs:
-            print(f"  restore image {i['name'][:16]}...: {i['bytes'] / 2**20:.2f} MiB, "
-                  f"{i['disk_bytes'] / 2**20:.2f} MiB on disk")
-    else:
-        print("  restore image on disk: none under the agent's state dir images/")
+    imgs = next((m.get("images") for m in mem if m["kind"] == "restore" and m.get("images")), None)
+    if not imgs:
+        s = _series(result, "forked_ahead", "restore", "back-to-back")
+        imgs = s.get("images") if s else None
+    for i in imgs or []:
+        print(f"  restore image {i['name'][:12]}... ({i.get('function', '?')}): "
+              f"{i['bytes'] / 2**20:.2f} MiB, {i['disk_bytes'] / 2**20:.2f} MiB on disk (sparse)")
+    if not imgs:
+        print("  restore image: none found under the agent's state dir images/")
 
     c = result["criu"]
     if c.get("unavailable"):

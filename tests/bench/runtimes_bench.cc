@@ -134,80 +134,6 @@ long result_calls(const v1::Activation& a) {
   }
 }
 
-// ---- functions and status ------------------------------------------------------
-
-struct Agent {
-  wire::Client client;
-  const Options& opt;
-
-  std::string define(const std::string& name, uint32_t concurrency, bool update) {
-    v1::Request r;
-    v1::FunctionConfig* cfg = update ? r.mutable_update_function()->mutable_config()
-                                     : r.mutable_create_function()->mutable_config();
-    if (update) r.mutable_update_function()->set_name(name);
-    else r.mutable_create_function()->set_name(name);
-    cfg->set_runtime(v1::PYTHON);
-    cfg->set_code(kFunctionCode);
-    cfg->set_code_format(v1::SINGLE_FILE);
-    cfg->set_code_file_name("main.py");
-    cfg->set_memory_bytes(kFunctionMemory);
-    cfg->set_concurrency(concurrency);
-    auto resp = client.call(std::move(r));
-    if (!resp.ok()) return resp.error().message();
-    if (resp->has_error() && resp->error().code() != v1::Error::OK) {
-      if (!update && resp->error().code() == v1::Error::ALREADY_EXISTS) return define(name, concurrency, true);
-      return (update ? "update " : "create ") + name + ": " + resp->error().message();
-    }
-    return "";
-  }
-  std::string create(const std::string& name, uint32_t concurrency) { return define(name, concurrency, false); }
-  // A new version: the agent stops the function's idle instances and zygote.
-  std::string renew(const std::string& name, uint32_t concurrency) { return define(name, concurrency, true); }
-  void remove(const std::string& name) {
-    v1::Request r;
-    r.mutable_delete_function()->set_name(name);
-    (void)client.call(std::move(r));
-  }
-
-  std::optional<v1::Status> status() {
-    v1::Request r;
-    r.mutable_get_status();
-    auto resp = client.call(std::move(r));
-    if (!resp.ok() || !resp->has_status()) return std::nullopt;
-    return resp->status();
-  }
-
-  static uint32_t pool(const v1::Status& s, const std::string& name) {
-    auto it = s.pools().find(name);
-    return it == s.pools().end() ? 0 : it->second;
-  }
-
-  // Waits (at most 10 s) until nothing runs and the prewarm pool is full
-  // again, then a little longer for teardown in the background to finish.
-  void settle(double extra_ms = 20) {
-    auto t0 = Clock::now();
-    while (ms_since(t0) < 10000) {
-      auto s = status();
-      if (!s) break;
-      if (s->activations_running() == 0 && pool(*s, "prewarm_python") >= static_cast<uint32_t>(opt.prewarm_python)) break;
-      sleep_ms(5);
-    }
-    sleep_ms(extra_ms);
-  }
-
-  // The host pid of the function's zygote, waiting for it up to timeout_ms; 0 if none.
-  pid_t zygote_pid(const std::string& function, double timeout_ms = 0) {
-    auto t0 = Clock::now();
-    for (;;) {
-      if (auto s = status())
-        for (const auto& z : s->zygotes())
-          if (z.function() == function) return z.pid();
-      if (ms_since(t0) >= timeout_ms) return 0;
-      sleep_ms(10);
-    }
-  }
-};
-
 // ---- /proc ------------------------------------------------------------------------
 
 struct Rollup {
@@ -256,34 +182,167 @@ std::string exe_of(pid_t pid) {
   return ec ? "" : p.string();
 }
 
-std::vector<pid_t> children_of(pid_t parent) {
+bool is_restored(pid_t pid) { return exe_of(pid).find("stoke-restore") != std::string::npos; }
+
+bool descends_from(pid_t pid, pid_t ancestor) {
+  for (int depth = 0; pid > 1 && depth < 64; ++depth) {
+    pid = ppid_of(pid);
+    if (pid == ancestor) return true;
+  }
+  return false;
+}
+
+std::vector<pid_t> all_pids() {
   std::vector<pid_t> out;
   for (const auto& e : std::filesystem::directory_iterator("/proc")) {
     const std::string name = e.path().filename().string();
-    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
-    pid_t pid = std::stoi(name);
-    if (ppid_of(pid) == parent) out.push_back(pid);
+    if (!name.empty() && std::all_of(name.begin(), name.end(), ::isdigit)) out.push_back(std::stoi(name));
   }
   return out;
 }
 
-bool is_restored(pid_t pid) { return exe_of(pid).find("stoke-restore") != std::string::npos; }
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
+  for (pid_t p : all_pids())
+    if (ppid_of(p) == parent) out.push_back(p);
+  return out;
+}
+
+bool runs_function(pid_t pid) {
+  std::string cmd = cmdline_of(pid);
+  return cmd.find("stoke_runtime.py") != std::string::npos && cmd.find("--prewarm") == std::string::npos;
+}
+
+// The sandbox in which the agent builds a checkpoint image runs
+// `stoke_runtime.py --checkpoint ...` (restored copies keep that command line
+// but have the restorer as their exe).
+bool builds_image(pid_t pid) {
+  return cmdline_of(pid).find("--checkpoint") != std::string::npos && !is_restored(pid);
+}
+
+bool image_build_running(pid_t stoked) {
+  for (pid_t p : children_of(stoked))
+    if (builds_image(p)) return true;
+  return false;
+}
 
 // Instances of `kind` as they can be told apart from outside: zygote-started
-// ones are children of the function's zygote; cold and restored ones are
-// children of stoked running stoke_runtime.py (not a prewarm stem cell), a
-// restored one with the restorer as its exe.
+// ones are children of the function's zygote; cold ones are children of
+// stoked running stoke_runtime.py (not a prewarm stem cell); restored ones
+// show the same command line with the restorer as their exe (children of
+// stoked; any descendant is accepted, should they come from a template).
 std::set<pid_t> instances(const std::string& kind, pid_t stoked, pid_t zygote) {
   std::set<pid_t> out;
   if (kind == "zygote") {
     if (zygote > 0)
       for (pid_t p : children_of(zygote)) out.insert(p);
-    return out;
+  } else if (kind == "cold") {
+    for (pid_t p : children_of(stoked))
+      if (runs_function(p) && !is_restored(p) && !builds_image(p)) out.insert(p);
+  } else {
+    for (pid_t p : all_pids())
+      if (is_restored(p) && runs_function(p) && descends_from(p, stoked)) out.insert(p);
   }
-  for (pid_t p : children_of(stoked)) {
-    std::string cmd = cmdline_of(p);
-    if (cmd.find("stoke_runtime.py") == std::string::npos || cmd.find("--prewarm") != std::string::npos) continue;
-    if ((kind == "restore") == is_restored(p)) out.insert(p);
+  return out;
+}
+
+// ---- functions and status ------------------------------------------------------
+
+struct Agent {
+  wire::Client client;
+  const Options& opt;
+
+  std::string define(const std::string& name, uint32_t concurrency, bool update) {
+    v1::Request r;
+    v1::FunctionConfig* cfg = update ? r.mutable_update_function()->mutable_config()
+                                     : r.mutable_create_function()->mutable_config();
+    if (update) r.mutable_update_function()->set_name(name);
+    else r.mutable_create_function()->set_name(name);
+    cfg->set_runtime(v1::PYTHON);
+    cfg->set_code(kFunctionCode);
+    cfg->set_code_format(v1::SINGLE_FILE);
+    cfg->set_code_file_name("main.py");
+    cfg->set_memory_bytes(kFunctionMemory);
+    cfg->set_concurrency(concurrency);
+    auto resp = client.call(std::move(r));
+    if (!resp.ok()) return resp.error().message();
+    if (resp->has_error() && resp->error().code() != v1::Error::OK) {
+      if (!update && resp->error().code() == v1::Error::ALREADY_EXISTS) return define(name, concurrency, true);
+      return (update ? "update " : "create ") + name + ": " + resp->error().message();
+    }
+    return "";
+  }
+  std::string create(const std::string& name, uint32_t concurrency) { return define(name, concurrency, false); }
+  // A new version: the agent stops the function's idle instances and zygote.
+  std::string renew(const std::string& name, uint32_t concurrency) { return define(name, concurrency, true); }
+  void remove(const std::string& name) {
+    v1::Request r;
+    r.mutable_delete_function()->set_name(name);
+    (void)client.call(std::move(r));
+  }
+
+  std::optional<v1::Status> status() {
+    v1::Request r;
+    r.mutable_get_status();
+    auto resp = client.call(std::move(r));
+    if (!resp.ok() || !resp->has_status()) return std::nullopt;
+    return resp->status();
+  }
+
+  static uint32_t pool(const v1::Status& s, const std::string& name) {
+    auto it = s.pools().find(name);
+    return it == s.pools().end() ? 0 : it->second;
+  }
+
+  // Waits (at most 10 s) until nothing runs, the prewarm pool is full again
+  // and no checkpoint image is being built, then a little longer for teardown
+  // in the background to finish.
+  void settle(double extra_ms = 20) {
+    auto t0 = Clock::now();
+    while (ms_since(t0) < 10000) {
+      auto s = status();
+      if (!s) break;
+      if (s->activations_running() == 0 && pool(*s, "prewarm_python") >= static_cast<uint32_t>(opt.prewarm_python) &&
+          !image_build_running(opt.stoked_pid))
+        break;
+      sleep_ms(5);
+    }
+    sleep_ms(extra_ms);
+  }
+
+  // The host pid of the function's zygote, waiting for it up to timeout_ms; 0 if none.
+  pid_t zygote_pid(const std::string& function, double timeout_ms = 0) {
+    auto t0 = Clock::now();
+    for (;;) {
+      if (auto s = status())
+        for (const auto& z : s->zygotes())
+          if (z.function() == function) return z.pid();
+      if (ms_since(t0) >= timeout_ms) return 0;
+      sleep_ms(10);
+    }
+  }
+};
+
+// The image(s) the agent's index names for `function` (images/index/<function>@<version>
+// holds the sha256 of images/<sha256>.img; docs/checkpoint.md).
+nlohmann::json function_images(const std::string& state_dir, const std::string& function) {
+  nlohmann::json out = nlohmann::json::array();
+  std::error_code ec;
+  const std::string dir = state_dir + "/images";
+  for (auto it = std::filesystem::directory_iterator(dir + "/index", ec); !ec && it != std::filesystem::directory_iterator();
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(function + "@", 0) != 0) continue;
+    std::ifstream f(it->path());
+    std::string sha;
+    std::getline(f, sha);
+    struct stat st;
+    const std::string path = dir + "/" + sha + ".img";
+    if (sha.empty() || stat(path.c_str(), &st) != 0) continue;
+    out.push_back({{"name", sha + ".img"},
+                   {"function", name},
+                   {"bytes", static_cast<uint64_t>(st.st_size)},
+                   {"disk_bytes", static_cast<uint64_t>(st.st_blocks) * 512}});
   }
   return out;
 }
@@ -296,38 +355,30 @@ struct Primed {
   bool ok() const { return not_available.empty() && failed.empty(); }
 };
 
-// A first (default) call may make the function's image, in the background:
-// waits for images/ to have a file, then for a forced restore to be answered
-// by a restore. Refused (or answered by another kind) after that: not available.
-Primed prime_restore(Agent& a, const Options& opt, const std::string& fn) {
+// A forced restore waits for the function's image to be built (the first
+// one builds it; docs/checkpoint.md). Answered by a restore: ready. Refused
+// (FAILED_PRECONDITION): not available, with the agent's words. Answered by
+// another kind (no image could be made): tried again for a few seconds, then
+// not available.
+Primed prime_restore(Agent& a, const std::string& fn) {
   Primed p;
-  Call first = invoke(a.client, fn, v1::START_KIND_UNSPECIFIED);
-  if (!first.ok) {
-    p.failed = "first call: " + first.message;
-    return p;
-  }
-  const std::string images = opt.state_dir + "/images";
-  auto have_image = [&] {
-    std::error_code ec;
-    return std::filesystem::is_directory(images, ec) && !std::filesystem::is_empty(images, ec);
-  };
   auto t0 = Clock::now();
-  while (!have_image() && ms_since(t0) < 3000) sleep_ms(20);
-  const bool image = have_image();
-  t0 = Clock::now();
-  do {
+  for (;;) {
     Call c = invoke(a.client, fn, v1::RESTORE);
     if (c.ok && c.activation.start_kind() == v1::RESTORE) return Primed{};
-    if (!c.ok && !c.refused) {
+    if (c.refused) {
+      p.not_available = c.message;
+      return p;
+    }
+    if (!c.ok) {
       p.failed = "restore: " + c.message;
       return p;
     }
-    p.not_available = c.refused ? c.message
-                                : "restore requests were answered by " + kind_name(c.activation.start_kind()) + " starts";
-    if (!image) break;  // nothing to wait for
-    sleep_ms(100);
-  } while (ms_since(t0) < 10000);
-  return p;
+    p.not_available = "restore requests were answered by " + kind_name(c.activation.start_kind()) +
+                      " starts (no image could be made; the agent's log says why)";
+    if (ms_since(t0) > 5000) return p;
+    a.settle(100);
+  }
 }
 
 // ---- latency --------------------------------------------------------------------------
@@ -339,9 +390,11 @@ struct Series {
   std::vector<double> client_ms, init_ms, duration_ms, wait_ms;
   std::map<std::string, int> fallbacks;  // answered by another start kind (not counted)
   std::string not_available, failed;
+  nlohmann::json images;  // restore: the function's image, as primed
 
   nlohmann::json to_json() const {
     nlohmann::json j = {{"kind", kind}, {"pattern", pattern}, {"gap_ms", gap_ms}, {"n", client_ms.size()}};
+    if (!images.is_null()) j["images"] = images;
     if (!note.empty()) j["note"] = note;
     if (!not_available.empty()) j["not_available"] = not_available;
     if (!failed.empty()) j["failed"] = failed;
@@ -421,9 +474,10 @@ class LatencyBench {
   }
 
   void prime(Series& s, const std::string& fn) {
-    Primed p = prime_restore(a_, opt_, fn);
+    Primed p = prime_restore(a_, fn);
     s.not_available = p.not_available;
     s.failed = p.failed;
+    if (p.ok()) s.images = function_images(opt_.state_dir, fn);
   }
 
   void prewarm_block(Series& s, int b, int n) {
@@ -481,7 +535,7 @@ class LatencyBench {
     };
     if (start == v1::RESTORE && renewed_.erase(fn)) {
       // a new version may need its own image
-      Primed p = prime_restore(a_, opt_, fn);
+      Primed p = prime_restore(a_, fn);
       if (!p.ok()) {
         s.failed = "after a new version: " + (p.failed.empty() ? p.not_available : p.failed);
         return;
@@ -492,7 +546,7 @@ class LatencyBench {
     // those started (zygote forks ahead, prewarm refill) to finish.
     for (int i = 0; i < std::max(opt_.warmup, 1); ++i)
       if (!one(false)) return;
-    if (start == v1::ZYGOTE) a_.zygote_pid(fn, 5000);
+    a_.zygote_pid(fn, 5000);  // made after the first success, whatever the kind
     a_.settle(50);
     for (int i = 0; i < n; ++i) {
       if (i > 0) sleep_ms(gap_ms);
@@ -564,7 +618,7 @@ nlohmann::json memory_set(Agent& a, const Options& opt, const std::string& kind,
     return j;
   }
   if (kind == "restore") {
-    Primed p = prime_restore(a, opt, fn);
+    Primed p = prime_restore(a, fn);
     if (!p.ok()) {
       if (!p.failed.empty()) j["failed"] = p.failed;
       else j["not_available"] = p.not_available;
@@ -572,6 +626,7 @@ nlohmann::json memory_set(Agent& a, const Options& opt, const std::string& kind,
       return j;
     }
     a.settle(100);
+    j["images"] = function_images(opt.state_dir, fn);
   }
   pid_t zygote = 0;
   std::set<pid_t> baseline = instances(kind, opt.stoked_pid, zygote);
@@ -643,14 +698,17 @@ nlohmann::json memory_set(Agent& a, const Options& opt, const std::string& kind,
   return j;
 }
 
+// Image files (*.img, any depth) under the state dir's images/: size and
+// blocks on disk (images are sparse: zero pages are holes).
 nlohmann::json images(const std::string& state_dir) {
   nlohmann::json out = nlohmann::json::array();
   std::error_code ec;
   const std::string dir = state_dir + "/images";
-  for (auto it = std::filesystem::directory_iterator(dir, ec); !ec && it != std::filesystem::directory_iterator(); ++it) {
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
     struct stat st;
-    if (stat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    out.push_back({{"name", it->path().filename().string()},
+    if (it->path().extension() != ".img" || stat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    out.push_back({{"name", std::filesystem::relative(it->path(), dir).string()},
                    {"bytes", static_cast<uint64_t>(st.st_size)},
                    {"disk_bytes", static_cast<uint64_t>(st.st_blocks) * 512}});
   }
