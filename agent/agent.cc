@@ -384,6 +384,8 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
       if (!settings_.zygotes)
         return reply(error_response(id, v1::Error::FAILED_PRECONDITION, "zygotes are disabled in this agent's configuration"));
       break;
+    case v1::PREWARM:
+      break;
     case v1::RESTORE:
       if (!settings_.checkpoints)
         return reply(error_response(id, v1::Error::FAILED_PRECONDITION,
@@ -418,6 +420,7 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
   run->force_cold = inv.start() == v1::COLD;
   run->force_zygote = inv.start() == v1::ZYGOTE;
   run->force_restore = inv.start() == v1::RESTORE;
+  run->force_prewarm = inv.start() == v1::PREWARM;
   run->accepted = std::chrono::steady_clock::now();
   if (!inv.async()) run->reply = std::move(reply);
   workers_->submit([this, run, id, name = inv.function(), async = inv.async(), params = std::move(params),
@@ -432,6 +435,9 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
       return answer(error_response(id, v1::Error::FAILED_PRECONDITION,
                                    "zygotes are for Python functions only (Node.js is multithreaded and cannot fork "
                                    "safely; it has prewarm, warm and cold starts)"));
+    if (run->force_prewarm && fn->runtime() == v1::EXEC)
+      return answer(error_response(id, v1::Error::FAILED_PRECONDITION,
+                                   "exec functions have no prewarmed instances (their process is their code)"));
     if (run->force_restore && fn->runtime() != v1::PYTHON)
       return answer(error_response(id, v1::Error::FAILED_PRECONDITION,
                                    "checkpoint/restore is for Python functions only (it needs a single-threaded "
@@ -513,7 +519,7 @@ void Agent::release_slot(const std::string& function) {
 }
 
 void Agent::start_instance(const std::shared_ptr<Running>& run) {
-  if (!run->force_cold && !run->force_zygote && !run->force_restore && take_idle(run)) {
+  if (!run->force_cold && !run->force_zygote && !run->force_restore && !run->force_prewarm && take_idle(run)) {
     // Warm: no worker, no spawn; the conversation starts right here.
     run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
     run->record.set_start_kind(v1::WARM);
@@ -529,6 +535,7 @@ void Agent::spawn_instance(const std::shared_ptr<Running>& run) {
   // Fastest first: a zygote's fork, then a restore of the checkpoint image.
   if (run->force_zygote) return wait_for_zygote(run);
   if (run->force_restore) return wait_for_image(run);
+  if (run->force_prewarm) return spawn_cold(run);  // none was free: cold, and start_kind says so
   if (zygote_ready_for(*run)) return fork_from_zygote(run);
   if (image_ready_for(*run)) return restore_instance(run);
   spawn_cold(run);
@@ -665,7 +672,8 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
     loop_->post([this, run] {
       running_.erase(run->record.activation_id());
       if (run->reuse && run->instance) {
-        park(run->spec.function, run->spec.version, run->spec.memory_bytes, std::move(run->instance));  // stays reserved
+        park(run->spec.function, run->spec.version, run->spec.memory_bytes, run->concurrency,
+             std::move(run->instance));  // stays reserved
         // An idle instance can make way (evicted) for an activation waiting for memory.
         if (!memory_waiting_.empty()) release(0);
       } else if (run->reserved) {

@@ -117,7 +117,9 @@ class Agent {
   void finish(const std::shared_ptr<Running>& run, ActivationOutcome outcome);
   void release_slot(const std::string& function);
   bool take_idle(const std::shared_ptr<Running>& run);
-  void park(const std::string& function, uint32_t version, uint64_t memory_bytes, std::unique_ptr<Instance> instance);
+  // Keeps at most max_idle (the function's concurrency) idle instances.
+  void park(const std::string& function, uint32_t version, uint64_t memory_bytes, uint32_t max_idle,
+            std::unique_ptr<Instance> instance);
   void spawn_instance(const std::shared_ptr<Running>& run);  // zygote fork, or cold
   void spawn_cold(const std::shared_ptr<Running>& run);
   // Prewarmed instances: runtime started, no code yet.

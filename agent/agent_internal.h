@@ -37,6 +37,7 @@ struct Agent::Running {
   bool force_cold = false;   // --start cold: never take an idle instance
   bool force_zygote = false; // --start zygote: wait for the function's zygote
   bool force_restore = false;  // --start restore: wait for the function's image
+  bool force_prewarm = false;  // --start prewarm: a stem cell if one is free, else cold
   std::string pending_image;   // the image built for it while it waited
   bool retried_cold = false; // its zygote instance died with the zygote: ran again cold
   bool origin_checked = false;  // finish() looked whether the zygote died too

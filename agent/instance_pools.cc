@@ -58,7 +58,7 @@ void Agent::release(uint64_t bytes) {
 
 void Agent::start_cold(const std::shared_ptr<Running>& run) {
   if (!run->force_cold && !run->force_zygote && !run->force_restore && run->spec.runtime != v1::EXEC &&
-      !zygote_ready_for(*run) && !image_ready_for(*run) && take_prewarmed(run))
+      (run->force_prewarm || (!zygote_ready_for(*run) && !image_ready_for(*run))) && take_prewarmed(run))
     return;
   const uint64_t need = run->spec.memory_bytes;
   if (reserve(need)) {
@@ -240,7 +240,7 @@ bool Agent::take_idle(const std::shared_ptr<Running>& run) {
   return false;
 }
 
-void Agent::park(const std::string& function, uint32_t version, uint64_t memory_bytes,
+void Agent::park(const std::string& function, uint32_t version, uint64_t memory_bytes, uint32_t max_idle,
                  std::unique_ptr<Instance> instance) {
   instance->state = Instance::State::kIdle;
   uint64_t id = next_idle_id_++;
@@ -260,8 +260,17 @@ void Agent::park(const std::string& function, uint32_t version, uint64_t memory_
     if (list.empty()) idle_.erase(it);
     release(0);  // memory came back: serve whoever waits for it
   });
-  idle_[function].push_back(
-      IdleInstance{std::move(instance), version, timer, id, memory_bytes, std::chrono::steady_clock::now()});
+  auto& list = idle_[function];
+  list.push_back(IdleInstance{std::move(instance), version, timer, id, memory_bytes, std::chrono::steady_clock::now()});
+  // More idle instances than the function may run at once would never all be
+  // used: the least recently parked one goes (forced starts leave one each).
+  while (list.size() > std::max<uint32_t>(max_idle, 1)) {
+    IdleInstance& oldest = list.front();
+    loop_->cancel_timer(oldest.keep_alive_timer);
+    account_idle(oldest);
+    retire(std::move(oldest.instance), oldest.memory_bytes);
+    list.erase(list.begin());
+  }
 }
 
 void Agent::account_idle(const IdleInstance& idle) {

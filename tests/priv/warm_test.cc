@@ -188,3 +188,19 @@ TEST_F(WarmRestart, StopTearsDownIdleInstancesAndARestartStartsCold) {
 
 }  // namespace
 }  // namespace stoke
+
+namespace stoke {
+namespace {
+
+TEST_F(Warm, IdleInstancesNeverOutnumberTheFunctionsConcurrency) {
+  create("single", kCounter);  // concurrency 1 (the default)
+  for (int i = 0; i < 3; ++i) {
+    auto a = invoke("single", json::object(), v1::COLD);  // each forced start makes a new instance
+    ASSERT_EQ(a.status(), v1::SUCCESS) << a.result_json();
+  }
+  EXPECT_EQ(idle_instances(), 1u) << "an idle instance beyond the concurrency could never be used";
+  EXPECT_EQ(invoke("single").start_kind(), v1::WARM);
+}
+
+}  // namespace
+}  // namespace stoke
