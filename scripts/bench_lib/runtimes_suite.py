@@ -77,13 +77,18 @@ def run(ctx):
         "agents": {},
     }
 
+    phases = result["phase_s"] = {}
+    t = time.monotonic()
     print("runtimes: host python3 with the same imports, and bare (references)", file=sys.stderr)
     result["host_python"] = host_python(ctx, HOST_PYTHON)
     result["host_python_bare"] = host_python(ctx, HOST_PYTHON_BARE)
+    phases["host_python"] = round(time.monotonic() - t, 1)
 
     for key, label, extra, latency, memory in AGENTS:
         print(f"runtimes: agent '{label}'", file=sys.stderr)
+        t = time.monotonic()
         out, err = run_agent(ctx, bins, key, label, extra, latency, memory)
+        phases[f"agent_{key}"] = round(time.monotonic() - t, 1)
         if err:
             print(f"bench runtimes: {err}", file=sys.stderr)
             return 1
@@ -93,7 +98,9 @@ def run(ctx):
                             f"line(s), the last: {out['agent_log']['last'][-1][:300]}")
 
     print("runtimes: CRIU peer", file=sys.stderr)
+    t = time.monotonic()
     result["criu"] = criu_peer(ctx)
+    phases["criu_peer"] = round(time.monotonic() - t, 1)
 
     result["elapsed_s"] = round(time.monotonic() - t_start, 1)
     result["when"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -357,7 +364,8 @@ def print_table(result):
     print(f"runtimes: a Python function importing {IMPORTS}; {cfg['runs']} runs per start kind "
           f"in {cfg['blocks']} blocks ({cfg['warmup_per_block']} warm-up calls each), prewarm "
           f"{cfg['prewarm_runs']}; kernel {h['kernel']}, {h['cpus']} cpus, load "
-          f"{h['loadavg_start'][0]:.2f} -> {h['loadavg_end'][0]:.2f}, {result['elapsed_s']:.0f} s")
+          f"{h['loadavg_start'][0]:.2f} -> {h['loadavg_end'][0]:.2f}, {result['elapsed_s']:.0f} s "
+          f"({', '.join(f'{k} {v:.0f}' for k, v in result['phase_s'].items())})")
     print("start latency, client-observed (Invoke sent -> activation received), ms")
     print(f"  {'start kind':<46} {'n':>4} {'p50':>8} {'p99':>8} {'init p50':>9}  target")
     rows = [

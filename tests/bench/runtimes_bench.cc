@@ -273,8 +273,6 @@ struct Agent {
     return "";
   }
   std::string create(const std::string& name, uint32_t concurrency) { return define(name, concurrency, false); }
-  // A new version: the agent stops the function's idle instances and zygote.
-  std::string renew(const std::string& name, uint32_t concurrency) { return define(name, concurrency, true); }
   void remove(const std::string& name) {
     v1::Request r;
     r.mutable_delete_function()->set_name(name);
@@ -444,17 +442,17 @@ class LatencyBench {
     for (int b = 0; b < opt_.blocks; ++b) {
       const int n = share(opt_.runs, b), n_pw = share(opt_.prewarm_runs, b);
       std::fprintf(stderr, "  block %d/%d\n", b + 1, opt_.blocks);
-      if (cold) block(s_cold, "rt-cold", v1::COLD, n, 0, true);
+      if (cold) block(s_cold, "rt-cold", v1::COLD, n, 0);
       if (prewarm) prewarm_block(s_prewarm, b, n_pw);
       if (zygote) {
-        block(s_zb, "rt-zygote", v1::ZYGOTE, n, 0, true);
-        block(s_zp, "rt-zygote", v1::ZYGOTE, n, opt_.gap_ms, true);
+        block(s_zb, "rt-zygote", v1::ZYGOTE, n, 0);
+        block(s_zp, "rt-zygote", v1::ZYGOTE, n, opt_.gap_ms);
       }
       if (restore) {
-        block(s_rb, "rt-restore", v1::RESTORE, n, 0, true);
-        block(s_rp, "rt-restore", v1::RESTORE, n, opt_.gap_ms, true);
+        block(s_rb, "rt-restore", v1::RESTORE, n, 0);
+        block(s_rp, "rt-restore", v1::RESTORE, n, opt_.gap_ms);
       }
-      if (warm) block(s_warm, "rt-warm", v1::START_KIND_UNSPECIFIED, n, 0, false);
+      if (warm) block(s_warm, "rt-warm", v1::START_KIND_UNSPECIFIED, n, 0);
     }
     for (const char* fn : {"rt-cold", "rt-zygote", "rt-restore", "rt-warm"}) a_.remove(fn);
     std::vector<Series> out;
@@ -505,9 +503,10 @@ class LatencyBench {
     }
   }
 
-  // warm-up calls, settle, n timed calls (gap_ms between them), then a new
-  // version of the function so the idle instances the calls left go away.
-  void block(Series& s, const std::string& fn, v1::StartKind start, int n, double gap_ms, bool renew) {
+  // Warm-up calls, settle, n timed calls (gap_ms between them). Every forced
+  // start leaves an idle instance; the agent keeps at most the function's
+  // concurrency (1) of them, so each call also retires the previous one.
+  void block(Series& s, const std::string& fn, v1::StartKind start, int n, double gap_ms) {
     if (s.stopped()) return;
     const v1::StartKind expect = start == v1::START_KIND_UNSPECIFIED ? v1::WARM : start;
     const bool warm = expect == v1::WARM;
@@ -533,14 +532,6 @@ class LatencyBench {
       if (timed) record(s, c);
       return true;
     };
-    if (start == v1::RESTORE && renewed_.erase(fn)) {
-      // a new version may need its own image
-      Primed p = prime_restore(a_, fn);
-      if (!p.ok()) {
-        s.failed = "after a new version: " + (p.failed.empty() ? p.not_available : p.failed);
-        return;
-      }
-    }
     // A first call makes what the kind needs (the function's zygote, the warm
     // instance); warm-up calls after it; then wait for the background work
     // those started (zygote forks ahead, prewarm refill) to finish.
@@ -551,11 +542,6 @@ class LatencyBench {
     for (int i = 0; i < n; ++i) {
       if (i > 0) sleep_ms(gap_ms);
       if (!one(true)) return;
-    }
-    if (renew) {
-      if (std::string e = a_.renew(fn, 1); !e.empty()) s.failed = e;
-      renewed_.insert(fn);
-      a_.settle(50);
     }
   }
 
@@ -568,7 +554,6 @@ class LatencyBench {
 
   Agent& a_;
   const Options& opt_;
-  std::set<std::string> renewed_;  // functions with a new version since their last restore
 };
 
 // ---- memory ---------------------------------------------------------------------------
@@ -613,7 +598,9 @@ nlohmann::json memory_set(Agent& a, const Options& opt, const std::string& kind,
   const std::string fn = "mem-" + kind;
   nlohmann::json j = {{"kind", kind}, {"points", nlohmann::json::array()}};
   if (kind == "zygote") j["zygote_mode"] = opt.zygote_mode;
-  if (std::string e = a.create(fn, static_cast<uint32_t>(counts.back())); !e.empty()) {
+  // Concurrency: the largest N, plus one for the instance restore's first
+  // call leaves (the agent keeps at most that many idle).
+  if (std::string e = a.create(fn, static_cast<uint32_t>(counts.back() + 1)); !e.empty()) {
     j["failed"] = e;
     return j;
   }
