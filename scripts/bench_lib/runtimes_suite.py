@@ -8,9 +8,10 @@ Two private stoked agents (temp state dir and socket, each stopped by pid), one 
     idle zygote-started (1, 16), cold (16) and restored (1, 4, 16) instances, the restore
     image's size on disk, then zygote start latency again.
 build/bin/stoke-bench-runtimes does the measuring against each (tests/bench/runtimes_bench.cc)
-and writes JSON; this file starts the agents, times the host's own python3 with the same
-imports (the reference for the cold target), runs the CRIU peer (criu-peer setup; criu-peer
-bench N), prints the table and writes build/bench/runtimes.json.
+and writes JSON (it also times the host's own python3, with the same imports and bare, after
+each cold call: the reference for the cold and prewarm targets); this file starts the agents,
+runs the CRIU peer (criu-peer setup; criu-peer bench N), prints the table and writes
+build/bench/runtimes.json.
 """
 
 import datetime
@@ -26,8 +27,6 @@ import time
 from . import measure, report
 
 IMPORTS = "json, re, decimal, email.parser, http.client"
-HOST_PYTHON = ["/usr/bin/python3", "-c", f"import {IMPORTS}"]
-HOST_PYTHON_BARE = ["/usr/bin/python3", "-c", "pass"]
 GAP_MS = 5            # between requests in the paced zygote/restore loops
 BLOCKS = 4            # runs are split into blocks; the kinds take turns block by block
 PREWARM_RUNS = 60     # at most: each waits for the stem-cell pool to refill
@@ -78,11 +77,6 @@ def run(ctx):
     }
 
     phases = result["phase_s"] = {}
-    t = time.monotonic()
-    print("runtimes: host python3 with the same imports, and bare (references)", file=sys.stderr)
-    result["host_python"] = host_python(ctx, HOST_PYTHON)
-    result["host_python_bare"] = host_python(ctx, HOST_PYTHON_BARE)
-    phases["host_python"] = round(time.monotonic() - t, 1)
 
     for key, label, extra, latency, memory in AGENTS:
         print(f"runtimes: agent '{label}'", file=sys.stderr)
@@ -118,24 +112,6 @@ def run(ctx):
     report.write_json(result, ctx.json_path)
     print(f"(json: {report.rel(ctx.json_path, ctx.repo_root)})")
     return 0
-
-
-# --- the host reference -------------------------------------------------------------------
-
-def host_python(ctx, argv):
-    n = min(ctx.runs, 50)
-    sp = measure.Spawner(ctx.timeout)
-    try:
-        for _ in range(3):
-            sp.time_ns(argv)
-        samples = [sp.time_ns(argv) for _ in range(n)]
-    except measure.RunFailed as e:
-        return {"command": " ".join(argv), "failed": str(e)}
-    finally:
-        sp.close()
-    s = measure.summarize(samples)
-    return {"command": " ".join(argv), "n": n, "p50_ms": round(s["p50_ms"], 3),
-            "p99_ms": round(s["p99_ms"], 3), "timer": "posix_spawn -> waitpid, no sandbox"}
 
 
 # --- one private agent ----------------------------------------------------------------------
@@ -294,14 +270,14 @@ def summarize(result):
     """The figures the issue asks for, with their targets: {name: {value, target, verdict}}."""
     t = TARGETS
     out = {}
-    host = result["host_python"].get("p50_ms")
+    host = _p50(_series(result, "forked_ahead", "host", "imports"))
     cold = _series(result, "forked_ahead", "cold")
     if _p50(cold) is not None and host is not None:
         out["cold_p50_ms"] = {"value": _p50(cold), "target": f"<= host python {host:.2f} + "
                               f"{t['cold_over_host_ms']} ms",
                               "verdict": _check(_p50(cold) - host, t["cold_over_host_ms"])}
     pw = _series(result, "forked_ahead", "prewarm")
-    bare = result["host_python_bare"].get("p50_ms")
+    bare = _p50(_series(result, "forked_ahead", "host", "bare"))
     if _p50(pw) is not None and host is not None and bare is not None:
         # The stem cell acknowledges the code before importing it, so initMs leaves the
         # function's own init out; the host's import time (same imports) stands in for it.
@@ -394,14 +370,15 @@ def print_table(result):
              f"{s['fallbacks']})" if s.get("fallbacks") else ""
         print(f"  {label:<46} {s['n']:>4} {s['client_ms']['p50']:>8.3f} {s['client_ms']['p99']:>8.3f} "
               f"{s['init_ms']['p50']:>9.3f}  {tgt}{fb}")
-    for key, label in (("host_python", "host python3, same imports (no sandbox)"),
-                       ("host_python_bare", "host python3 -c pass (no sandbox)")):
-        hp = result[key]
-        if "p50_ms" in hp:
-            print(f"  {label:<46} {hp['n']:>4} {hp['p50_ms']:>8.3f} {hp['p99_ms']:>8.3f} {'':>9}  "
-                  "reference: posix_spawn -> exit")
+    for pattern, label in (("imports", "host python3, same imports (no sandbox)"),
+                           ("bare", "host python3 -c pass (no sandbox)")):
+        s = _series(result, "forked_ahead", "host", pattern)
+        why = _why_not(s)
+        if why:
+            print(f"  {label:<46} {why}")
         else:
-            print(f"  {label:<46} failed: {hp.get('failed')}")
+            print(f"  {label:<46} {s['n']:>4} {s['client_ms']['p50']:>8.3f} {s['client_ms']['p99']:>8.3f} "
+                  f"{'':>9}  posix_spawn -> exit, after each cold call")
     cold = _p50(_series(result, "forked_ahead", "cold"))
     ratios = []
     for label, s in (("zygote forked ahead", _series(result, "forked_ahead", "zygote", "paced")),

@@ -16,7 +16,10 @@
 // asked (so N concurrent calls need N instances). A kind the agent refuses with
 // FAILED_PRECONDITION is reported as not available, with the agent's message.
 // Prints progress on stderr; everything measured goes into the JSON file.
+#include <fcntl.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -379,6 +382,33 @@ Primed prime_restore(Agent& a, const std::string& fn) {
   }
 }
 
+// ---- the host's own python3, for the cold target ---------------------------------------
+
+// posix_spawn -> waitpid of argv, stdio on /dev/null, PATH only: what
+// `scripts/bench sandbox` calls a host run. -1 if it did not exit 0.
+double time_host(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  char path_env[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+  char* envp[] = {path_env, nullptr};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  for (int fd = 0; fd < 3; ++fd) posix_spawn_file_actions_addopen(&fa, fd, "/dev/null", fd ? O_WRONLY : O_RDONLY, 0);
+  pid_t pid;
+  auto t0 = Clock::now();
+  int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp);
+  int status = 0;
+  if (rc == 0) waitpid(pid, &status, 0);
+  double ms = ms_since(t0);
+  posix_spawn_file_actions_destroy(&fa);
+  return rc == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? ms : -1;
+}
+
+const std::vector<std::string> kHostImports = {"/usr/bin/python3", "-c",
+                                               "import json, re, decimal, email.parser, http.client"};
+const std::vector<std::string> kHostBare = {"/usr/bin/python3", "-c", "pass"};
+
 // ---- latency --------------------------------------------------------------------------
 
 struct Series {
@@ -404,9 +434,11 @@ struct Series {
                         {"mean", mean},
                         {"min", *std::min_element(client_ms.begin(), client_ms.end())},
                         {"max", *std::max_element(client_ms.begin(), client_ms.end())}};
-      j["init_ms"] = {{"p50", percentile(init_ms, 0.5)}, {"p99", percentile(init_ms, 0.99)}};
-      j["wait_ms"] = {{"p50", percentile(wait_ms, 0.5)}};
-      j["duration_ms"] = {{"p50", percentile(duration_ms, 0.5)}};
+      if (kind != "host") {
+        j["init_ms"] = {{"p50", percentile(init_ms, 0.5)}, {"p99", percentile(init_ms, 0.99)}};
+        j["wait_ms"] = {{"p50", percentile(wait_ms, 0.5)}};
+        j["duration_ms"] = {{"p50", percentile(duration_ms, 0.5)}};
+      }
       j["samples_ms"] = client_ms;
     }
     return j;
@@ -425,6 +457,12 @@ class LatencyBench {
                restore = opt_.latency.count("restore"), warm = opt_.latency.count("warm"),
                prewarm = opt_.latency.count("prewarm");
     Series s_cold{"cold", ""}, s_warm{"warm", ""}, s_prewarm{"prewarm", ""};
+    Series s_host{"host", "imports"}, s_bare{"host", "bare"};
+    s_host.note = "/usr/bin/python3 -c 'import json, re, decimal, email.parser, http.client', posix_spawn -> exit, "
+                  "no sandbox; one after each timed cold call";
+    s_bare.note = "/usr/bin/python3 -c pass, likewise";
+    host_ = &s_host;
+    bare_ = &s_bare;
     Series s_zb{"zygote", "back-to-back"}, s_zp{"zygote", "paced", opt_.gap_ms};
     Series s_rb{"restore", "back-to-back"}, s_rp{"restore", "paced", opt_.gap_ms};
     s_zb.note = s_zp.note = opt_.zygote_mode;
@@ -456,7 +494,7 @@ class LatencyBench {
     }
     for (const char* fn : {"rt-cold", "rt-zygote", "rt-restore", "rt-warm"}) a_.remove(fn);
     std::vector<Series> out;
-    if (cold) out.push_back(s_cold);
+    if (cold) out.push_back(s_cold), out.push_back(s_host), out.push_back(s_bare);
     if (prewarm) out.push_back(s_prewarm);
     if (zygote) out.push_back(s_zb), out.push_back(s_zp);
     if (restore) out.push_back(s_rb), out.push_back(s_rp);
@@ -530,6 +568,16 @@ class LatencyBench {
       }
       last_calls = calls;
       if (timed) record(s, c);
+      if (timed && expect == v1::COLD) {
+        // The host's python3 with the same imports, interleaved with the cold
+        // starts so that both see the same machine (the cold target's reference).
+        for (Series* h : {host_, bare_}) {
+          double ms = time_host(h == host_ ? kHostImports : kHostBare);
+          if (ms < 0) h->failed = "exited with an error";
+          else if (h->failed.empty()) h->client_ms.push_back(ms), h->init_ms.push_back(0), h->wait_ms.push_back(0),
+                                      h->duration_ms.push_back(0);
+        }
+      }
       return true;
     };
     // A first call makes what the kind needs (the function's zygote, the warm
@@ -554,6 +602,8 @@ class LatencyBench {
 
   Agent& a_;
   const Options& opt_;
+  Series* host_ = nullptr;  // host references, timed in the cold blocks
+  Series* bare_ = nullptr;
 };
 
 // ---- memory ---------------------------------------------------------------------------
