@@ -68,9 +68,10 @@ void append_log_bytes(std::string_view bytes, const ActivationLimits& limits, st
 }
 
 std::shared_ptr<ActivationRun> ActivationRun::start(EventLoop& loop, Instance& instance, std::string request_line,
-                                                    ActivationLimits limits, Done done) {
+                                                    ActivationLimits limits, Done done, bool first_line_is_ready) {
   std::shared_ptr<ActivationRun> run(new ActivationRun(loop, instance, limits, std::move(done)));
   run->request_ = std::move(request_line);
+  run->awaiting_ready_ = first_line_is_ready;
   instance.state = Instance::State::kBusy;
   auto self = run;
   run->timer_ = loop.timer(limits.timeout, [self](int res) {
@@ -107,6 +108,13 @@ void ActivationRun::read_result() {
   result_op_ = loop_.read(instance_.result_fd(), result_buf_.get(), kChunk, [self](int res) {
     self->result_op_ = 0;
     if (self->finished_) return;
+    if (res <= 0 && self->awaiting_ready_) {
+      self->drain_logs_now();
+      ActivationOutcome o = self->failure(v1::INTERNAL_ERROR, "the restored runtime never started");
+      o.never_started = true;
+      self->finish(std::move(o));
+      return;
+    }
     if (res <= 0) {
       // fd 3 closed without a full line: the runtime exited or closed it.
       self->drain_logs_now();
@@ -116,7 +124,11 @@ void ActivationRun::read_result() {
       return;
     }
     self->result_.append(self->result_buf_.get(), static_cast<size_t>(res));
-    size_t nl = self->result_.find('\n');
+    if (self->awaiting_ready_ && self->result_.find('\n') != std::string::npos && !self->take_ready_line()) {
+      self->finish(self->failure(v1::INTERNAL_ERROR, "the restored runtime's first line was not its ready line"));
+      return;
+    }
+    size_t nl = self->awaiting_ready_ ? std::string::npos : self->result_.find('\n');
     if (nl != std::string::npos) {
       std::string line = self->result_.substr(0, nl);
       if (line.size() > self->limits_.max_result_bytes) {
@@ -172,6 +184,13 @@ void ActivationRun::on_exit() {
     result_.append(buf, static_cast<size_t>(n));
   }
   drain_logs_now();
+  if (awaiting_ready_ && (result_.find('\n') == std::string::npos || !take_ready_line())) {
+    ActivationOutcome o = failure(v1::INTERNAL_ERROR, "the restored runtime never started");
+    o.never_started = true;
+    o.runtime_exited = true;
+    finish(std::move(o));
+    return;
+  }
   size_t nl = result_.find('\n');
   if (nl != std::string::npos && nl <= limits_.max_result_bytes) {
     ActivationOutcome o = classify_result(result_.substr(0, nl));
@@ -186,6 +205,15 @@ void ActivationRun::on_exit() {
   finish(std::move(o));
 }
 
+bool ActivationRun::take_ready_line() {
+  size_t nl = result_.find('\n');
+  if (result_.rfind("{\"ready\": true", 0) != 0) return false;
+  result_.erase(0, nl + 1);
+  awaiting_ready_ = false;
+  ready_at_ = std::chrono::steady_clock::now();
+  return true;
+}
+
 ActivationOutcome ActivationRun::failure(v1::ActivationStatus status, const std::string& message) {
   ActivationOutcome o;
   o.status = status;
@@ -196,6 +224,7 @@ ActivationOutcome ActivationRun::failure(v1::ActivationStatus status, const std:
 }
 
 void ActivationRun::finish(ActivationOutcome outcome) {
+  outcome.ready_at = ready_at_;
   if (finished_) return;
   finished_ = true;
   if (!log_partial_.empty() && outcome.logs.size() < limits_.max_log_lines) outcome.logs.push_back(log_partial_);

@@ -34,6 +34,8 @@ struct ActivationOutcome {
   bool logs_truncated = false;
   bool runtime_exited = false;  // pid 1 of the sandbox exited on its own
   bool replied = false;         // a result line came (before or despite the exit)
+  bool never_started = false;   // a restored runtime died before saying it was ready
+  std::chrono::steady_clock::time_point ready_at{};  // when a restored runtime said it was ready
 };
 
 // Classifies a runtime's result line (without the newline): a JSON object is
@@ -49,8 +51,11 @@ void append_log_bytes(std::string_view bytes, const ActivationLimits& limits, st
 class ActivationRun : public std::enable_shared_from_this<ActivationRun> {
  public:
   using Done = std::function<void(ActivationOutcome)>;
+  // first_line_is_ready: the instance is being restored and first says
+  // {"ready": true, ...} on fd 3; the request is written at once (the pipe
+  // holds it until the runtime reads), and that line is skipped.
   static std::shared_ptr<ActivationRun> start(EventLoop& loop, Instance& instance, std::string request_line,
-                                              ActivationLimits limits, Done done);
+                                              ActivationLimits limits, Done done, bool first_line_is_ready = false);
   // Ends the activation now with this status (e.g. the agent is stopping).
   void cancel(v1::ActivationStatus status, const std::string& message) { finish(failure(status, message)); }
 
@@ -76,6 +81,10 @@ class ActivationRun : public std::enable_shared_from_this<ActivationRun> {
   size_t log_bytes_ = 0;
   bool logs_truncated_ = false;
   bool finished_ = false;
+  bool awaiting_ready_ = false;
+  std::chrono::steady_clock::time_point ready_at_{};
+  // Consumes the ready line from result_ once complete; false if it is not one.
+  bool take_ready_line();
   uint64_t timer_ = 0;
   // Operations in flight on the instance's fds: cancelled when the activation
   // ends, so none is left to swallow the next activation's bytes when the

@@ -576,6 +576,19 @@ void Agent::spawn_cold(const std::shared_ptr<Running>& run) {
 
 void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcome) {
   if (run->finishing) return;
+  // A restore the restorer refused (or that died before its runtime was
+  // ready): nothing of the activation ran, so it starts cold instead.
+  if (outcome.never_started && run->record.start_kind() == v1::RESTORE && !run->retried_cold && !run->cancelled &&
+      !stopping_) {
+    std::string why = outcome.result_json;
+    for (const auto& line : outcome.logs) why += " " + line;  // the restorer's one line on fd 2
+    run->retried_cold = true;
+    run->conversation.reset();
+    retire(std::move(run->instance), 0);  // the run keeps its reservation
+    run->record.set_start_kind(v1::COLD);
+    restore_failed(run, why);
+    return;
+  }
   // An instance forked from a zygote dies with it (its pid namespace is
   // inside the zygote's). If that is why it ended, the activation is not at
   // fault: it runs again, once, from a cold start.
@@ -605,6 +618,9 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
   }
   run->finishing = true;
   run->outcome_at = std::chrono::steady_clock::now();
+  // A restore's init lasts until its runtime said it was ready.
+  if (run->record.start_kind() == v1::RESTORE && outcome.ready_at.time_since_epoch().count() != 0)
+    run->record.set_init_ms(ms_between(run->restore_requested, outcome.ready_at));
   run->conversation.reset();
   // Reused: an instance of a language runtime (its logs end with a marker, so
   // the next activation's are its own) that answered normally, of a function

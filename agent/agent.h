@@ -174,6 +174,8 @@ class Agent {
   void ensure_image(const InstanceSpec& spec);
   bool image_ready_for(const Running& run) const;
   void restore_instance(const std::shared_ptr<Running>& run);
+  // Drops the function's image and starts the run cold instead.
+  void restore_failed(const std::shared_ptr<Running>& run, const std::string& why);
   void wait_for_image(const std::shared_ptr<Running>& run);
   Result<InstanceSpec> instance_spec_for(const v1::Function& fn) const;
   void status(uint64_t id, Server::Reply reply);

@@ -39,6 +39,7 @@ struct Agent::Running {
   bool force_restore = false;  // --start restore: wait for the function's image
   bool force_prewarm = false;  // --start prewarm: a stem cell if one is free, else cold
   std::string pending_image;   // the image built for it while it waited
+  std::chrono::steady_clock::time_point restore_requested;  // its restore began
   bool retried_cold = false; // its zygote instance died with the zygote: ran again cold
   bool origin_checked = false;  // finish() looked whether the zygote died too
   uint64_t generation = 0;   // of the function when the activation was accepted

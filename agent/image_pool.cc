@@ -100,6 +100,7 @@ void Agent::restore_instance(const std::shared_ptr<Running>& run) {
     path = *found;
   }
   run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
+  run->restore_requested = std::chrono::steady_clock::now();
   workers_->submit([this, run, path](Worker& worker) {
     // Checked before every restore: a library upgrade or a new kernel makes
     // an image unusable, and the restorer would only find out later.
@@ -107,21 +108,10 @@ void Agent::restore_instance(const std::shared_ptr<Running>& run) {
     Status compatible = manifest.ok() ? image::check_compatible(manifest.value(), binds_of(run->spec))
                                       : Status(manifest.error());
     auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(
-        compatible.ok() ? Instance::restore(*worker.spawner, run->spec, path)
+        compatible.ok() ? Instance::restore(*worker.spawner, run->spec, path, /*wait_ready=*/false)
                         : Result<std::unique_ptr<Instance>>(compatible.error()));
     loop_->post([this, run, path, instance] {
-      if (!instance->ok()) {
-        spdlog::warn("function {} activation {}: restore failed, starting cold; image dropped: {}", run->spec.function,
-                     run->record.activation_id(), instance->error().message());
-        if (images_->image_for(run->spec.function, run->spec.version) == path) {
-          std::string fn = run->spec.function;
-          uint32_t version = run->spec.version;
-          workers_->submit([this, fn, version](Worker&) { images_->drop(fn, version); });
-        }
-        run->force_restore = false;
-        spawn_cold(run);
-        return;
-      }
+      if (!instance->ok()) return restore_failed(run, instance->error().message());
       run->instance = std::move(instance->value());
       run->record.set_start_kind(v1::RESTORE);
       run->record.set_init_ms(run->instance->init_ms());
@@ -129,10 +119,22 @@ void Agent::restore_instance(const std::shared_ptr<Running>& run) {
         finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
         return;
       }
-      run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
-                                               [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
+      // The request goes in now; the restored runtime reads it once ready.
+      run->conversation = ActivationRun::start(
+          *loop_, *run->instance, run->request_line, run->limits,
+          [this, run](ActivationOutcome o) { finish(run, std::move(o)); }, /*first_line_is_ready=*/true);
     });
   });
+}
+
+void Agent::restore_failed(const std::shared_ptr<Running>& run, const std::string& why) {
+  spdlog::warn("function {} activation {}: restore failed, starting cold; image dropped: {}", run->spec.function,
+               run->record.activation_id(), why);
+  std::string fn = run->spec.function;
+  uint32_t version = run->spec.version;
+  workers_->submit([this, fn, version](Worker&) { images_->drop(fn, version); });
+  run->force_restore = false;
+  spawn_cold(run);
 }
 
 }  // namespace stoke::agent

@@ -130,7 +130,7 @@ std::string read_available(int fd, size_t max) {
 }  // namespace
 
 Result<std::unique_ptr<Instance>> Instance::restore(Spawner& spawner, const InstanceSpec& spec,
-                                                    const std::string& image_path) {
+                                                    const std::string& image_path, bool wait_ready) {
   auto t0 = std::chrono::steady_clock::now();
   unique_fd image(::open(image_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!image) return sys_error("restore image: open " + image_path);
@@ -160,6 +160,10 @@ Result<std::unique_ptr<Instance>> Instance::restore(Spawner& spawner, const Inst
   request->sandbox_end.reset();
   result->sandbox_end.reset();
   log->sandbox_end.reset();
+  if (!wait_ready) {
+    inst->init_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    return inst;
+  }
   auto ready = read_line(inst->result_fd(), std::chrono::seconds(5));
   if (!ready.ok() || ready->rfind("{\"ready\": true, \"restored\": true}", 0) != 0) {
     std::string said = read_available(inst->log_fd(), 2048);

@@ -64,8 +64,10 @@ class Instance {
   // restorer maps it into a fresh sandbox built like a cold one, and returns
   // once the restored runtime has said it is ready. On failure (the restorer
   // refused the image, or the copy died) the error's step is "restore image".
+  // With wait_ready false it returns once the sandbox is spawned: the caller
+  // reads the ready line itself (ActivationRun's first_line_is_ready).
   static Result<std::unique_ptr<Instance>> restore(Spawner& spawner, const InstanceSpec& spec,
-                                                   const std::string& image_path);
+                                                   const std::string& image_path, bool wait_ready = true);
 
   Sandbox& sandbox() { return *sandbox_; }
   int request_fd() const { return request_.get(); }  // write end of its stdin (O_NONBLOCK)
