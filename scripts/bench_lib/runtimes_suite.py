@@ -64,7 +64,7 @@ def run(ctx):
         print(f"{msg} (skipped)")
         return 0
     t_start = time.monotonic()
-    notes, warnings = [], []
+    warnings = []
     result = {
         "suite": "runtimes",
         "when": None,
@@ -100,12 +100,12 @@ def run(ctx):
     result["when"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     result["host"] = report.host_info(ctx)
     result["summary"] = summarize(result)
-    result["notes"] = notes + [
+    result["notes"] = [
         "zygote memory is measured on the on-demand agent (forked_ahead 0), so the function "
         "zygote's children are exactly the idle instances counted",
         "CRIU's time is `criu restore -d` to the restored tree running (timed in bash inside the "
-        "peer's chroot, criu's own process start included); stoke's is a whole activation, "
-        "request to result",
+        "peer's chroot, criu's own process start included), after the agents (not interleaved "
+        "with stoke's restores); stoke's is a whole activation, request to result",
     ]
     result["warnings"] = warnings
     print_table(result)
