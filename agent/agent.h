@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <set>
 #include <optional>
 #include <memory>
 #include <string>
@@ -206,6 +207,7 @@ class Agent {
   std::chrono::steady_clock::time_point runtime_zygote_retry_at_{};
   std::unordered_map<std::string, ZygoteEntry> zygotes_;  // by function
   std::unordered_map<std::string, InstanceSpec> zygotes_wanted_;  // until the runtime zygote is up
+  std::set<std::string> zygote_refused_;  // "fn@version" whose code cannot have a zygote
   std::vector<bool> zygote_ids_;  // id indexes of the runtime zygote's block in use
   std::unique_ptr<ImageStore> images_;
   std::unordered_map<std::string, ImageBuild> image_builds_;  // by function, while one is built

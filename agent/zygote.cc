@@ -25,6 +25,9 @@ using json = nlohmann::json;
 constexpr std::chrono::milliseconds kStartTimeout{10'000};
 constexpr std::chrono::milliseconds kForkTimeout{5'000};
 constexpr size_t kMaxMessage = 1 << 16;
+// Step of an error the zygote itself answered (as opposed to a lost or late
+// answer, after which the exchange is out of step and the zygote unusable).
+constexpr const char* kAnswered = "the zygote refused";
 
 Status send_message(int fd, const json& message, const std::vector<int>& fds) {
   std::string data = message.dump();
@@ -90,7 +93,14 @@ Result<Message> receive_message(int fd, std::chrono::milliseconds timeout, const
   data.resize(static_cast<size_t>(n));
   m.body = json::parse(data, nullptr, /*allow_exceptions=*/false);
   if (!m.body.is_object()) return plain_error(waiting_for, "the zygote sent something that is not a JSON object");
-  if (m.body.contains("error")) return plain_error(waiting_for, m.body["error"].is_string() ? m.body["error"].get<std::string>() : m.body["error"].dump());
+  if (m.body.contains("error")) {
+    // The zygote's own answer (its step says so): the protocol is still in step.
+    Error e = plain_error(waiting_for, m.body["error"].is_string() ? m.body["error"].get<std::string>()
+                                                                   : m.body["error"].dump());
+    e.detail = e.step + ": " + e.detail;
+    e.step = kAnswered;
+    return e;
+  }
   return m;
 }
 
@@ -178,7 +188,7 @@ RuntimeZygote::~RuntimeZygote() {
   std::filesystem::remove_all(spec_.work_dir, ec);
 }
 
-bool RuntimeZygote::alive() const { return sandbox_ && sandbox_->alive(); }
+bool RuntimeZygote::alive() const { return sandbox_ && sandbox_->alive() && !broken_; }
 
 Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const FunctionZygoteSpec& spec,
                                                                      CgroupBackend& cgroups) {
@@ -236,9 +246,17 @@ Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const Funct
   unique_fd pidfd;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    STOKE_TRY(send_message(control_.get(), request, fds));
+    if (broken_) return plain_error(what, "the runtime zygote is out of step (an earlier answer was lost)");
+    Status sent = send_message(control_.get(), request, fds);
+    if (!sent.ok()) {
+      broken_ = true;
+      return sent.error();
+    }
     auto reply = receive_message(control_.get(), kForkTimeout, what);
-    if (!reply.ok()) return reply.error();
+    if (!reply.ok()) {
+      if (reply.error().step != kAnswered) broken_ = true;
+      return reply.error();
+    }
     if (!reply->fd) return plain_error(what, "the runtime zygote sent no pidfd");
     pidfd = std::move(reply->fd);
   }
@@ -251,7 +269,13 @@ Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const Funct
     return e;
   };
   auto ready = receive_message(fz->control_.get(), spec.init_timeout, what);
-  if (!ready.ok()) return fail(ready.error());
+  if (!ready.ok()) {
+    // Its own answer (the code failed to load, threads at import) is final
+    // for this code; anything else (it died, no answer) may be transient.
+    Error e = ready.error();
+    if (e.step == kAnswered) e.step = kFunctionRefused;
+    return fail(e);
+  }
   return fz;
 }
 

@@ -86,7 +86,13 @@ class RuntimeZygote {
   unique_fd control_;
   std::mutex mu_;
   std::atomic<uint64_t> made_{0};  // function zygotes forked so far
+  std::atomic<bool> broken_{false};  // an answer was lost: requests and answers are out of step
 };
+
+// Step of the error fork_function returns when the function zygote itself
+// refused (its code failed to load, or it runs threads after import): the
+// same code will not get a zygote.
+inline constexpr const char* kFunctionRefused = "function zygote refused";
 
 class FunctionZygote {
  public:

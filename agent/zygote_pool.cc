@@ -99,6 +99,7 @@ void Agent::start_runtime_zygote() {
 
 void Agent::ensure_zygote(const InstanceSpec& spec) {
   if (!settings_.zygotes || stopping_ || spec.runtime != v1::PYTHON) return;
+  if (zygote_refused_.count(spec.function + "@" + std::to_string(spec.version))) return;
   auto existing = zygotes_.find(spec.function);
   if (existing != zygotes_.end()) {
     const ZygoteEntry& e = existing->second;
@@ -168,6 +169,8 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
                     !stopping_;
       if (!z->ok() || !wanted) {
         if (!z->ok()) spdlog::warn("function {}: zygote did not start: {}", fs.function, z->error().message());
+        if (!z->ok() && z->error().step == kFunctionRefused)
+          zygote_refused_.insert(fs.function + "@" + std::to_string(fs.version));
         std::shared_ptr<FunctionZygote> doomed;
         if (z->ok()) doomed = std::move(z->value());
         if (doomed) workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
@@ -204,7 +207,8 @@ void Agent::wait_for_zygote(const std::shared_ptr<Running>& run) {
   if (it == zygotes_.end()) {
     // No zygote can be made now (no runtime zygote yet, budget, ids): the
     // runtime zygote may still be starting, so ask again shortly.
-    if (!settings_.zygotes || run->cancelled || stopping_) {
+    if (!settings_.zygotes || run->cancelled || stopping_ ||
+        zygote_refused_.count(run->spec.function + "@" + std::to_string(run->spec.version))) {
       run->force_zygote = false;
       spawn_cold(run);
       return;

@@ -152,6 +152,14 @@ class Zygote:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
+def thread_count():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
 def run_function_zygote(request):
     """In a new function zygote (set up by the C half): load the code, then fork instances."""
     zygote = Zygote(3)
@@ -160,6 +168,13 @@ def run_function_zygote(request):
     if init_error is not None:
         zygote.send({"error": "the function's code failed to load: " + init_error.strip().splitlines()[-1],
                      "traceback": init_error})
+        return 1
+    threads = thread_count()
+    if threads != 1:
+        # Forking a multithreaded process copies only the forking thread:
+        # locks held by the others stay held forever in every instance.
+        zygote.send({"error": f"the function's code leaves {threads} threads running after import; "
+                              "a zygote must be single-threaded"})
         return 1
     instance_filter = bytes.fromhex(request["instance_seccomp"])
     zygote.send({"ready": True})

@@ -23,9 +23,9 @@ using json = nlohmann::json;
 
 class Zygotes : public test::AgentTest {
  protected:
-  // No prewarm pool: a function's first call is cold, so what follows is
-  // the zygote's doing.
-  std::string extra_config() override { return "pools { python: 0 node: 0 }\n"; }
+  // No prewarm pool and no images: a function's first call is cold, and a
+  // start that is not a zygote's is cold too.
+  std::string extra_config() override { return "pools { python: 0 node: 0 }\ncheckpoints: false\n"; }
 
   v1::Response send(const v1::Request& r) {
     auto c = agent_->connect().call(r);
@@ -243,6 +243,19 @@ TEST_F(Zygotes, StatusListsZygotesWithTheirMemory) {
   EXPECT_TRUE(function);
 }
 
+TEST_F(Zygotes, CodeThatLeavesThreadsRunningGetsNoZygoteAndStillRuns) {
+  create("threaded", "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
+                     "def main(args):\n    return {'ok': True}\n");
+  EXPECT_EQ(invoke("threaded").status(), v1::SUCCESS);
+  for (int i = 0; i < 200 && agent_->log_text().find("a zygote must be single-threaded") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_NE(agent_->log_text().find("a zygote must be single-threaded"), std::string::npos) << agent_->log_text();
+  auto a = invoke("threaded", json::object(), v1::ZYGOTE);  // forced: falls back at once
+  EXPECT_EQ(a.status(), v1::SUCCESS) << a.result_json();
+  EXPECT_EQ(a.start_kind(), v1::COLD);
+  EXPECT_LT(a.duration_ms(), 5000) << "a refused zygote must not be waited for";
+}
+
 TEST_F(Zygotes, NodeFunctionsRefuseAZygoteStartClearly) {
   create("js", "exports.main = () => ({});\n", 0, 0, 0, false, v1::NODE, "f.js");
   v1::Request r = test::invoke_request("js", "{}");
@@ -257,7 +270,8 @@ TEST_F(Zygotes, NodeFunctionsRefuseAZygoteStartClearly) {
 class ZygoteBudget : public Zygotes {
  protected:
   std::string extra_config() override {
-    return "pools { python: 0 node: 0 }\nzygotes { memory_budget_bytes: " + std::to_string((256 + 128) << 20) + " }\n";
+    return "pools { python: 0 node: 0 }\ncheckpoints: false\nzygotes { memory_budget_bytes: " +
+           std::to_string((256 + 128) << 20) + " }\n";
   }
 };
 
