@@ -417,9 +417,10 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   cp.parent_ends[0] = control_parent.get();
   cp.parent_ends[1] = error_read.get();
   cp.new_netns = !sb->netns_;  // pooled ones come with lo up
-  // Inherited unless it differs; lowering would need CAP_SYS_RESOURCE.
-  std::string oom_score_adj = std::to_string(spec.oom_score_adj);
-  if (spec.oom_score_adj > own_oom_score_adj_) cp.oom_score_adj = oom_score_adj.c_str();
+  // oom_score_adj is not written by the child: until it execs, it shares this
+  // process's mm, and the kernel copies a new value to every process sharing
+  // the mm (__set_oom_adj) — the agent would lose its own protection. It is
+  // raised from here once the child has exec'd (below).
   std::vector<int> bind_fds(plan->bind_sources().size(), -1);
   cp.bind_sources = plan->bind_sources().data();
   cp.bind_fds = bind_fds.data();
@@ -530,6 +531,12 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   } while (n < 0 && errno == EINTR);
   if (n == 0) {
     add_child_steps(sb->trace_, step_done_ns, clone_called_ns, monotonic_ns());
+    // Inherited unless it differs; lowering would need CAP_SYS_RESOURCE.
+    if (spec.oom_score_adj > own_oom_score_adj_) {
+      Status raised = write_file("/proc/" + std::to_string(pid) + "/oom_score_adj", std::to_string(spec.oom_score_adj));
+      if (!raised.ok()) return fail_spawn(raised.error().context("raise the sandbox's oom_score_adj"));
+      laps.lap("oom_score_adj");
+    }
     spdlog::debug("sandbox {} started: pid {} in {:.3f} ms", sb->id_, pid,
                   ms_between(started, std::chrono::steady_clock::now()));
     return sb;

@@ -26,6 +26,7 @@ serves requests like any instance.
 """
 
 
+import gc
 import importlib.util
 import json
 import os
@@ -119,6 +120,10 @@ def checkpoint_then_serve(results, dump_fd, code_path, entry):
         return 1
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import stoke_snapshot  # noqa: E402  (only checkpointing runtimes load it)
+    # What init built stays in the image's shared pages: a collection in a
+    # restored copy would otherwise write every object's header (COW copies).
+    gc.collect()
+    gc.freeze()
     try:
         restored = stoke_snapshot.checkpoint(dump_fd)
     except stoke_snapshot.CheckpointError as e:
