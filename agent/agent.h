@@ -10,6 +10,8 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <sys/types.h>
+
 #include <map>
 #include <set>
 #include <optional>
@@ -212,6 +214,7 @@ class Agent {
   std::unique_ptr<ImageStore> images_;
   std::unordered_map<std::string, ImageBuild> image_builds_;  // by function, while one is built
   std::unordered_map<std::string, std::string> image_refused_;  // "fn@version" -> why it cannot be checkpointed
+  std::unordered_map<std::string, ino_t> verified_images_;  // image path -> inode checked compatible
   uint64_t zygote_reserved_bytes_ = 0;
   uint64_t started_ms_ = 0;
   bool stopping_ = false;
