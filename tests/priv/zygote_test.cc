@@ -256,6 +256,42 @@ TEST_F(Zygotes, CodeThatLeavesThreadsRunningGetsNoZygoteAndStillRuns) {
   EXPECT_LT(a.duration_ms(), 5000) << "a refused zygote must not be waited for";
 }
 
+// Every process the agent started, by its pid's children chain: none may outlive it.
+std::vector<int> descendants_of(int pid) {
+  std::vector<int> out, todo{pid};
+  while (!todo.empty()) {
+    int p = todo.back();
+    todo.pop_back();
+    std::error_code ec;
+    // Children hang off the thread that made them (the agent's workers).
+    for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(p) + "/task", ec)) {
+      std::ifstream children(task.path() / "children");
+      for (int c; children >> c;) {
+        out.push_back(c);
+        todo.push_back(c);
+      }
+    }
+  }
+  return out;
+}
+
+TEST_F(Zygotes, StoppingTheAgentLeavesNoZygoteInstanceOrCgroup) {
+  create("tidy", "def main(args):\n    return {}\n", 0, 0, /*concurrency=*/2);
+  warm_up("tidy");
+  zygote_result("tidy");
+  std::vector<int> started = descendants_of(agent_->pid());
+  ASSERT_GE(started.size(), 3u) << "runtime zygote, function zygote, instances";
+  int pid = agent_->pid();
+  int status = agent_->stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  for (int p : started) EXPECT_NE(::kill(p, 0), 0) << "process " << p << " outlived the agent";
+  auto left = test::run_command({"/usr/bin/find", "/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name",
+                                 "sb-" + std::to_string(pid) + "-*"});
+  EXPECT_TRUE(left.out.empty()) << "cgroups outlived the agent: " << left.out;
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/state/zygotes/python/functions"))
+      << "the zygotes' code links outlived them";
+}
+
 TEST_F(Zygotes, NodeFunctionsRefuseAZygoteStartClearly) {
   create("js", "exports.main = () => ({});\n", 0, 0, 0, false, v1::NODE, "f.js");
   v1::Request r = test::invoke_request("js", "{}");
