@@ -128,13 +128,18 @@ void Agent::refill_prewarm() {
           auto holder = std::make_shared<std::unique_ptr<Instance>>(std::move(instance->value()));
           auto buf = std::make_shared<std::string>();
           auto chunk = std::make_shared<std::array<char, 256>>();
+          // The pending read owns the closure (the closure only knows itself
+          // weakly): when the agent stops with the read still pending, the
+          // loop drops it and the instance is torn down instead of leaking.
           auto read_ready = std::make_shared<std::function<void()>>();
-          *read_ready = [this, runtime, memory, holder, buf, chunk, read_ready] {
+          std::weak_ptr<std::function<void()>> weak_ready = read_ready;
+          *read_ready = [this, runtime, memory, holder, buf, chunk, weak_ready] {
+            auto self = weak_ready.lock();
+            if (!self) return;
             loop_->read((*holder)->result_fd(), chunk->data(), chunk->size(),
-                        [this, runtime, memory, holder, buf, chunk, read_ready](int n) {
+                        [this, runtime, memory, holder, buf, chunk, self](int n) {
                           if (n > 0) buf->append(chunk->data(), static_cast<size_t>(n));
-                          if (n > 0 && buf->find('\n') == std::string::npos) return (*read_ready)();
-                          *read_ready = nullptr;  // break the cycle
+                          if (n > 0 && buf->find('\n') == std::string::npos) return (*self)();
                           --prewarm_starting_[runtime];
                           if (n <= 0 || buf->rfind("{\"ready\": true}", 0) != 0 || stopping_) {
                             if (n <= 0) spdlog::warn("prewarm {}: the runtime exited while starting", v1::Runtime_Name(runtime));

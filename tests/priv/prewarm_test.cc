@@ -116,3 +116,20 @@ TEST_F(Prewarm, UpdateNeverLeavesAnInstanceServingOldCode) {
 
 }  // namespace
 }  // namespace stoke
+
+namespace stoke {
+namespace {
+
+TEST_F(Prewarm, StoppingWhileStemCellsStartLeavesNoCgroup) {
+  // The agent has just answered its first call: its stem cells (and the
+  // python runtime zygote) are still starting. A stop now must end them too.
+  int pid = agent_->pid();
+  int status = agent_->stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  auto left = test::run_command({"/usr/bin/find", "/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name",
+                                 "sb-" + std::to_string(pid) + "-*"});
+  EXPECT_TRUE(left.out.empty()) << "sandboxes still starting at the stop leaked: " << left.out;
+}
+
+}  // namespace
+}  // namespace stoke
