@@ -90,8 +90,9 @@ __attribute__((noreturn, format(printf, 1, 2))) static void die(const char* fmt,
   int n = vsnprintf(buf, sizeof buf - 64, fmt, ap);
   va_end(ap);
   if (n < 0) n = 0;
-  if (n > (int)sizeof buf - 64) n = (int)sizeof buf - 64;
+  if (n > (int)sizeof buf - 65) n = (int)sizeof buf - 65;  // what vsnprintf wrote, without its NUL
   n += snprintf(buf + n, sizeof buf - (size_t)n, ": %s", strerror(saved));
+  if (n > (int)sizeof buf - 1) n = (int)sizeof buf - 1;  // snprintf says what it would have written
   if (status_fd >= 0 && status_as_json) {
     char json[600];
     int j = snprintf(json, sizeof json, "{\"error\": \"");
