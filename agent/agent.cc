@@ -524,11 +524,28 @@ void Agent::start_instance(const std::shared_ptr<Running>& run) {
     run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
     run->record.set_start_kind(v1::WARM);
     run->record.set_init_ms(0);
-    run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
-                                             [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
+    converse(run);
     return;
   }
   start_cold(run);
+}
+
+void Agent::converse(const std::shared_ptr<Running>& run, bool first_line_is_ready) {
+  if (run->cancelled || stopping_) {
+    finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
+    return;
+  }
+  run->conversation = ActivationRun::start(
+      *loop_, *run->instance, run->request_line, run->limits,
+      [this, run](ActivationOutcome o) { finish(run, std::move(o)); }, first_line_is_ready);
+}
+
+void Agent::rerun_cold(const std::shared_ptr<Running>& run) {
+  run->retried_cold = true;
+  run->conversation.reset();
+  retire(std::move(run->instance), 0);  // the run keeps its reservation
+  run->force_zygote = run->force_restore = false;
+  run->record.set_start_kind(v1::COLD);
 }
 
 void Agent::spawn_instance(const std::shared_ptr<Running>& run) {
@@ -564,12 +581,7 @@ void Agent::spawn_cold(const std::shared_ptr<Running>& run) {
       }
       run->instance = std::move(instance->value());
       run->record.set_init_ms(run->instance->init_ms());
-      if (run->cancelled || stopping_) {
-        finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
-        return;
-      }
-      run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
-                                               [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
+      converse(run);
     });
   });
 }
@@ -582,10 +594,7 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
       !stopping_) {
     std::string why = outcome.result_json;
     for (const auto& line : outcome.logs) why += " " + line;  // the restorer's one line on fd 2
-    run->retried_cold = true;
-    run->conversation.reset();
-    retire(std::move(run->instance), 0);  // the run keeps its reservation
-    run->record.set_start_kind(v1::COLD);
+    rerun_cold(run);
     restore_failed(run, why);
     return;
   }
@@ -604,11 +613,7 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
         if (!gone || run->cancelled || stopping_) return finish(run, std::move(outcome));
         spdlog::warn("function {} activation {}: its zygote died under it; running it again from a cold start",
                      run->spec.function, run->record.activation_id());
-        run->retried_cold = true;
-        run->conversation.reset();
-        retire(std::move(run->instance), 0);  // the run keeps its reservation
-        run->force_zygote = false;
-        run->record.set_start_kind(v1::COLD);
+        rerun_cold(run);
         auto z = zygotes_.find(run->spec.function);
         if (z != zygotes_.end() && z->second.zygote == origin) zygote_died(run->spec.function);
         spawn_cold(run);

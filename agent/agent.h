@@ -125,6 +125,11 @@ class Agent {
             std::unique_ptr<Instance> instance);
   void spawn_instance(const std::shared_ptr<Running>& run);  // zygote fork, or cold
   void spawn_cold(const std::shared_ptr<Running>& run);
+  // The activation's conversation with its (new or idle) instance; ends in finish().
+  void converse(const std::shared_ptr<Running>& run, bool first_line_is_ready = false);
+  // Its instance died before it could answer, through no fault of its own: drop
+  // the instance (the run keeps its memory and slot) before starting it cold.
+  void rerun_cold(const std::shared_ptr<Running>& run);
   // Prewarmed instances: runtime started, no code yet.
   struct Prewarmed {
     std::unique_ptr<Instance> instance;

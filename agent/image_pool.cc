@@ -14,7 +14,6 @@
 
 namespace stoke::agent {
 
-using detail::error_json;
 using detail::ms_between;
 using detail::ms_since;
 
@@ -119,22 +118,16 @@ void Agent::restore_instance(const std::shared_ptr<Running>& run) {
                                  : Status(manifest.error());
     }
     auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(
-        compatible.ok() ? Instance::restore(*worker.spawner, run->spec, path, /*wait_ready=*/false)
+        compatible.ok() ? Instance::restore(*worker.spawner, run->spec, path)
                         : Result<std::unique_ptr<Instance>>(compatible.error()));
     loop_->post([this, run, path, ino, instance] {
       if (!instance->ok()) return restore_failed(run, instance->error().message());
       verified_images_[path] = ino;
       run->instance = std::move(instance->value());
       run->record.set_start_kind(v1::RESTORE);
-      run->record.set_init_ms(run->instance->init_ms());
-      if (run->cancelled || stopping_) {
-        finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
-        return;
-      }
+      run->record.set_init_ms(run->instance->init_ms());  // until ready: set in finish()
       // The request goes in now; the restored runtime reads it once ready.
-      run->conversation = ActivationRun::start(
-          *loop_, *run->instance, run->request_line, run->limits,
-          [this, run](ActivationOutcome o) { finish(run, std::move(o)); }, /*first_line_is_ready=*/true);
+      converse(run, /*first_line_is_ready=*/true);
     });
   });
 }

@@ -1,7 +1,6 @@
 #include "agent/instance.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -32,35 +31,56 @@ Result<Pipe> make_pipe(bool agent_reads) {
 
 }  // namespace
 
+// The three pipes of the runtime protocol (header comment).
+struct Instance::Pipes {
+  Pipe request, result, log;
+  static Result<Pipes> make() {
+    Pipes p;
+    auto request = make_pipe(/*agent_reads=*/false);
+    if (!request.ok()) return request.error();
+    auto result = make_pipe(true);
+    if (!result.ok()) return result.error();
+    auto log = make_pipe(true);
+    if (!log.ok()) return log.error();
+    p.request = std::move(request.value());
+    p.result = std::move(result.value());
+    p.log = std::move(log.value());
+    return p;
+  }
+  // The sandbox's ends at the runtime's fds: 0, 1 and 2 (one log pipe), 3.
+  std::vector<FdMapping> sandbox_fds() const {
+    return {{request.sandbox_end.get(), 0},
+            {log.sandbox_end.get(), 1},
+            {log.sandbox_end.get(), 2},
+            {result.sandbox_end.get(), 3}};
+  }
+};
+
+std::unique_ptr<Instance> Instance::assemble(std::unique_ptr<Sandbox> sandbox, Pipes& pipes, const InstanceSpec& spec,
+                                             std::chrono::steady_clock::time_point started) {
+  std::unique_ptr<Instance> inst(new Instance());
+  inst->sandbox_ = std::move(sandbox);
+  inst->request_ = std::move(pipes.request.agent_end);
+  inst->result_ = std::move(pipes.result.agent_end);
+  inst->log_ = std::move(pipes.log.agent_end);
+  // The sandbox ends close when `pipes` goes out of scope: the sandbox holds
+  // its own copies, so EOF on ours means the runtime is gone.
+  inst->code_dir_ = spec.code_dir;
+  inst->init_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  return inst;
+}
+
 Result<std::unique_ptr<Instance>> Instance::start(Spawner& spawner, const InstanceSpec& spec) {
   auto t0 = std::chrono::steady_clock::now();
-  auto request = make_pipe(/*agent_reads=*/false);
-  if (!request.ok()) return request.error();
-  auto result = make_pipe(true);
-  if (!result.ok()) return result.error();
-  auto log = make_pipe(true);
-  if (!log.ok()) return log.error();
-
+  auto pipes = Pipes::make();
+  if (!pipes.ok()) return pipes.error();
   auto built = sandbox_spec_for(spec);
   if (!built.ok()) return built.error();
   SandboxSpec s = std::move(built.value());
-  s.fds = {{request->sandbox_end.get(), 0},
-           {log->sandbox_end.get(), 1},
-           {log->sandbox_end.get(), 2},
-           {result->sandbox_end.get(), 3}};
-
+  s.fds = pipes->sandbox_fds();
   auto sandbox = spawner.spawn(s);
   if (!sandbox.ok()) return sandbox.error();
-  std::unique_ptr<Instance> inst(new Instance());
-  inst->sandbox_ = std::move(sandbox.value());
-  inst->request_ = std::move(request->agent_end);
-  inst->result_ = std::move(result->agent_end);
-  inst->log_ = std::move(log->agent_end);
-  // The sandbox ends close when `request`, `result`, `log` go out of scope: the
-  // sandbox holds its own copies, so EOF on ours means the runtime is gone.
-  inst->code_dir_ = spec.code_dir;
-  inst->init_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  return inst;
+  return assemble(std::move(sandbox.value()), pipes.value(), spec, t0);
 }
 
 Result<SandboxSpec> sandbox_spec_for(const InstanceSpec& spec) {
@@ -93,117 +113,40 @@ Result<SandboxSpec> sandbox_spec_for(const InstanceSpec& spec) {
   return s;
 }
 
-namespace {
-
-// One line from a runtime's non-blocking fd 3, within `timeout`.
-Result<std::string> read_line(int fd, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::string line;
-  char c;
-  for (;;) {
-    ssize_t n = ::read(fd, &c, 1);  // byte by byte: nothing after the line is taken
-    if (n == 1) {
-      if (c == '\n') return line;
-      if (line.size() > 4096) return plain_error("read runtime line", "line too long");
-      line.push_back(c);
-      continue;
-    }
-    if (n == 0) return plain_error("read runtime line", "the runtime exited");
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN) return sys_error("read runtime line");
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return plain_error("read runtime line", "no answer within " + std::to_string(timeout.count()) + " ms");
-    pollfd p{fd, POLLIN, 0};
-    ::poll(&p, 1, static_cast<int>(left.count()));
-  }
-}
-
-std::string read_available(int fd, size_t max) {
-  std::string out;
-  char buf[512];
-  ssize_t n;
-  while (out.size() < max && (n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
-}
-
-}  // namespace
 
 Result<std::unique_ptr<Instance>> Instance::restore(Spawner& spawner, const InstanceSpec& spec,
-                                                    const std::string& image_path, bool wait_ready) {
+                                                    const std::string& image_path) {
   auto t0 = std::chrono::steady_clock::now();
   unique_fd image(::open(image_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!image) return sys_error("restore image: open " + image_path);
-  auto request = make_pipe(/*agent_reads=*/false);
-  if (!request.ok()) return request.error();
-  auto result = make_pipe(true);
-  if (!result.ok()) return result.error();
-  auto log = make_pipe(true);
-  if (!log.ok()) return log.error();
+  auto pipes = Pipes::make();
+  if (!pipes.ok()) return pipes.error();
   auto built = sandbox_spec_for(spec);
   if (!built.ok()) return built.error();
   SandboxSpec s = std::move(built.value());
   s.argv = {image::kRestorerPathInSandbox};
-  s.fds = {{request->sandbox_end.get(), 0},
-           {log->sandbox_end.get(), 1},
-           {log->sandbox_end.get(), 2},
-           {result->sandbox_end.get(), 3},
-           {image.get(), image::kRestoreImageFd}};
+  s.fds = pipes->sandbox_fds();
+  s.fds.push_back({image.get(), image::kRestoreImageFd});
   auto sandbox = spawner.spawn(s);
   if (!sandbox.ok()) return sandbox.error();
-  std::unique_ptr<Instance> inst(new Instance());
-  inst->sandbox_ = std::move(sandbox.value());
-  inst->request_ = std::move(request->agent_end);
-  inst->result_ = std::move(result->agent_end);
-  inst->log_ = std::move(log->agent_end);
-  inst->code_dir_ = spec.code_dir;
-  request->sandbox_end.reset();
-  result->sandbox_end.reset();
-  log->sandbox_end.reset();
-  if (!wait_ready) {
-    inst->init_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    return inst;
-  }
-  auto ready = read_line(inst->result_fd(), std::chrono::seconds(5));
-  if (!ready.ok() || ready->rfind("{\"ready\": true, \"restored\": true}", 0) != 0) {
-    std::string said = read_available(inst->log_fd(), 2048);
-    (void)inst->sandbox_->kill();
-    auto st = inst->sandbox_->wait();
-    std::string how = !st.ok() ? st.error().message()
-                      : st->signal ? "killed by signal " + std::to_string(st->signal)
-                                   : "exit code " + std::to_string(st->exit_code);
-    return plain_error("restore image", (ready.ok() ? "unexpected first line '" + ready.value() + "'" : ready.error().message()) +
-                                            " (" + how + ")" + (said.empty() ? "" : ": " + said));
-  }
-  inst->init_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  return inst;
+  return assemble(std::move(sandbox.value()), pipes.value(), spec, t0);
 }
 
 Result<std::unique_ptr<Instance>> Instance::fork_from(std::shared_ptr<FunctionZygote> zygote, CgroupBackend& cgroups,
                                                       const InstanceSpec& spec) {
   auto t0 = std::chrono::steady_clock::now();
-  auto request = make_pipe(/*agent_reads=*/false);
-  if (!request.ok()) return request.error();
-  auto result = make_pipe(true);
-  if (!result.ok()) return result.error();
-  auto log = make_pipe(true);
-  if (!log.ok()) return log.error();
+  auto pipes = Pipes::make();
+  if (!pipes.ok()) return pipes.error();
   InstanceFork fork;
-  fork.stdin_fd = request->sandbox_end.get();
-  fork.log_fd = log->sandbox_end.get();
-  fork.result_fd = result->sandbox_end.get();
+  fork.stdin_fd = pipes->request.sandbox_end.get();
+  fork.log_fd = pipes->log.sandbox_end.get();
+  fork.result_fd = pipes->result.sandbox_end.get();
   fork.limits = CgroupLimits{.memory_bytes = spec.memory_bytes, .cpus = spec.cpus, .pids = spec.pids};
   fork.tmp_bytes = spec.tmp_bytes;
   auto sandbox = zygote->fork_instance(fork, cgroups);
   if (!sandbox.ok()) return sandbox.error();
-  std::unique_ptr<Instance> inst(new Instance());
-  inst->sandbox_ = std::move(sandbox.value());
-  inst->request_ = std::move(request->agent_end);
-  inst->result_ = std::move(result->agent_end);
-  inst->log_ = std::move(log->agent_end);
-  inst->code_dir_ = spec.code_dir;
+  auto inst = assemble(std::move(sandbox.value()), pipes.value(), spec, t0);
   inst->origin_ = std::move(zygote);
-  inst->init_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return inst;
 }
 

@@ -61,13 +61,12 @@ class Instance {
                                                      const InstanceSpec& spec);
   const std::shared_ptr<FunctionZygote>& origin() const { return origin_; }  // null unless forked from a zygote
   // A copy of the function's checkpoint image (docs/checkpoint.md): the
-  // restorer maps it into a fresh sandbox built like a cold one, and returns
-  // once the restored runtime has said it is ready. On failure (the restorer
-  // refused the image, or the copy died) the error's step is "restore image".
-  // With wait_ready false it returns once the sandbox is spawned: the caller
-  // reads the ready line itself (ActivationRun's first_line_is_ready).
+  // restorer maps it into a fresh sandbox built like a cold one. Returns once
+  // the sandbox is spawned; the restored runtime's first line on fd 3 says it
+  // is ready (ActivationRun's first_line_is_ready reads it; a restorer that
+  // refuses the image exits before that line).
   static Result<std::unique_ptr<Instance>> restore(Spawner& spawner, const InstanceSpec& spec,
-                                                   const std::string& image_path, bool wait_ready = true);
+                                                   const std::string& image_path);
 
   Sandbox& sandbox() { return *sandbox_; }
   int request_fd() const { return request_.get(); }  // write end of its stdin (O_NONBLOCK)
@@ -87,6 +86,9 @@ class Instance {
 
  private:
   Instance() = default;
+  struct Pipes;
+  static std::unique_ptr<Instance> assemble(std::unique_ptr<Sandbox> sandbox, Pipes& pipes, const InstanceSpec& spec,
+                                            std::chrono::steady_clock::time_point started);
   std::unique_ptr<Sandbox> sandbox_;
   unique_fd request_, result_, log_;
   double init_ms_ = 0;

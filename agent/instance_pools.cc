@@ -197,12 +197,7 @@ bool Agent::take_prewarmed(const std::shared_ptr<Running>& run) {
             }
             run->init_logs = std::move(ack.logs);
             run->record.set_init_ms(ms_since(injected));
-            if (run->cancelled || stopping_) {
-              finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
-              return;
-            }
-            run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
-                                                     [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
+            converse(run);
           });
     });
   });

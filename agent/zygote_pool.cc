@@ -15,7 +15,6 @@
 
 namespace stoke::agent {
 
-using detail::error_json;
 using detail::ms_between;
 using detail::ms_since;
 
@@ -296,12 +295,7 @@ void Agent::start_zygote_instance(const std::shared_ptr<Running>& run, std::uniq
   run->record.set_start_kind(v1::ZYGOTE);
   // Time this activation waited for its instance (~0 when forked ahead).
   run->record.set_init_ms(ms_since(run->queued) - run->record.wait_ms());
-  if (run->cancelled || stopping_) {
-    finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
-    return;
-  }
-  run->conversation = ActivationRun::start(*loop_, *run->instance, run->request_line, run->limits,
-                                           [this, run](ActivationOutcome o) { finish(run, std::move(o)); });
+  converse(run);
 }
 
 void Agent::fork_ahead(const std::string& function) {

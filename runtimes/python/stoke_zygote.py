@@ -28,7 +28,6 @@ import ctypes
 import gc
 import json
 import os
-import random
 import select
 import signal
 import socket
@@ -207,7 +206,7 @@ def run_function_zygote(request):
     if zygote.serve(on_fork, between=prepare) != "instance":
         return 0
     zygote.become_child()
-    random.seed()  # after-fork hooks reseeded it already; say so explicitly
+    # random was reseeded by its own after-fork hook (PyOS_AfterFork_Child).
     results = os.fdopen(3, "w")
     stoke_runtime.serve(results, fn, None)
     return 0

@@ -45,11 +45,6 @@ class Restore : public test::AgentTest {
   // restores the image when there is one, else starts cold.
   std::string extra_config() override { return "pools { python: 0 node: 0 }\nzygotes { enabled: false }\n"; }
 
-  v1::Response send(const v1::Request& r) {
-    auto c = agent_->connect().call(r);
-    EXPECT_TRUE(c.ok());
-    return c.ok() ? c.value() : v1::Response{};
-  }
   void create(const std::string& name, const std::string& source, bool checkpoint = false, uint64_t memory = 0,
               uint64_t timeout_ms = 0, uint32_t concurrency = 0) {
     std::string path = dir_.file(name + "-" + std::to_string(++files_) + "-f.py");
@@ -59,22 +54,9 @@ class Restore : public test::AgentTest {
     auto c = send(r);
     ASSERT_FALSE(c.has_error() && c.error().code() != v1::Error::OK) << c.error().message();
   }
-  void create_bundle(const std::string& name, const std::string& source) {
-    std::string pkg = dir_.file(name);
-    std::filesystem::create_directories(pkg);
-    std::filesystem::copy_file(test::probe_bin(), pkg + "/stoke-probe");
-    std::ofstream(pkg + "/__main__.py") << source;
-    auto r = test::run_command({test::stoke_bin(), "--socket", agent_->socket(), "fn", "create", name, "--runtime",
-                                "python", "--code", pkg, "--checkpoint"});
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
   v1::Activation invoke(const std::string& name, const json& params = json::object(),
                         v1::StartKind start = v1::START_KIND_UNSPECIFIED) {
-    v1::Request r = test::invoke_request(name, params.dump());
-    r.mutable_invoke()->set_start(start);
-    auto c = send(r);
-    EXPECT_TRUE(c.has_activation()) << (c.has_error() ? c.error().message() : "");
-    return c.activation();
+    return invoke_with(name, params.dump(), start);
   }
   std::string images_dir() const { return dir_.path() + "/state/images"; }
   // The image of name@version, once the agent recorded it (15 s at most).
@@ -138,7 +120,7 @@ TEST_F(Restore, AgentRestartRestoresInsteadOfStartingCold) {
 
 TEST_F(Restore, RestoredInstancePassesTheIsolationBaseline) {
   setenv("STOKE_TEST_SECRET", "host-only", 1);  // must not reach any sandbox
-  create_bundle("iso", test::kPythonProbeFunction);
+  create_probe_bundle("iso", test::kPythonProbeFunction, {"--checkpoint"});
   unsetenv("STOKE_TEST_SECRET");
   ASSERT_FALSE(wait_image("iso").empty());
   test::expect_isolation_baseline(restored("iso"));

@@ -27,11 +27,6 @@ class Zygotes : public test::AgentTest {
   // start that is not a zygote's is cold too.
   std::string extra_config() override { return "pools { python: 0 node: 0 }\ncheckpoints: false\n"; }
 
-  v1::Response send(const v1::Request& r) {
-    auto c = agent_->connect().call(r);
-    EXPECT_TRUE(c.ok());
-    return c.ok() ? c.value() : v1::Response{};
-  }
   // Registers (or updates) `name` from one Python file, or from a directory.
   void create(const std::string& name, const std::string& source, uint64_t memory = 0, uint64_t timeout_ms = 0,
               uint32_t concurrency = 0, bool update = false, v1::Runtime runtime = v1::PYTHON,
@@ -48,27 +43,9 @@ class Zygotes : public test::AgentTest {
     auto c = send(r);
     ASSERT_FALSE(c.has_error() && c.error().code() != v1::Error::OK) << c.error().message();
   }
-  void create_bundle(const std::string& name, const std::string& source) {
-    std::string pkg = dir_.file(name);
-    std::filesystem::create_directories(pkg);
-    std::filesystem::copy_file(test::probe_bin(), pkg + "/stoke-probe");
-    std::ofstream(pkg + "/__main__.py") << source;
-    auto r = test::run_command({test::stoke_bin(), "--socket", agent_->socket(), "fn", "create", name, "--runtime",
-                                "python", "--code", pkg});
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
   v1::Activation invoke(const std::string& name, const json& params = json::object(),
                         v1::StartKind start = v1::START_KIND_UNSPECIFIED) {
-    v1::Request r = test::invoke_request(name, params.dump());
-    r.mutable_invoke()->set_start(start);
-    auto c = send(r);
-    EXPECT_TRUE(c.has_activation()) << (c.has_error() ? c.error().message() : "");
-    return c.activation();
-  }
-  v1::Status status() {
-    v1::Request r;
-    r.mutable_get_status();
-    return send(r).status();
+    return invoke_with(name, params.dump(), start);
   }
   // The function's live zygote (pid), waiting up to 15 s for it; -1 if none.
   int zygote_pid(const std::string& function, int not_pid = -1) {
@@ -99,7 +76,7 @@ class Zygotes : public test::AgentTest {
 
 TEST_F(Zygotes, ZygoteInstancePassesTheIsolationBaselineLikeAColdOne) {
   setenv("STOKE_TEST_SECRET", "host-only", 1);  // must not reach any sandbox
-  create_bundle("iso", test::kPythonProbeFunction);
+  create_probe_bundle("iso", test::kPythonProbeFunction);
   unsetenv("STOKE_TEST_SECRET");
   warm_up("iso");
   json probe = zygote_result("iso");

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -145,6 +146,39 @@ void AgentTest::SetUp() {
   if (!is_executable(stoked_bin())) GTEST_SKIP() << "stoked is not built";
   agent_ = std::make_unique<AgentProcess>(dir_.path(), extra_config());
   ASSERT_TRUE(agent_->running());
+}
+
+v1::Response AgentTest::send(const v1::Request& request) {
+  auto c = agent_->connect().call(request);
+  EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message());
+  return c.ok() ? c.value() : v1::Response{};
+}
+
+v1::Activation AgentTest::invoke_with(const std::string& name, const std::string& params_json, v1::StartKind start) {
+  v1::Request r = invoke_request(name, params_json);
+  r.mutable_invoke()->set_start(start);
+  auto c = send(r);
+  EXPECT_TRUE(c.has_activation()) << (c.has_error() ? c.error().message() : "");
+  return c.activation();
+}
+
+v1::Status AgentTest::status() {
+  v1::Request r;
+  r.mutable_get_status();
+  return send(r).status();
+}
+
+void AgentTest::create_probe_bundle(const std::string& name, const std::string& source,
+                                    const std::vector<std::string>& extra_args) {
+  std::string pkg = dir_.file(name);
+  std::filesystem::create_directories(pkg);
+  std::filesystem::copy_file(probe_bin(), pkg + "/stoke-probe");
+  std::ofstream(pkg + "/__main__.py") << source;
+  std::vector<std::string> argv = {stoke_bin(), "--socket", agent_->socket(), "fn", "create", name, "--runtime",
+                                   "python", "--code", pkg};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  auto r = run_command(argv);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
 }
 
 }  // namespace stoke::test

@@ -68,6 +68,17 @@ class AgentTest : public ::testing::Test {
   // Extra config text appended to the agent's config file.
   virtual std::string extra_config() { return ""; }
 
+  // One call on a fresh connection (a failed call fails the test).
+  v1::Response send(const v1::Request& request);
+  // A sync invocation with `start` forced (unspecified: the agent chooses).
+  v1::Activation invoke_with(const std::string& name, const std::string& params_json = "{}",
+                             v1::StartKind start = v1::START_KIND_UNSPECIFIED);
+  v1::Status status();
+  // Registers `name` (python) from a directory holding stoke-probe and a
+  // __main__.py with `source`, through the CLI with `extra_args` appended.
+  void create_probe_bundle(const std::string& name, const std::string& source,
+                           const std::vector<std::string>& extra_args = {});
+
   TempDir dir_;
   std::unique_ptr<AgentProcess> agent_;
 };
