@@ -18,13 +18,13 @@ import datetime
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 from . import measure, report
+from .private_agent import PrivateAgent
 
 IMPORTS = "json, re, decimal, email.parser, http.client"
 GAP_MS = 5            # between requests in the paced zygote/restore loops
@@ -120,27 +120,15 @@ def run_agent(ctx, bins, key, label, extra_config, latency, memory):
     """Starts a private stoked, runs stoke-bench-runtimes against it, stops it by pid.
     Returns (the binary's JSON, None) or (None, why it failed)."""
     work = tempfile.mkdtemp(prefix=f"stoke-bench-runtimes-{key}-")
-    agent = None
-    logpath = os.path.join(work, "stoked.log")
+    os.chmod(work, 0o755)
+    agent = PrivateAgent(bins["stoked"], work, extra_config)
     try:
-        os.chmod(work, 0o755)
-        sock = os.path.join(work, "stoke.sock")
-        state = os.path.join(work, "state")
-        conf = os.path.join(work, "stoked.conf")
-        with open(conf, "w") as f:
-            f.write(f'state_dir: "{state}"\nsocket_path: "{sock}"\nlog_level: "warn"\n{extra_config}')
-        with open(logpath, "w") as log:
-            agent = subprocess.Popen([bins["stoked"], "--config", conf], stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL)
-        for _ in range(1000):
-            if os.path.exists(sock) or agent.poll() is not None:
-                break
-            time.sleep(0.01)
-        if not os.path.exists(sock):
-            return None, f"stoked ({label}) did not start; its log:\n{_tail(logpath)}"
+        why = agent.start()
+        if why:
+            return None, f"({label}) {why}"
         out_json = os.path.join(work, "out.json")
-        argv = [bins["stoke-bench-runtimes"], "--socket", sock, "--stoked-pid", str(agent.pid),
-                "--state-dir", state, "--runs", str(ctx.runs), "--warmup", str(ctx.warmup),
+        argv = [bins["stoke-bench-runtimes"], "--socket", agent.sock, "--stoked-pid", str(agent.proc.pid),
+                "--state-dir", agent.state, "--runs", str(ctx.runs), "--warmup", str(ctx.warmup),
                 "--blocks", str(BLOCKS), "--gap-ms", str(GAP_MS),
                 "--prewarm-runs", str(min(ctx.runs, PREWARM_RUNS)), "--zygote-mode", label,
                 "--json", out_json]
@@ -152,36 +140,22 @@ def run_agent(ctx, bins, key, label, extra_config, latency, memory):
         r = subprocess.run(argv)
         if r.returncode != 0:
             return None, (f"stoke-bench-runtimes ({label}) exited with status {r.returncode}; "
-                          f"stoked's log:\n{_tail(logpath)}")
+                          f"stoked's log:\n{agent.log_tail()}")
         with open(out_json) as f:
             out = json.load(f)
         out["agent_config"] = extra_config.strip() or "(defaults)"
         # log_level warn: whatever the agent logged is a warning or an error (a restore that
         # fell back, an image that could not be built...): kept, so a fallback can say why.
         try:
-            with open(logpath, errors="replace") as f:
+            with open(agent.log, errors="replace") as f:
                 logged = [l.rstrip() for l in f if l.strip()]
         except OSError:
             logged = []
         out["agent_log"] = {"lines": len(logged), "last": logged[-10:]}
         return out, None
     finally:
-        if agent is not None:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        agent.stop()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _tail(path, n=2000):
-    try:
-        with open(path) as f:
-            return f.read()[-n:]
-    except OSError as e:
-        return f"(no log: {e.strerror})"
 
 
 # --- the CRIU peer ---------------------------------------------------------------------------
