@@ -1,0 +1,81 @@
+#include "agent/json_limits.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace stoke::agent {
+namespace {
+
+std::string nested_arrays(size_t levels) { return std::string(levels, '[') + std::string(levels, ']'); }
+
+TEST(JsonLimits, CountsNestingOfArraysAndObjects) {
+  EXPECT_EQ(json_nesting_depth("1", 64), 0u);
+  EXPECT_EQ(json_nesting_depth("{}", 64), 1u);
+  EXPECT_EQ(json_nesting_depth(R"({"a":[{"b":[]}],"c":{}})", 64), 4u);
+  EXPECT_EQ(json_nesting_depth(nested_arrays(64), 64), 64u);
+}
+
+TEST(JsonLimits, BracketsInsideStringsDoNotCount) {
+  EXPECT_EQ(json_nesting_depth(R"({"a":"[[[[{{{{"})", 2), 1u);
+  // An escaped quote does not end the string; an escaped backslash does not
+  // escape the quote after it.
+  EXPECT_EQ(json_nesting_depth(R"({"a":"\"[[[[", "b":"\\"})", 2), 1u);
+  EXPECT_EQ(json_nesting_depth(R"(["\\",[[[]]]])", 10), 4u);
+}
+
+TEST(JsonLimits, StopsCountingPastTheLimit) {
+  EXPECT_EQ(json_nesting_depth(nested_arrays(1000000), 64), 65u);
+}
+
+TEST(JsonLimits, ParsesJsonWithinTheLimit) {
+  auto j = parse_json_bounded(R"({"a":[1,{"b":"]]]"}]})");
+  ASSERT_TRUE(j.ok()) << j.error().message();
+  EXPECT_EQ((*j)["a"][1]["b"], "]]]");
+  auto deepest = parse_json_bounded(nested_arrays(kMaxJsonDepth));
+  ASSERT_TRUE(deepest.ok()) << deepest.error().message();
+}
+
+TEST(JsonLimits, RefusesDeeperJsonNamingTheLimit) {
+  auto j = parse_json_bounded(nested_arrays(kMaxJsonDepth + 1));
+  ASSERT_FALSE(j.ok());
+  EXPECT_NE(j.error().message().find("nested too deeply"), std::string::npos) << j.error().message();
+  EXPECT_NE(j.error().message().find("64"), std::string::npos) << j.error().message();
+}
+
+TEST(JsonLimits, RefusesTheReviewersCrashInputQuickly) {
+  // The reproduction of review finding #1: a copy or dump of this overflows
+  // the stack. Refused before any value is built.
+  std::string crash = "{\"a\":" + nested_arrays(300000) + "}";
+  auto j = parse_json_bounded(crash);
+  ASSERT_FALSE(j.ok());
+  EXPECT_FALSE(validate_json_object_bounded(crash).ok());
+}
+
+TEST(JsonLimits, SyntaxErrorsAreErrorsNotExceptions) {
+  auto j = parse_json_bounded("{\"a\": ");
+  ASSERT_FALSE(j.ok());
+  EXPECT_NE(j.error().message().find("not JSON"), std::string::npos) << j.error().message();
+}
+
+TEST(JsonLimits, ValidatesOneObjectWithoutBuildingIt) {
+  EXPECT_TRUE(validate_json_object_bounded(R"( {"a": [1, 2]} )").ok());
+  EXPECT_FALSE(validate_json_object_bounded("[1]").ok());
+  EXPECT_FALSE(validate_json_object_bounded("\"s\"").ok());
+  EXPECT_FALSE(validate_json_object_bounded("{} {}").ok());
+  EXPECT_FALSE(validate_json_object_bounded("").ok());
+  auto bad = validate_json_object_bounded("{\"a\":}");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message().find("not JSON"), std::string::npos) << bad.error().message();
+}
+
+TEST(JsonLimits, OneLineKeepsTheValueAndDropsLineBreaks) {
+  std::string text = "{\n  \"a\": \"x\\ny\",\r\n  \"b\": [1,\n2]\n}";
+  std::string line = json_on_one_line(text);
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+  EXPECT_EQ(line.find('\r'), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(line), nlohmann::json::parse(text));
+}
+
+}  // namespace
+}  // namespace stoke::agent
