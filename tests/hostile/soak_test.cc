@@ -1,0 +1,34 @@
+// The soak, short: warm invocations and starts of every kind with failures
+// mixed in; nothing unexplained, and the agent's RSS and open fds flat after
+// warm-up. (scripts/soak runs the long one: 10^6 warm, 10^4 starts.)
+#include <gtest/gtest.h>
+
+#include "tests/util/agent_fixture.h"
+#include "tests/soak/soak_driver.h"
+
+namespace stoke {
+namespace {
+
+class Soak : public test::AgentTest {};
+
+TEST_F(Soak, MixedLoadLeavesNoUnexplainedErrorAndAgentRssAndFdsFlat) {
+  soak::SoakOptions o;
+  o.socket = agent_->socket();
+  o.agent_pid = agent_->pid();
+  o.warm_invocations = 10000;
+  o.starts = 96;
+  o.connections = 2;
+  o.in_flight = 4;
+  o.warmup_fraction = 0.3;
+  auto r = soak::run_soak(o);
+  std::printf("%s\n", soak::describe(r).c_str());
+  ASSERT_TRUE(r.error.empty()) << r.error << "\n" << agent_->log_text();
+  EXPECT_EQ(r.unexplained_count, 0u) << soak::describe(r);
+  EXPECT_EQ(r.warm_ok, o.warm_invocations);
+  EXPECT_LT(r.rss_growth, 0.05) << soak::describe(r);
+  EXPECT_LT(r.fd_growth, 0.05) << soak::describe(r);
+  EXPECT_TRUE(agent_->running());
+}
+
+}  // namespace
+}  // namespace stoke

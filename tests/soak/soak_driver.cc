@@ -1,0 +1,285 @@
+#include "tests/soak/soak_driver.h"
+
+#include <dirent.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "api/wire/client.h"
+#include "proto/stoke/v1/api.pb.h"
+
+namespace stoke::soak {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kWarmCode = "def main(args):\n    return {\"n\": args.get(\"n\", 0) + 1}\n";
+// Some init, so zygotes and images have something to skip; the mode picks a
+// misbehaviour, each with the status the agent must record for it.
+constexpr const char* kStartCode = R"(import json, os, time
+TABLE = {str(i): i * i for i in range(2000)}
+def main(args):
+    mode = args.get("mode", "ok")
+    if mode == "error":
+        return {"error": "asked to fail"}
+    if mode == "crash":
+        os._exit(3)
+    if mode == "sleep":
+        time.sleep(30)
+    if mode == "garbage":
+        os.write(3, b"this is not json\n")
+        time.sleep(30)
+    return {"squares": len(TABLE)}
+)";
+
+struct Mix {
+  const char* mode;
+  v1::ActivationStatus expect;
+};
+// One failure of each kind in every 12 starts.
+constexpr Mix kMix[] = {{"ok", v1::SUCCESS},       {"ok", v1::SUCCESS},   {"error", v1::APPLICATION_ERROR},
+                        {"ok", v1::SUCCESS},       {"ok", v1::SUCCESS},   {"crash", v1::DEVELOPER_ERROR},
+                        {"ok", v1::SUCCESS},       {"ok", v1::SUCCESS},   {"sleep", v1::TIMEOUT},
+                        {"ok", v1::SUCCESS},       {"ok", v1::SUCCESS},   {"garbage", v1::DEVELOPER_ERROR}};
+constexpr v1::StartKind kKinds[] = {v1::COLD, v1::ZYGOTE, v1::RESTORE, v1::PREWARM};
+
+uint64_t read_rss_kib(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+  return 0;
+}
+
+uint64_t count_fds(pid_t pid) {
+  std::string path = "/proc/" + std::to_string(pid) + "/fd";
+  DIR* d = opendir(path.c_str());
+  if (!d) return 0;
+  uint64_t n = 0;
+  while (auto* e = readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  closedir(d);
+  return n;
+}
+
+std::string describe_response(const v1::Response& r) {
+  if (r.has_error()) return "error " + v1::Error::Code_Name(r.error().code()) + ": " + r.error().message();
+  if (r.has_activation())
+    return v1::ActivationStatus_Name(r.activation().status()) + " " + r.activation().result_json().substr(0, 200);
+  return "unexpected response";
+}
+
+class Run {
+ public:
+  explicit Run(const SoakOptions& o) : o_(o) {}
+
+  SoakResult go() {
+    if (std::string e = setup(); !e.empty()) {
+      result_.error = e;
+      return result_;
+    }
+    total_ = o_.warm_invocations + o_.starts;
+    sample();
+    // Starts run on their own thread beside the warm load, as on a real node.
+    std::thread starts([this] { run_starts(); });
+    auto t0 = Clock::now();
+    std::vector<std::thread> warm;
+    for (unsigned c = 0; c < o_.connections; ++c) warm.emplace_back([this, c] { run_warm(c); });
+    std::thread sampler([this] {
+      while (!finished_) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+        sample();
+      }
+    });
+    for (auto& t : warm) t.join();
+    double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    starts.join();
+    finished_ = true;
+    sampler.join();
+    sample();
+    result_.warm_ok = warm_ok_;
+    result_.starts_ok = starts_ok_;
+    result_.expected_failures = expected_failures_;
+    result_.warm_per_second = secs > 0 ? double(result_.warm_ok) / secs : 0;
+    summarize();
+    return result_;
+  }
+
+ private:
+  std::string setup() {
+    auto c = wire::Client::connect(o_.socket, "stoke-soak");
+    if (!c.ok()) return "connect: " + c.error().message();
+    auto create = [&](const std::string& name, const char* code, uint32_t concurrency, uint64_t timeout_ms) {
+      v1::Request r;
+      auto* cf = r.mutable_create_function();
+      cf->set_name(name);
+      auto* cfg = cf->mutable_config();
+      cfg->set_runtime(v1::PYTHON);
+      cfg->set_code(code);
+      cfg->set_code_format(v1::SINGLE_FILE);
+      cfg->set_code_file_name("main.py");
+      cfg->set_memory_bytes(64ull << 20);
+      cfg->set_timeout_ms(timeout_ms);
+      cfg->set_concurrency(concurrency);
+      auto resp = c.value().call(r);
+      if (!resp.ok()) return resp.error().message();
+      if (resp.value().has_error() && resp.value().error().code() != v1::Error::OK)
+        return resp.value().error().message();
+      return std::string();
+    };
+    unsigned warm_concurrency = std::min(o_.connections * o_.in_flight, 8u);
+    if (auto e = create("soak-warm", kWarmCode, warm_concurrency, 10000); !e.empty()) return "create soak-warm: " + e;
+    if (auto e = create("soak-start", kStartCode, 2, 1500); !e.empty()) return "create soak-start: " + e;
+    // First calls: the warm function gets its instances, the start function
+    // its zygote and image (made after a first success).
+    v1::Request r;
+    r.mutable_invoke()->set_function("soak-start");
+    r.mutable_invoke()->set_params_json("{}");
+    auto first = c.value().call(r);
+    if (!first.ok() || !first.value().has_activation() || first.value().activation().status() != v1::SUCCESS)
+      return "first call of soak-start: " + (first.ok() ? describe_response(first.value()) : first.error().message());
+    return "";
+  }
+
+  void run_warm(unsigned index) {
+    auto c = wire::Client::connect(o_.socket, "stoke-soak");
+    if (!c.ok()) {
+      unexplained("connect: " + c.error().message());
+      return;
+    }
+    uint64_t share = o_.warm_invocations / o_.connections + (index < o_.warm_invocations % o_.connections ? 1 : 0);
+    std::vector<uint64_t> ids;
+    uint64_t sent = 0;
+    v1::Request r;
+    r.mutable_invoke()->set_function("soak-warm");
+    r.mutable_invoke()->set_params_json("{\"n\": 1}");
+    while (sent < share || !ids.empty()) {
+      while (sent < share && ids.size() < o_.in_flight) {
+        auto id = c.value().send(r);
+        if (!id.ok()) {
+          unexplained("send: " + id.error().message());
+          return;
+        }
+        ids.push_back(id.value());
+        ++sent;
+      }
+      auto resp = c.value().wait_for(ids.front());
+      ids.erase(ids.begin());
+      if (!resp.ok()) {
+        unexplained("warm call: " + resp.error().message());
+        return;
+      }
+      if (resp.value().has_activation() && resp.value().activation().status() == v1::SUCCESS) {
+        ++warm_ok_;
+        progress();
+      } else {
+        unexplained("warm call: " + describe_response(resp.value()));
+      }
+    }
+  }
+
+  void run_starts() {
+    auto c = wire::Client::connect(o_.socket, "stoke-soak");
+    if (!c.ok()) {
+      unexplained("connect: " + c.error().message());
+      return;
+    }
+    for (uint64_t i = 0; i < o_.starts; ++i) {
+      const Mix& m = kMix[i % std::size(kMix)];
+      v1::Request r;
+      r.mutable_invoke()->set_function("soak-start");
+      r.mutable_invoke()->set_params_json(std::string("{\"mode\": \"") + m.mode + "\"}");
+      r.mutable_invoke()->set_start(kKinds[(i / std::size(kMix) + i) % std::size(kKinds)]);
+      auto resp = c.value().call(r);
+      if (!resp.ok()) {
+        unexplained("start call: " + resp.error().message());
+        c = wire::Client::connect(o_.socket, "stoke-soak");
+        if (!c.ok()) return;
+        continue;
+      }
+      const auto& v = resp.value();
+      if (v.has_activation() && v.activation().status() == m.expect) {
+        if (m.expect == v1::SUCCESS) ++starts_ok_; else ++expected_failures_;
+        progress();
+      } else {
+        unexplained(std::string("start (") + m.mode + ", " + v1::StartKind_Name(r.invoke().start()) +
+                    "): " + describe_response(v));
+      }
+    }
+  }
+
+  void progress() {
+    uint64_t done = ++done_;
+    if (o_.progress && done % 20000 == 0) {
+      char line[160];
+      std::snprintf(line, sizeof line, "soak: %llu / %llu calls", static_cast<unsigned long long>(done),
+                    static_cast<unsigned long long>(total_));
+      o_.progress(line);
+    }
+  }
+
+  void sample() {
+    double at = total_ ? double(done_.load()) / double(total_) : 0;
+    auto s = sample_process(o_.agent_pid, at);
+    std::lock_guard lock(mu_);
+    result_.samples.push_back(s);
+  }
+
+  void unexplained(const std::string& what) {
+    std::lock_guard lock(mu_);
+    ++result_.unexplained_count;
+    if (result_.unexplained.size() < 10) result_.unexplained.push_back(what);
+  }
+
+  void summarize() {
+    const ResourceSample* base = nullptr;
+    for (auto& s : result_.samples)
+      if (s.at_fraction >= o_.warmup_fraction) {
+        base = &s;
+        break;
+      }
+    if (!base || result_.samples.empty()) return;
+    const auto& last = result_.samples.back();
+    result_.baseline_rss_kib = base->rss_kib;
+    result_.final_rss_kib = last.rss_kib;
+    result_.baseline_fds = base->fds;
+    result_.final_fds = last.fds;
+    result_.rss_growth = base->rss_kib ? double(last.rss_kib) / double(base->rss_kib) - 1 : 0;
+    result_.fd_growth = base->fds ? double(last.fds) / double(base->fds) - 1 : 0;
+  }
+
+  const SoakOptions& o_;
+  SoakResult result_;
+  std::mutex mu_;
+  std::atomic<uint64_t> done_{0}, warm_ok_{0}, starts_ok_{0}, expected_failures_{0};
+  std::atomic<bool> finished_{false};
+  uint64_t total_ = 0;
+};
+
+}  // namespace
+
+ResourceSample sample_process(pid_t pid, double at_fraction) {
+  return ResourceSample{at_fraction, read_rss_kib(pid), count_fds(pid)};
+}
+
+SoakResult run_soak(const SoakOptions& options) { return Run(options).go(); }
+
+std::string describe(const SoakResult& r) {
+  std::ostringstream s;
+  s.setf(std::ios::fixed);
+  s.precision(1);
+  s << "warm ok " << r.warm_ok << " (" << r.warm_per_second << "/s), starts ok " << r.starts_ok
+    << ", expected failures " << r.expected_failures << ", unexplained " << r.unexplained_count << "; rss "
+    << r.baseline_rss_kib << " KiB -> " << r.final_rss_kib << " KiB (" << (r.rss_growth >= 0 ? "+" : "")
+    << r.rss_growth * 100 << "%), fds " << r.baseline_fds << " -> " << r.final_fds << " ("
+    << (r.fd_growth >= 0 ? "+" : "") << r.fd_growth * 100 << "%)";
+  for (auto& u : r.unexplained) s << "\n  unexplained: " << u;
+  if (!r.error.empty()) s << "\n  setup failed: " << r.error;
+  return s.str();
+}
+
+}  // namespace stoke::soak
