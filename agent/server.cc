@@ -453,6 +453,9 @@ void Server::flush(const std::shared_ptr<Connection>& c) {
 void Server::finish(const std::shared_ptr<Connection>& c) {
   if (c->closed) return;
   c->closing = true;
+  // A client that never reads its last replies must not hold its slot (and
+  // a pending write) forever.
+  c->deadline = Clock::now() + limits_.frame_timeout;
   c->decoded.clear();
   flush(c);
 }
@@ -486,15 +489,21 @@ void Server::sweep() {
   const auto now = Clock::now();
   std::vector<std::shared_ptr<Connection>> overdue;
   for (auto& [id, c] : connections_) {
-    if (!c->deadline || c->closing) continue;
+    if (!c->deadline) continue;
     // Not reading it is our doing (back-pressure), not the client's.
-    if (paused(*c)) {
+    if (!c->closing && paused(*c)) {
       c->deadline = now + limits_.frame_timeout;
       continue;
     }
     if (now > *c->deadline) overdue.push_back(c);
   }
   for (auto& c : overdue) {
+    if (c->closing) {
+      spdlog::warn("connection {} (pid {} uid {}): its last replies were not taken within {} ms; closing", c->id,
+                   c->peer.pid, c->peer.uid, limits_.frame_timeout.count());
+      drop(c);
+      continue;
+    }
     spdlog::warn("connection {} (pid {} uid {}): {} within {} ms ({} bytes of a frame received); closing", c->id,
                  c->peer.pid, c->peer.uid, c->greeted ? "no complete frame" : "no hello",
                  limits_.frame_timeout.count(), c->decoder.buffered_bytes());
