@@ -152,7 +152,8 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   auto server = Server::listen(*a->loop_, settings.socket_path, settings.socket_group, settings.inherited_socket_fd,
                                settings.access, [self](const Peer& peer, v1::Request req, Server::Reply reply) {
                                  self->handle(peer, std::move(req), std::move(reply));
-                               });
+                               },
+                               settings.api_limits);
   if (!server.ok()) return server.error();
   a->server_ = std::move(server.value());
   STOKE_TRY(a->loop_->watch_signals({SIGTERM, SIGINT}, [self](int sig) {

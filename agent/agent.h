@@ -41,6 +41,7 @@ struct AgentSettings {
   std::string socket_group;         // "" = root only (0600)
   int inherited_socket_fd = -1;     // from systemd socket activation
   AccessPolicy access;
+  ServerLimits api_limits;  // caps on API clients (agent/server_limits.h)
   uint64_t default_memory_bytes = 256ULL << 20;
   uint64_t max_memory_bytes = 8ULL << 30;
   uint64_t default_timeout_ms = 60'000;

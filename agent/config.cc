@@ -166,6 +166,21 @@ Status check_node(const AgentConfig& c) {
   return {};
 }
 
+Status check_api_limits(const AgentConfig& c) {
+  const config::ApiLimits& l = c.api_limits();
+  STOKE_TRY(check_positive("api_limits.max_connections", l.max_connections()));
+  STOKE_TRY(check_positive("api_limits.max_connections_per_uid", l.max_connections_per_uid()));
+  STOKE_TRY(check_positive("api_limits.frame_timeout_ms", l.frame_timeout_ms()));
+  if (l.max_requests_in_flight() == 0 || l.max_requests_in_flight() > 65536)
+    return invalid("api_limits.max_requests_in_flight (" + std::to_string(l.max_requests_in_flight()) +
+                   ") must be 1..65536");
+  for (auto [field, value] : {std::pair{"api_limits.max_output_bytes", l.max_output_bytes()},
+                              std::pair{"api_limits.max_buffered_bytes", l.max_buffered_bytes()}}) {
+    if (value < (1ULL << 20)) return invalid(std::string(field) + " (" + std::to_string(value) + ") must be at least 1 MiB");
+  }
+  return {};
+}
+
 }  // namespace
 
 AgentConfig default_config() { return AgentConfig(); }
@@ -174,6 +189,7 @@ Status validate_config(const AgentConfig& cfg) {
   STOKE_TRY(check_places(cfg));
   STOKE_TRY(check_function_limits(cfg));
   STOKE_TRY(check_node(cfg));
+  STOKE_TRY(check_api_limits(cfg));
   return {};
 }
 

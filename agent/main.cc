@@ -35,6 +35,12 @@ stoke::agent::AgentSettings settings_from(const stoke::agent::AgentConfig& c) {
   s.socket_group = c.socket_group();
   s.access.allowed_uids.insert(c.allowed_uids().begin(), c.allowed_uids().end());
   s.access.allowed_gids.insert(c.allowed_gids().begin(), c.allowed_gids().end());
+  s.api_limits.max_connections = c.api_limits().max_connections();
+  s.api_limits.max_connections_per_uid = c.api_limits().max_connections_per_uid();
+  s.api_limits.max_requests_in_flight = c.api_limits().max_requests_in_flight();
+  s.api_limits.max_output_bytes = c.api_limits().max_output_bytes();
+  s.api_limits.max_buffered_bytes = c.api_limits().max_buffered_bytes();
+  s.api_limits.frame_timeout = std::chrono::milliseconds(c.api_limits().frame_timeout_ms());
   s.default_memory_bytes = c.default_memory_bytes();
   s.default_timeout_ms = c.default_timeout_ms();
   s.max_timeout_ms = c.max_timeout_ms();
