@@ -4,6 +4,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <gtest/gtest.h>
 
@@ -65,12 +66,23 @@ void Bystander::start(int interval_ms) {
   failures_ = 0;
   running_ = true;
   thread_ = std::thread([this, interval_ms] {
-    auto c = agent_.connect();
+    // A dead agent is a failure to count, not an exception that aborts the
+    // whole test binary from this thread.
+    std::optional<wire::Client> c;
     while (running_) {
+      if (!c) {
+        try {
+          c.emplace(agent_.connect());
+        } catch (const std::exception&) {
+          ++failures_;
+          std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
+          continue;
+        }
+      }
       bool ok = false;
-      double t = one_call(c, &ok);
+      double t = one_call(*c, &ok);
       if (ok) samples_.push_back(t); else ++failures_;
-      if (!ok) c = agent_.connect();  // a broken connection is one failure, not all of them
+      if (!ok) c.reset();  // a broken connection is one failure, not all of them
       std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
     }
   });
