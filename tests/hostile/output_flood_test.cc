@@ -5,6 +5,7 @@
 // and the result is bounded everywhere: the activation ends within its time
 // limit, the agent's memory stays bounded, and other tenants do not notice.
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -68,7 +69,9 @@ def flood():
     while True:
         libc.vmsplice(1, ctypes.byref(iov), 1, 0)
 def main(args):
-    threading.Thread(target=flood, daemon=True).start()
+    # Several writers, so that one is ready whenever the reader frees a slot.
+    for _ in range(4):
+        threading.Thread(target=flood, daemon=True).start()
     time.sleep(0.5)
     return {"flooded": True}
 )PY";
@@ -127,6 +130,9 @@ TEST_F(OutputFlood, VmspliceLogFloodEndsWithinItsTimeLimitAndDoesNotStallTheAgen
     // Its deadline plus slack for teardown; a stalled loop never answers.
     auto a = invoke_within("vmsplicer", "{}", std::chrono::milliseconds(kTimeoutMs) + 10s);
     auto took = std::chrono::steady_clock::now() - start;
+    std::printf("vmsplice flood: %s after %.0f ms, %d log lines, truncated %d\n",
+                v1::ActivationStatus_Name(a.status()).c_str(),
+                std::chrono::duration<double, std::milli>(took).count(), a.logs_size(), a.logs_truncated());
     EXPECT_TRUE(a.status() == v1::SUCCESS || a.status() == v1::TIMEOUT) << v1::ActivationStatus_Name(a.status())
                                                                         << " " << a.result_json();
     EXPECT_FALSE(a.activation_id().empty());

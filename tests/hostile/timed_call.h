@@ -5,6 +5,7 @@
 #include <poll.h>
 
 #include <chrono>
+#include <exception>
 #include <optional>
 
 #include "tests/util/agent_fixture.h"
@@ -13,14 +14,18 @@ namespace stoke::test {
 
 inline std::optional<v1::Response> call_within(const AgentProcess& agent, v1::Request request,
                                                std::chrono::milliseconds limit) {
-  auto client = agent.connect();
-  auto id = client.send(std::move(request));
-  if (!id.ok()) return std::nullopt;
-  pollfd p{client.fd(), POLLIN, 0};
-  if (::poll(&p, 1, static_cast<int>(limit.count())) <= 0) return std::nullopt;
-  auto response = client.wait_for(id.value());
-  if (!response.ok()) return std::nullopt;
-  return response.value();
+  try {
+    auto client = agent.connect();  // throws when the agent is gone
+    auto id = client.send(std::move(request));
+    if (!id.ok()) return std::nullopt;
+    pollfd p{client.fd(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(limit.count())) <= 0) return std::nullopt;
+    auto response = client.wait_for(id.value());
+    if (!response.ok()) return std::nullopt;
+    return response.value();
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
 }
 
 // The agent's peak resident memory (VmHWM), in KiB; 0 if unreadable.
