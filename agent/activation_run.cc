@@ -3,27 +3,37 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
+
+#include "agent/json_limits.h"
 
 namespace stoke::agent {
 namespace {
 
-std::string error_json(const std::string& message) { return nlohmann::json{{"error", message}}.dump(); }
+// The message may quote the runtime's bytes, which need not be UTF-8: those
+// are replaced (a strict dump would throw on the loop thread).
+std::string error_json(const std::string& message) {
+  return nlohmann::json{{"error", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 }  // namespace
 
 ActivationOutcome classify_result(const std::string& line) {
   ActivationOutcome o;
   o.replied = true;
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception&) {
-    std::string shown = line.substr(0, 200);
+  // Bounded: the result is the tenant's text, and the dump() below (like any
+  // copy of the value) recurses once per nesting level.
+  auto parsed = parse_json_bounded(line);
+  if (!parsed.ok()) {
     o.status = v1::DEVELOPER_ERROR;
-    o.result_json = error_json("the runtime replied with something that is not JSON: " + shown);
+    o.result_json = parsed.error().step == "not JSON"
+                        ? error_json("the runtime replied with something that is not JSON: " + line.substr(0, 200))
+                        : error_json("the result is not acceptable: " + parsed.error().message());
     return o;
   }
+  nlohmann::json& j = parsed.value();
   if (!j.is_object()) {
     o.status = v1::DEVELOPER_ERROR;
     o.result_json = error_json(std::string("the result must be a JSON object, not ") + j.type_name());
@@ -157,31 +167,51 @@ void ActivationRun::read_logs() {
   log_op_ = loop_.read(instance_.log_fd(), log_buf_.get(), kChunk, [self](int res) {
     self->log_op_ = 0;
     if (self->finished_ || res <= 0) return;
-    append_log_bytes(std::string_view(self->log_buf_.get(), static_cast<size_t>(res)), self->limits_,
-                     self->log_partial_, self->logs_, self->log_bytes_, self->logs_truncated_);
-    self->read_logs();
+    self->take_log_bytes(self->log_buf_.get(), static_cast<size_t>(res));
+    // Past the budget the pipe is left full: the function's own writes block
+    // (its deadline still runs), and the agent stops copying its output.
+    if (!self->stopped_reading_logs_) self->read_logs();
   });
+}
+
+void ActivationRun::take_log_bytes(const char* bytes, size_t n) {
+  append_log_bytes(std::string_view(bytes, n), limits_, log_partial_, logs_, log_bytes_, logs_truncated_);
+  log_bytes_read_ += n;
+  if (log_bytes_read_ >= limits_.max_log_bytes_read) {
+    logs_truncated_ = true;
+    stopped_reading_logs_ = true;
+  }
 }
 
 void ActivationRun::drain_logs_now() {
   // What the runtime printed just before replying may still sit in the pipe.
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(instance_.log_fd(), buf, sizeof buf);
-    if (n <= 0) break;
-    append_log_bytes(std::string_view(buf, static_cast<size_t>(n)), limits_, log_partial_, logs_, log_bytes_,
-                     logs_truncated_);
+  // Bounded: a function can keep the pipe full (a big pipe, vmsplice) so that
+  // a read-until-empty loop never returns, and this runs on the loop thread
+  // that serves every other tenant and fires every deadline.
+  size_t read_now = 0;
+  while (!stopped_reading_logs_) {
+    if (read_now >= kDrainBudget) {
+      // Still not empty after this much: a flood, not a last few lines.
+      logs_truncated_ = true;
+      return;
+    }
+    ssize_t n = ::read(instance_.log_fd(), scratch_.get(), kChunk);
+    if (n <= 0) return;
+    read_now += static_cast<size_t>(n);
+    take_log_bytes(scratch_.get(), static_cast<size_t>(n));
   }
 }
 
 void ActivationRun::on_exit() {
   if (finished_) return;
-  // A reply may have been written just before exiting: read what is left.
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(instance_.result_fd(), buf, sizeof buf);
+  // A reply may have been written just before exiting: read what is left,
+  // but no more than a result can be. In the zygote path the function zygote
+  // (tenant code) may still hold the pipe's write end and keep it full.
+  const size_t cap = limits_.max_result_bytes + kReadySlack + 1;
+  while (result_.size() < cap) {
+    ssize_t n = ::read(instance_.result_fd(), scratch_.get(), std::min(kChunk, cap - result_.size()));
     if (n <= 0) break;
-    result_.append(buf, static_cast<size_t>(n));
+    result_.append(scratch_.get(), static_cast<size_t>(n));
   }
   drain_logs_now();
   if (awaiting_ready_ && (result_.find('\n') == std::string::npos || !take_ready_line())) {
@@ -200,7 +230,10 @@ void ActivationRun::on_exit() {
     finish(std::move(o));
     return;
   }
-  ActivationOutcome o = failure(v1::DEVELOPER_ERROR, "the runtime exited without replying");
+  ActivationOutcome o = failure(v1::DEVELOPER_ERROR, result_.size() > limits_.max_result_bytes
+                                                         ? "the result is larger than " +
+                                                               std::to_string(limits_.max_result_bytes) + " bytes"
+                                                         : std::string("the runtime exited without replying"));
   o.runtime_exited = true;
   finish(std::move(o));
 }

@@ -25,6 +25,10 @@ struct ActivationLimits {
   size_t max_result_bytes = 1u << 20;
   size_t max_log_bytes = 64u << 10;
   size_t max_log_lines = 1000;
+  // Log output read (and, past the limits above, thrown away) in one
+  // activation before the agent stops reading the pipe at all; then the
+  // function's own writes block until its deadline.
+  size_t max_log_bytes_read = 32u << 20;
 };
 
 struct ActivationOutcome {
@@ -67,6 +71,7 @@ class ActivationRun : public std::enable_shared_from_this<ActivationRun> {
   void read_logs();
   void on_exit();
   void drain_logs_now();
+  void take_log_bytes(const char* bytes, size_t n);
   void finish(ActivationOutcome outcome);
   ActivationOutcome failure(v1::ActivationStatus status, const std::string& message);
 
@@ -80,6 +85,8 @@ class ActivationRun : public std::enable_shared_from_this<ActivationRun> {
   std::vector<std::string> logs_;
   size_t log_bytes_ = 0;
   bool logs_truncated_ = false;
+  size_t log_bytes_read_ = 0;
+  bool stopped_reading_logs_ = false;
   bool finished_ = false;
   bool awaiting_ready_ = false;
   std::chrono::steady_clock::time_point ready_at_{};
@@ -92,7 +99,13 @@ class ActivationRun : public std::enable_shared_from_this<ActivationRun> {
   uint64_t write_op_ = 0, result_op_ = 0, log_op_ = 0, exit_op_ = 0;
   std::unique_ptr<char[]> result_buf_ = std::make_unique<char[]>(kChunk);
   std::unique_ptr<char[]> log_buf_ = std::make_unique<char[]>(kChunk);
+  // For the synchronous reads (the async ones own the two buffers above).
+  std::unique_ptr<char[]> scratch_ = std::make_unique<char[]>(kChunk);
   static constexpr size_t kChunk = 64 * 1024;
+  // Most log bytes one synchronous drain reads before it returns to the loop.
+  static constexpr size_t kDrainBudget = 1u << 20;
+  // A restored runtime's ready line ahead of the result (it is short).
+  static constexpr size_t kReadySlack = 4096;
 };
 
 }  // namespace stoke::agent

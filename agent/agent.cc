@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/agent_internal.h"
+#include "agent/json_limits.h"
 #include "agent/kernel_features.h"
 #include "agent/names.h"
 #include "api/wire/protocol.h"
@@ -406,15 +407,14 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
     return reply(error_response(id, v1::Error::RESOURCE_EXHAUSTED,
                                 "the payload is " + std::to_string(inv.params_json().size()) + " bytes; the limit is " +
                                     std::to_string(settings_.max_payload_bytes)));
-  nlohmann::json params = nlohmann::json::object();
+  // The client's text is checked (one object, bounded nesting) but never
+  // built into a value: it is forwarded as is, so no copy or dump of it can
+  // recurse as deep as the client chose.
+  std::string params = "{}";
   if (!inv.params_json().empty()) {
-    try {
-      params = nlohmann::json::parse(inv.params_json());
-    } catch (const nlohmann::json::exception& e) {
-      return reply(error_response(id, v1::Error::INVALID_ARGUMENT, std::string("the payload is not JSON: ") + e.what()));
-    }
-    if (!params.is_object())
-      return reply(error_response(id, v1::Error::INVALID_ARGUMENT, "the payload must be a JSON object"));
+    if (Status valid = validate_json_object_bounded(inv.params_json()); !valid.ok())
+      return reply(error_response(id, v1::Error::INVALID_ARGUMENT, "the payload is refused: " + valid.error().message()));
+    params = json_on_one_line(inv.params_json());
   }
   auto run = std::make_shared<Running>();
   run->request_id = id;
@@ -457,14 +457,15 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
     run->limits.max_result_bytes = settings_.max_result_bytes;
     run->limits.max_log_bytes = settings_.max_log_bytes;
     run->limits.max_log_lines = settings_.max_log_lines;
-    nlohmann::json line = {{"value", params},
-                           {"namespace", "_"},
+    nlohmann::json line = {{"namespace", "_"},
                            {"action_name", name},
                            {"action_version", std::to_string(fn->version())},
                            {"activation_id", rec.activation_id()},
                            {"transaction_id", rec.activation_id()},
                            {"deadline", std::to_string(now_ms() + static_cast<int64_t>(fn->timeout_ms()))}};
-    run->request_line = line.dump() + "\n";
+    // {"value": <params>, ...the rest}: the rest is the agent's own, flat.
+    std::string rest = line.dump();
+    run->request_line = "{\"value\":" + params + "," + rest.substr(1) + "\n";
     if (Status s = registry_->begin_activation(rec); !s.ok()) return answer(error_response(id, s.error()));
     spdlog::info("function {} activation {}: accepted", name, rec.activation_id());
     if (async) {
@@ -633,6 +634,7 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
   // that has not changed since.
   run->reuse = run->instance && run->spec.runtime != v1::EXEC && settings_.keep_alive.count() > 0 && !stopping_ &&
                !run->cancelled && (outcome.status == v1::SUCCESS || outcome.status == v1::APPLICATION_ERROR) &&
+               !outcome.logs_truncated &&  // unread output left in its pipe would be the next activation's logs
                generation_[run->spec.function] == run->generation;
   // Tearing down (kill, reap, read usage, remove the cgroup) and recording
   // the result both block: a worker does them.

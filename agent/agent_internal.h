@@ -74,7 +74,10 @@ inline double ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
 }
 
-inline std::string error_json(const std::string& message) { return nlohmann::json{{"error", message}}.dump(); }
+// Replaces bytes that are not UTF-8 (messages may quote a function's output).
+inline std::string error_json(const std::string& message) {
+  return nlohmann::json{{"error", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 }  // namespace detail
 

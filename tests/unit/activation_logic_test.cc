@@ -24,6 +24,21 @@ TEST(ClassifyResult, AnythingButAnObjectIsTheDevelopersError) {
   }
 }
 
+TEST(ClassifyResult, DeeplyNestedResultIsRefusedNotRecursedInto) {
+  // Review finding #1: dump() of this overflowed the agent's stack.
+  std::string deep = "{\"a\":" + std::string(300000, '[') + std::string(300000, ']') + "}";
+  auto o = classify_result(deep);
+  EXPECT_EQ(o.status, v1::DEVELOPER_ERROR);
+  EXPECT_NE(o.result_json.find("nested too deeply"), std::string::npos) << o.result_json;
+}
+
+TEST(ClassifyResult, BytesThatAreNotUtf8AreQuotedSafely) {
+  // The error quotes the reply; a strict dump of it would throw on the loop.
+  auto o = classify_result("\xff\xfe not json");
+  EXPECT_EQ(o.status, v1::DEVELOPER_ERROR);
+  EXPECT_NE(o.result_json.find("not JSON"), std::string::npos) << o.result_json;
+}
+
 TEST(LogCapture, SplitsLinesAcrossChunksAndCapsBytesAndLines) {
   ActivationLimits limits;
   limits.max_log_bytes = 20;
