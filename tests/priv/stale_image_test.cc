@@ -93,18 +93,18 @@ TEST_F(StaleImage, AgentKilledRightAfterTheDeleteDoesNotServeTheOldImage) {
   expect_ran(restored("f"), "new", "bob");
 }
 
-// The deterministic form of a drop that never ran: deleted while checkpoints
-// were off (so no image store was open to drop from), re-created after they
-// are back on.
+// The deterministic form of a drop that never ran: deleted and created again
+// while checkpoints were off (so no image store was open to drop from), then
+// restored once they are back on.
 TEST_F(StaleImage, DeleteWhileCheckpointsWereOffDoesNotLeaveTheImageToTheNextOwner) {
   create("f", "old", "alice");
   expect_ran(restored("f"), "old", "alice");
   rewrite_config("checkpoints: false\n");
   agent_->restart();
   remove("f");
+  create("f", "new", "bob");
   rewrite_config("");
   agent_->restart();
-  create("f", "new", "bob");
   expect_ran(restored("f"), "new", "bob");
   // The old image file is gone from the store, not merely unused.
   auto log = agent_->log_text();
@@ -119,9 +119,9 @@ TEST_F(StaleImage, SameCodeWithAnotherEnvironmentGetsItsOwnImage) {
   rewrite_config("checkpoints: false\n");
   agent_->restart();
   remove("f");
+  create("f", "same", "bob");
   rewrite_config("");
   agent_->restart();
-  create("f", "same", "bob");
   expect_ran(restored("f"), "same", "bob");
 }
 
