@@ -47,9 +47,9 @@ struct StoredCode {
 // From the agent's config (max_code_bytes, max_code_unpacked_bytes): every
 // store() enforces them, whatever the caller checked before.
 struct CodeLimits {
-  uint64_t max_upload_bytes = 48ull << 20;  // the upload as sent (archive or single file)
   uint64_t max_total_bytes = 256ull << 20;  // uncompressed, summed over files
   uint64_t max_entries = 100000;            // archive entries of any type
+  uint64_t max_upload_bytes = 48ull << 20;  // the upload as sent (archive or single file)
 };
 
 class CodeStore {
