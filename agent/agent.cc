@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/agent_internal.h"
+#include "agent/checkpoint_build.h"
 #include "agent/json_limits.h"
 #include "agent/kernel_features.h"
 #include "agent/names.h"
@@ -106,7 +107,10 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   if (a->settings_.runtimes_dir.empty()) a->settings_.runtimes_dir = default_runtimes_dir();
   a->started_ms_ = static_cast<uint64_t>(now_ms());
   a->features_ = probe_kernel_features();
-  STOKE_TRY(make_dirs(settings.state_dir, 0700));
+  // Root's alone, also when it already exists wider (packaging used 0711):
+  // sandboxes get their code, runtimes and images through binds the spawner
+  // clones as host root, so no other uid ever needs to walk this tree.
+  STOKE_TRY(make_private_dir(settings.state_dir, 0700));
 
   auto loop = EventLoop::create();
   if (!loop.ok()) return loop.error();
@@ -120,21 +124,44 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   if (!interrupted.ok()) return interrupted.error();
   if (interrupted.value() > 0) spdlog::warn("recorded {} interrupted activation(s) as failed", interrupted.value());
 
-  auto code = CodeStore::open(settings.state_dir + "/code");
+  CodeLimits code_limits;
+  code_limits.max_upload_bytes = settings.max_code_bytes;
+  code_limits.max_total_bytes = settings.max_code_unpacked_bytes;
+  auto code = CodeStore::open(settings.state_dir + "/code", code_limits);
   if (!code.ok()) return code.error().context("open code store");
   a->code_ = std::make_unique<CodeStore>(std::move(code.value()));
   // Prewarmed instances' /code directories of a previous run are stale.
   std::error_code stale;
   std::filesystem::remove_all(settings.state_dir + "/prewarm", stale);
+  STOKE_TRY(make_private_dir(settings.state_dir + "/prewarm", 0700));  // each instance's dir below is 0755
   // Code trees half-written when the agent died are dropped.
   auto partial = a->code_->cleanup_partial();
   if (!partial.ok()) return partial.error().context("clean the code store");
+  // Trees no version references any more (deleted functions, old versions
+  // removed): collected here, before serving, when no store() can race.
+  auto referenced = a->registry_->referenced_code();
+  if (!referenced.ok()) return referenced.error().context("clean the code store");
+  auto collected = a->code_->remove_unreferenced(referenced.value());
+  if (!collected.ok()) return collected.error().context("clean the code store");
+  if (collected.value() > 0) spdlog::info("removed {} unreferenced code tree(s)", collected.value());
   // Checkpoint images survive restarts; their index is read back here (and
   // images nothing names, or half-written ones, removed). Zygotes do not.
   std::filesystem::remove_all(settings.state_dir + "/zygotes", stale);
+  STOKE_TRY(make_private_dir(settings.state_dir + "/zygotes", 0700));
   if (settings.checkpoints) {
-    a->images_ = std::make_unique<ImageStore>(settings.state_dir + "/images");
+    a->images_ = std::make_unique<ImageStore>(settings.state_dir + "/images", runtime_shim_id(a->settings_.runtimes_dir));
     if (Status s = a->images_->open(); !s.ok()) return s.error().context("open the image store");
+    // Only the current version of a function the registry still has keeps
+    // its image: a delete or update whose drop a crash cut short is finished
+    // here, before anything can restore.
+    auto functions = a->registry_->list_functions();
+    if (!functions.ok()) return functions.error().context("reconcile the image store");
+    std::map<std::string, std::pair<uint32_t, std::string>> current;
+    for (const auto& fn : functions->functions())
+      if (auto spec = a->instance_spec_for(fn); spec.ok())
+        current[fn.name()] = {fn.version(), image_key(spec.value(), a->images_->runtime_id())};
+    if (size_t dropped = a->images_->retain(current); dropped > 0)
+      spdlog::info("dropped {} checkpoint image(s) of deleted or changed functions", dropped);
     spdlog::info("{} checkpoint image(s) on record", a->images_->size());
   }
 
@@ -164,6 +191,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   a->loop_->post([self] {
     self->refill_prewarm();
     self->start_runtime_zygote();
+    self->prune_activations_tick();
   });
   spdlog::info("stoked {} listening on {} (state in {})", wire::kAgentVersion, settings.socket_path, settings.state_dir);
   return a;
@@ -232,6 +260,8 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
           }
           case v1::Request::kDeleteFunction: {
             ok = registry_->delete_function(request.delete_function().name());
+            // Before the reply: no later create of the name may meet them.
+            if (ok.ok() && images_) images_->drop_function(request.delete_function().name());
             if (ok.ok()) {
               r.mutable_deleted();
               spdlog::info("function {}: deleted", request.delete_function().name());
@@ -306,6 +336,10 @@ void Agent::create_or_update(bool create, v1::Request request, Server::Reply rep
   if (cfg.concurrency() > settings_.max_concurrency)
     return reply(error_response(id, v1::Error::INVALID_ARGUMENT,
                                 "concurrency must be at most " + std::to_string(settings_.max_concurrency)));
+  if (cfg.code().size() > settings_.max_code_bytes)
+    return reply(error_response(id, v1::Error::RESOURCE_EXHAUSTED,
+                                "the code is " + std::to_string(cfg.code().size()) + " bytes; the limit is " +
+                                    std::to_string(settings_.max_code_bytes) + " (max_code_bytes)"));
   for (const auto& [key, value] : cfg.env()) {
     if (key.empty() || key.find('=') != std::string::npos || key.find('\0') != std::string::npos ||
         value.find('\0') != std::string::npos)
@@ -331,6 +365,7 @@ void Agent::create_or_update(bool create, v1::Request request, Server::Reply rep
       rec.code_sha256 = stored->sha256;
       rec.code_size = stored->size;
       auto fn = create ? registry_->create_function(name, rec) : registry_->update_function(name, rec);
+      if (fn.ok() && images_) images_->drop_function(name);  // of the old code, before the reply
       if (fn.ok()) {
         spdlog::info("function {}: {} version {} (code {})", name, create ? "created" : "updated", fn->version(),
                      rec.code_sha256.substr(0, 12));

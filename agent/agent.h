@@ -78,6 +78,13 @@ struct AgentSettings {
   // Checkpoint images of Python functions (docs/checkpoint.md): built after a
   // function's first successful activation, used for its cold starts.
   bool checkpoints = true;
+  // Disk (docs/security/storage.md, finding 14): code uploads as sent and
+  // unpacked, and the retention of finished activation records (0: off).
+  uint64_t max_code_bytes = 48ULL << 20;
+  uint64_t max_code_unpacked_bytes = 256ULL << 20;
+  std::chrono::seconds activation_max_age{7 * 24 * 3600};
+  uint32_t activation_max_per_function = 10000;
+  std::chrono::milliseconds activation_prune_interval{60'000};
 };
 
 class Agent {
@@ -190,6 +197,7 @@ class Agent {
   void status(uint64_t id, Server::Reply reply);
   void begin_stop();
   void heartbeat_tick();
+  void prune_activations_tick();  // retention, on a worker, every activation_prune_interval
 
   AgentSettings settings_;
   std::unique_ptr<EventLoop> loop_;

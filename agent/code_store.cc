@@ -359,8 +359,8 @@ Result<uint64_t> extract_archive(const std::string& data, v1::CodeFormat format,
   std::vector<char> buf(64 * 1024);
   uint64_t total = 0, entries = 0;
   auto too_big = [&](const std::string& path) {
-    return invalid_entry(path, "makes the code larger than " + std::to_string(limits.max_total_bytes) +
-                                   " bytes uncompressed (the limit)");
+    return invalid_entry(path, "makes the unpacked code larger than " + std::to_string(limits.max_total_bytes) +
+                                   " bytes (the limit, max_code_unpacked_bytes)");
   };
   for (;;) {
     archive_entry* e = nullptr;
@@ -495,7 +495,11 @@ Result<std::string> code_sha256(const v1::FunctionConfig& config) {
 
 Result<CodeStore> CodeStore::open(const std::string& root, CodeLimits limits) {
   if (root.empty() || root[0] != '/') return plain_error("open code store", "root must be an absolute path");
-  auto st = make_dirs(root, 0755);
+  // 0700, tightened if it exists: nobody but root lists or walks the store.
+  // The trees below stay 0755 because sandboxes read them as an unprivileged
+  // uid, but only through a bind the spawner clones as host root, never by
+  // this path.
+  auto st = make_private_dir(root, 0700);
   if (!st.ok()) return st.error().context("open code store");
   return CodeStore(root, limits);
 }
@@ -514,9 +518,14 @@ std::string CodeStore::temp_path(const std::string& tag) const {
 }
 
 Result<StoredCode> CodeStore::store(const v1::FunctionConfig& config) {
+  if (config.code().size() > limits_.max_upload_bytes)
+    return kind_error(ErrorKind::kInvalid, "code",
+                      "is " + std::to_string(config.code().size()) + " bytes; the limit is " +
+                          std::to_string(limits_.max_upload_bytes) + " (max_code_bytes)");
   if (config.code().size() > limits_.max_total_bytes && config.code_format() == v1::SINGLE_FILE)
     return kind_error(ErrorKind::kInvalid, "code",
-                      "is larger than " + std::to_string(limits_.max_total_bytes) + " bytes (the limit)");
+                      "is larger than " + std::to_string(limits_.max_total_bytes) +
+                          " bytes unpacked (the limit, max_code_unpacked_bytes)");
   auto sha = code_sha256(config);
   if (!sha.ok()) return sha.error();
   StoredCode out{*sha, path_for(*sha), 0};

@@ -44,14 +44,17 @@ struct StoredCode {
   uint64_t size = 0;   // bytes of regular files after extraction
 };
 
+// From the agent's config (max_code_bytes, max_code_unpacked_bytes): every
+// store() enforces them, whatever the caller checked before.
 struct CodeLimits {
   uint64_t max_total_bytes = 256ull << 20;  // uncompressed, summed over files
   uint64_t max_entries = 100000;            // archive entries of any type
+  uint64_t max_upload_bytes = 48ull << 20;  // the upload as sent (archive or single file)
 };
 
 class CodeStore {
  public:
-  // root is <state>/code; it is created (0755) if missing.
+  // root is <state>/code; it is created if missing and made 0700 (root only).
   static Result<CodeStore> open(const std::string& root, CodeLimits limits = {});
 
   // Stores config.code (config.code_format, and config.code_file_name for

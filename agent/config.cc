@@ -118,6 +118,7 @@ Status check_function_limits(const AgentConfig& c) {
   STOKE_TRY(check_positive("max_code_bytes", c.max_code_bytes()));
   STOKE_TRY(check_fits_frame("max_code_bytes", c.max_code_bytes()));
   STOKE_TRY(check_positive("max_code_unpacked_bytes", c.max_code_unpacked_bytes()));
+  STOKE_TRY(check_positive("activation_prune_interval_ms", c.activation_prune_interval_ms()));
   return {};
 }
 

@@ -11,6 +11,7 @@
 
 #include "agent/agent_internal.h"
 #include "agent/checkpoint_build.h"
+#include "rootfs/lean_rootfs.h"
 
 namespace stoke::agent {
 
@@ -21,33 +22,50 @@ namespace {
 
 std::string key_of(const std::string& function, uint32_t version) { return function + "@" + std::to_string(version); }
 
-// Where the files an image maps come from on the host: the sandbox's binds.
+// Where the files an image maps come from on the host: the sandbox's binds,
+// the system directories of its lean rootfs included. check_compatible looks
+// at nothing outside them.
 std::vector<image::PathPrefix> binds_of(const InstanceSpec& spec) {
-  return {{"/runtime", spec.runtimes_dir}, {"/code", spec.code_dir}};
+  static const std::vector<image::PathPrefix> system = [] {
+    std::vector<image::PathPrefix> out;
+    for (const auto& e : host_lean_rootfs())
+      if (e.kind == RootfsEntry::Kind::kBindDir || e.kind == RootfsEntry::Kind::kBindFile)
+        out.push_back({e.path, e.source});
+    return out;
+  }();
+  std::vector<image::PathPrefix> binds = system;
+  binds.push_back({"/runtime", spec.runtimes_dir});
+  binds.push_back({"/code", spec.code_dir});
+  return binds;
 }
+
+// The image key of a version (checkpoint_build.h): lookups, builds and label
+// checks all use it, so a version only ever meets an image of its own content.
+std::string key_for(const ImageStore& images, const InstanceSpec& spec) { return image_key(spec, images.runtime_id()); }
 
 }  // namespace
 
 bool Agent::image_ready_for(const Running& run) const {
   return settings_.checkpoints && images_ && run.spec.runtime == v1::PYTHON && !run.force_cold &&
-         images_->image_for(run.spec.function, run.spec.version).has_value();
+         images_->image_for(run.spec.function, run.spec.version, key_for(*images_, run.spec)).has_value();
 }
 
 void Agent::ensure_image(const InstanceSpec& spec) {
   if (!settings_.checkpoints || !images_ || stopping_ || spec.runtime != v1::PYTHON) return;
-  if (images_->image_for(spec.function, spec.version)) return;
+  const std::string key = key_for(*images_, spec);
+  if (images_->image_for(spec.function, spec.version, key)) return;
   if (image_refused_.count(key_of(spec.function, spec.version))) return;  // it cannot be checkpointed
   auto building = image_builds_.find(spec.function);
   if (building != image_builds_.end()) return;  // one at a time per function
   image_builds_[spec.function].version = spec.version;
   const uint64_t generation = generation_[spec.function];
   std::chrono::milliseconds timeout{std::max<uint64_t>(30'000, settings_.default_timeout_ms)};
-  workers_->submit([this, spec, generation, timeout](Worker& worker) {
+  workers_->submit([this, spec, generation, timeout, key](Worker& worker) {
     auto t0 = std::chrono::steady_clock::now();
     auto built = std::make_shared<Result<image::ImageInfo>>(
-        build_checkpoint_image(*worker.spawner, spec, images_->dir(), timeout));
+        build_checkpoint_image(*worker.spawner, spec, images_->dir(), timeout, key));
     const double ms = ms_since(t0);
-    loop_->post([this, spec, generation, built, ms] {
+    loop_->post([this, spec, generation, built, ms, key] {
       auto waiting = std::move(image_builds_[spec.function].waiting);
       image_builds_.erase(spec.function);
       bool current = generation_[spec.function] == generation && !stopping_;
@@ -57,8 +75,8 @@ void Agent::ensure_image(const InstanceSpec& spec) {
         image_refused_[key_of(spec.function, spec.version)] = built->error().message();
       } else if (current) {
         std::string sha = built->value().sha256;
-        workers_->submit([this, spec, sha](Worker&) {
-          Status s = images_->record(spec.function, spec.version, sha);
+        workers_->submit([this, spec, sha, key](Worker&) {
+          Status s = images_->record(spec.function, spec.version, key, sha);
           if (!s.ok()) spdlog::warn("function {}: recording its image failed: {}", spec.function, s.error().message());
         });
         spdlog::info("function {} v{}: checkpoint image {} ({:.1f} MB, {:.0f} ms)", spec.function, spec.version,
@@ -92,8 +110,9 @@ void Agent::wait_for_image(const std::shared_ptr<Running>& run) {
 
 void Agent::restore_instance(const std::shared_ptr<Running>& run) {
   std::string path = run->pending_image;
+  const std::string key = images_ ? key_for(*images_, run->spec) : "";
   if (path.empty()) {
-    auto found = images_ ? images_->image_for(run->spec.function, run->spec.version) : std::nullopt;
+    auto found = images_ ? images_->image_for(run->spec.function, run->spec.version, key) : std::nullopt;
     if (!found) {
       run->force_restore = false;
       return spawn_cold(run);
@@ -102,9 +121,11 @@ void Agent::restore_instance(const std::shared_ptr<Running>& run) {
   }
   run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
   run->restore_requested = std::chrono::steady_clock::now();
-  auto known = verified_images_.find(path);
+  // Verified per image file and key: the labels are part of what is checked.
+  const std::string verified_as = path + "\n" + key;
+  auto known = verified_images_.find(verified_as);
   const ino_t verified_ino = known == verified_images_.end() ? 0 : known->second;
-  workers_->submit([this, run, path, verified_ino](Worker& worker) {
+  workers_->submit([this, run, path, key, verified_as, verified_ino](Worker& worker) {
     // The first restore of an image file in this agent checks it here (a
     // kernel or library changed since it was made: a clear reason, no spawn).
     // Later ones leave it to the restorer, which checks the same facts again
@@ -114,15 +135,15 @@ void Agent::restore_instance(const std::shared_ptr<Running>& run) {
     Status compatible;
     if (ino == 0 || ino != verified_ino) {
       auto manifest = image::read_image(path);
-      compatible = manifest.ok() ? image::check_compatible(manifest.value(), binds_of(run->spec))
-                                 : Status(manifest.error());
+      compatible = manifest.ok() ? check_image_labels(manifest.value(), run->spec, key) : Status(manifest.error());
+      if (compatible.ok()) compatible = image::check_compatible(manifest.value(), binds_of(run->spec));
     }
     auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(
         compatible.ok() ? Instance::restore(*worker.spawner, run->spec, path)
                         : Result<std::unique_ptr<Instance>>(compatible.error()));
-    loop_->post([this, run, path, ino, instance] {
+    loop_->post([this, run, verified_as, ino, instance] {
       if (!instance->ok()) return restore_failed(run, instance->error().message());
-      verified_images_[path] = ino;
+      verified_images_[verified_as] = ino;
       run->instance = std::move(instance->value());
       run->record.set_start_kind(v1::RESTORE);
       run->record.set_init_ms(run->instance->init_ms());  // until ready: set in finish()
@@ -133,9 +154,10 @@ void Agent::restore_instance(const std::shared_ptr<Running>& run) {
 }
 
 void Agent::restore_failed(const std::shared_ptr<Running>& run, const std::string& why) {
-  verified_images_.erase(run->pending_image);
-  if (auto path = images_ ? images_->image_for(run->spec.function, run->spec.version) : std::nullopt)
-    verified_images_.erase(*path);
+  const std::string key = images_ ? key_for(*images_, run->spec) : "";
+  verified_images_.erase(run->pending_image + "\n" + key);
+  if (auto path = images_ ? images_->image_for(run->spec.function, run->spec.version, key) : std::nullopt)
+    verified_images_.erase(*path + "\n" + key);
   spdlog::warn("function {} activation {}: restore failed, starting cold; image dropped: {}", run->spec.function,
                run->record.activation_id(), why);
   std::string fn = run->spec.function;

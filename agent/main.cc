@@ -63,6 +63,11 @@ stoke::agent::AgentSettings settings_from(const stoke::agent::AgentConfig& c) {
   s.zygote_memory_budget_bytes = c.zygotes().memory_budget_bytes();
   s.zygote_forked_ahead = c.zygotes().forked_ahead();
   s.checkpoints = c.checkpoints();
+  s.max_code_bytes = c.max_code_bytes();
+  s.max_code_unpacked_bytes = c.max_code_unpacked_bytes();
+  s.activation_max_age = std::chrono::seconds(c.activation_max_age_s());
+  s.activation_max_per_function = c.activation_max_per_function();
+  s.activation_prune_interval = std::chrono::milliseconds(c.activation_prune_interval_ms());
   auto ram = stoke::agent::total_ram_bytes();
   s.memory_budget_bytes = stoke::agent::node_memory_budget(c, ram.ok() ? ram.value() : (8ULL << 30));
   return s;

@@ -660,6 +660,53 @@ Result<uint64_t> Registry::count_activations() {
   return static_cast<uint64_t>(*n);
 }
 
+Result<uint64_t> Registry::prune_activations(int64_t started_before_ms, uint32_t keep_per_function, uint32_t batch) {
+  const std::string step = "prune activations";
+  if (batch == 0) return uint64_t{0};
+  std::lock_guard lock(mu_);
+  auto tx = SqliteTransaction::begin(db_);
+  if (!tx.ok()) return tx.error().context(step);
+  uint64_t removed = 0;
+  if (started_before_ms > 0) {
+    // activations_by_start finds them without a scan.
+    auto st = db_.prepare(
+        "DELETE FROM activations WHERE id IN (SELECT id FROM activations WHERE start_ms < ?1 AND state = 'finished' "
+        "ORDER BY start_ms LIMIT ?2)");
+    if (!st.ok()) return st.error().context(step);
+    st->bind_int64(1, started_before_ms).bind_int64(2, batch);
+    auto done = st->step();
+    if (!done.ok()) return done.error().context(step);
+    removed += static_cast<uint64_t>(db_.changes());
+  }
+  if (keep_per_function > 0 && removed < batch) {
+    // Functions over the cap (an index-only count per function), then each
+    // one's oldest rows past the newest keep_per_function.
+    auto over = db_.prepare("SELECT function FROM activations GROUP BY function HAVING COUNT(*) > ?1");
+    if (!over.ok()) return over.error().context(step);
+    over->bind_int64(1, keep_per_function);
+    std::vector<std::string> functions;
+    for (;;) {
+      auto row = over->step();
+      if (!row.ok()) return row.error().context(step);
+      if (!*row) break;
+      functions.push_back(over->column_text(0));
+    }
+    for (const auto& fn : functions) {
+      if (removed >= batch) break;
+      auto st = db_.prepare(
+          "DELETE FROM activations WHERE id IN (SELECT id FROM activations WHERE function = ?1 "
+          "ORDER BY start_ms DESC, id DESC LIMIT ?2 OFFSET ?3) AND state = 'finished'");
+      if (!st.ok()) return st.error().context(step);
+      st->bind_text(1, fn).bind_int64(2, static_cast<int64_t>(batch - removed)).bind_int64(3, keep_per_function);
+      auto done = st->step();
+      if (!done.ok()) return done.error().context(step);
+      removed += static_cast<uint64_t>(db_.changes());
+    }
+  }
+  if (Status c = tx->commit(); !c.ok()) return c.error().context(step);
+  return removed;
+}
+
 Result<int> Registry::fail_interrupted_activations(const std::string& reason) {
   const std::string step = "fail interrupted activations";
   std::lock_guard lock(mu_);

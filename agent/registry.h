@@ -10,7 +10,8 @@
 //
 // Deletion removes rows. delete_function() drops the function and all of its
 // versions in one transaction; creating the same name later starts again at
-// version 1. Activations are never deleted by it: each activation row carries
+// version 1. Activations are deleted only by prune_activations() (the
+// agent's retention policy), never by delete_function(): each activation row carries
 // everything it reports (function name, version, times, result, logs), so a
 // deleted function's activations stay readable and listable by name. Code
 // blobs of deleted versions become unreferenced (see referenced_code()) and
@@ -128,6 +129,14 @@ class Registry {
   Result<v1::ActivationList> list_activations(const std::string& function, uint32_t limit,
                                               const std::string& page_token);
   Result<uint64_t> count_activations();
+
+  // Retention (docs/security/storage.md, finding 14): deletes finished
+  // activations that started before `started_before_ms` (0: none by age), and
+  // beyond the newest `keep_per_function` of each function (0: no count
+  // limit), at most `batch` rows per call so that the registry's mutex is
+  // never held for long; call again while it returns `batch`. Running
+  // activations are never deleted. Returns how many rows went.
+  Result<uint64_t> prune_activations(int64_t started_before_ms, uint32_t keep_per_function, uint32_t batch = 5000);
 
   // At start, after a crash: every activation still running becomes
   // finished with status INTERNAL_ERROR, result {"error": reason} and end_ms

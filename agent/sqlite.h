@@ -69,6 +69,10 @@ class SqliteDb {
 
   // Opens (creating if needed) a database file for reading and writing.
   // SQLITE_OPEN_NOMUTEX: the owner serialises access, SQLite need not.
+  // The database, its -wal, -shm and -journal are root's secrets (function
+  // env, results, logs): the file is created 0600 before SQLite sees it
+  // (SQLite gives its side files the main file's mode), and files an older
+  // version left wider are tightened to 0600 here, on every open.
   static Result<SqliteDb> open(const std::string& path);
 
   // Runs one or more ';'-separated statements that return no rows we need.

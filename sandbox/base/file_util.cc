@@ -74,6 +74,32 @@ Status make_dirs(const std::string& path, unsigned mode) {
   return {};
 }
 
+Status make_private_dir(const std::string& path, unsigned mode) {
+  STOKE_TRY(make_dirs(path, mode));
+  unique_fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return sys_error("open directory " + path);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return sys_error("stat " + path);
+  if (st.st_uid != ::geteuid())
+    return plain_error("directory " + path, "is owned by uid " + std::to_string(st.st_uid) + ", not by us");
+  if ((st.st_mode & 07777) != mode && ::fchmod(fd.get(), mode) != 0) return sys_error("chmod " + path);
+  return {};
+}
+
+Status restrict_file_mode(const std::string& path, unsigned mode) {
+  // O_NONBLOCK: a FIFO planted under the name must not block us.
+  unique_fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) return {};
+    return sys_error("open " + path);
+  }
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return sys_error("stat " + path);
+  if (!S_ISREG(st.st_mode)) return plain_error(path, "is not a regular file");
+  if ((st.st_mode & 07777) != mode && ::fchmod(fd.get(), mode) != 0) return sys_error("chmod " + path);
+  return {};
+}
+
 bool path_exists(const std::string& path) {
   struct stat st;
   return ::lstat(path.c_str(), &st) == 0;

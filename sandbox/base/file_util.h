@@ -14,8 +14,16 @@ Result<std::string> read_file(const std::string& path);
 Status write_file(const std::string& path, std::string_view data);
 // Create or replace a regular file atomically (write temp, fsync, rename).
 Status write_file_atomic(const std::string& path, std::string_view data, unsigned mode = 0644);
-// mkdir -p; succeeds when the directory already exists.
+// mkdir -p; succeeds when the directory already exists (its mode untouched).
 Status make_dirs(const std::string& path, unsigned mode = 0755);
+// mkdir -p, and then the last directory gets exactly `mode` even when it
+// already existed (an older version, a packaging default or an admin may have
+// made it wider). Refuses a symlink or a directory owned by another user:
+// holding secrets below it, we must not chmod (or trust) someone else's.
+Status make_private_dir(const std::string& path, unsigned mode = 0700);
+// Sets exactly `mode` on an existing regular file (not through a symlink);
+// a missing file is not an error (it will be created later).
+Status restrict_file_mode(const std::string& path, unsigned mode);
 bool path_exists(const std::string& path);
 
 }  // namespace stoke

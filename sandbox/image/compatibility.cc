@@ -1,27 +1,72 @@
 // Whether this host can restore an image: kernel, vdso, CPU, mapped files.
+#include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/auxv.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+#include <string_view>
 
 #include "sandbox/base/file_util.h"
+#include "sandbox/base/unique_fd.h"
 #include "sandbox/image/image.h"
 
 namespace stoke::image {
 namespace {
 
-std::string host_path_for(const std::string& inside, const std::vector<PathPrefix>& binds) {
+// A path as the kernel reports a mapping: absolute, no empty, "." or ".."
+// component. Anything else in a manifest did not come from the kernel.
+bool is_plain_absolute(const std::string& path) {
+  if (path.size() < 2 || path[0] != '/') return false;
+  size_t pos = 1;
+  while (pos <= path.size()) {
+    size_t end = path.find('/', pos);
+    if (end == std::string::npos) end = path.size();
+    std::string_view part(path.data() + pos, end - pos);
+    if (part.empty() || part == "." || part == "..") return false;
+    pos = end + 1;
+  }
+  return true;
+}
+
+// The bind `inside` came through (longest matching prefix), or null.
+const PathPrefix* bind_for(const std::string& inside, const std::vector<PathPrefix>& binds) {
   const PathPrefix* best = nullptr;
   for (const auto& b : binds) {
     const std::string& pre = b.inside;
+    if (pre.empty()) continue;
     bool match = inside == pre || (inside.size() > pre.size() && inside.compare(0, pre.size(), pre) == 0 &&
                                    (pre.back() == '/' || inside[pre.size()] == '/'));
     if (match && (best == nullptr || pre.size() > best->inside.size())) best = &b;
   }
-  if (best == nullptr) return inside;
-  return best->host + inside.substr(best->inside.size());
+  return best;
+}
+
+// stat() of the file the sandbox mapped, found beneath its bind's host
+// directory only: the path comes from an untrusted dump, so no symlink, no
+// ".." and no magic link may lead the root agent anywhere else; O_PATH opens
+// nothing (no FIFO or device open can block or have effects).
+Status stat_beneath(const PathPrefix& bind, const std::string& inside, struct stat* st) {
+  unique_fd root(::open(bind.host.c_str(), O_PATH | O_CLOEXEC));
+  if (!root) return sys_error("open bind source " + bind.host);
+  std::string rest = inside.substr(bind.inside.size());
+  while (!rest.empty() && rest[0] == '/') rest.erase(0, 1);
+  if (rest.empty()) {
+    if (::fstat(root.get(), st) != 0) return sys_error("stat bind source " + bind.host);
+    return {};
+  }
+  open_how how{};
+  how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  long fd = ::syscall(SYS_openat2, root.get(), rest.c_str(), &how, sizeof how);
+  if (fd < 0) return sys_error("mapped file " + inside);
+  unique_fd file(static_cast<int>(fd));
+  if (::fstat(file.get(), st) != 0) return sys_error("stat mapped file " + inside);
+  return {};
 }
 
 }  // namespace
@@ -85,19 +130,23 @@ Status check_compatible(const Manifest& m, const std::vector<PathPrefix>& binds)
                   h.cpu.signature, static_cast<unsigned long long>(h.cpu.xcr0), h.cpu.xsave_size);
     return plain_error(step, buf);
   }
+  // Mapped files: only those the sandbox got through one of `binds`, each
+  // checked beneath its bind's host directory. The messages name the
+  // sandbox's path and what differs, not the host's device and inode numbers.
   for (const auto& f : m.files()) {
-    std::string path = host_path_for(f.path(), binds);
+    const PathPrefix* bind = is_plain_absolute(f.path()) ? bind_for(f.path(), binds) : nullptr;
+    if (bind == nullptr)
+      return plain_error(step, "mapped file " + f.path() + " did not come from the sandbox's binds");
     struct stat st;
-    if (stat(path.c_str(), &st) != 0) return sys_error(step + ": mapped file " + path);
-    auto differs = [&](const char* what, uint64_t image, uint64_t now) {
-      return plain_error(step, "mapped file " + f.path() + (path != f.path() ? " (" + path + ")" : "") + " changed: " +
-                                   what + " " + std::to_string(image) + " in the image, " + std::to_string(now) + " now");
+    if (Status found = stat_beneath(*bind, f.path(), &st); !found.ok()) return found.error().context(step);
+    auto differs = [&](const char* what) {
+      return plain_error(step, "mapped file " + f.path() + " changed since the image was made: " + what);
     };
-    if (st.st_dev != f.dev()) return differs("device", f.dev(), st.st_dev);
-    if (st.st_ino != f.ino()) return differs("inode", f.ino(), st.st_ino);
-    if (static_cast<uint64_t>(st.st_size) != f.size()) return differs("size", f.size(), static_cast<uint64_t>(st.st_size));
-    if (st.st_mtim.tv_sec != f.mtime_sec() || st.st_mtim.tv_nsec != f.mtime_nsec())
-      return differs("mtime (s)", static_cast<uint64_t>(f.mtime_sec()), static_cast<uint64_t>(st.st_mtim.tv_sec));
+    if (!S_ISREG(st.st_mode)) return differs("not a regular file");
+    if (st.st_dev != f.dev()) return differs("device");
+    if (st.st_ino != f.ino()) return differs("inode");
+    if (static_cast<uint64_t>(st.st_size) != f.size()) return differs("size");
+    if (st.st_mtim.tv_sec != f.mtime_sec() || st.st_mtim.tv_nsec != f.mtime_nsec()) return differs("mtime");
   }
   return {};
 }

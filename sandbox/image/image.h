@@ -77,7 +77,7 @@ Result<Manifest> read_image(const std::string& path);
 
 // Where a path inside the sandbox comes from on the host (a bind mount), for
 // checking the identity of mapped files from outside the sandbox. The longest
-// matching `inside` prefix wins; paths no prefix matches are checked as they are.
+// matching `inside` prefix wins.
 struct PathPrefix {
   std::string inside;
   std::string host;
@@ -86,6 +86,11 @@ struct PathPrefix {
 // Can this host restore the image? Kernel release and version, vdso size and
 // hash, CPU identity (features, XSAVE layout), and every mapped file's
 // identity (dev, ino, size, mtime). The error names the first mismatch.
+// The manifest is untrusted (its paths come from the dump a sandbox wrote):
+// a mapped file must lie under one of `binds` (the sandbox's own, system
+// directories included) and is looked up beneath that bind's host directory
+// without following symlinks; an image naming any other path is refused
+// without the host being asked about it.
 Status check_compatible(const Manifest& manifest, const std::vector<PathPrefix>& binds = {});
 
 // The manifest as indented JSON (what `stoke image inspect` prints).

@@ -161,7 +161,7 @@ TEST_F(PackagedUnits, UnitsAgreeWithTheAgentDefaults) {
   EXPECT_EQ("/var/lib/" + setting(service_, "StateDirectory"), defaults.state_dir());
   std::string socket_dir = defaults.socket_path().substr(0, defaults.socket_path().rfind('/'));
   EXPECT_EQ("/run/" + setting(service_, "RuntimeDirectory"), socket_dir);
-  EXPECT_EQ(setting(service_, "StateDirectoryMode"), "0711");
+  EXPECT_EQ(setting(service_, "StateDirectoryMode"), "0700");  // registry secrets: root only
   EXPECT_EQ(setting(service_, "RuntimeDirectoryMode"), "0711");
   EXPECT_EQ(setting(socket_, "DirectoryMode"), "0711");
 }
@@ -178,11 +178,11 @@ TEST(PackagedTmpfiles, CreatesStateAndRuntimeDirectories) {
   EXPECT_EQ(r.err, "");
   agent::AgentConfig defaults = agent::default_config();
   std::string socket_dir = defaults.socket_path().substr(0, defaults.socket_path().rfind('/'));
-  for (const std::string& dir : {defaults.state_dir(), socket_dir}) {
+  for (const auto& [dir, mode] : {std::pair{defaults.state_dir(), 0700u}, std::pair{socket_dir, 0711u}}) {
     struct stat st {};
     ASSERT_EQ(::stat((root.path() + dir).c_str(), &st), 0) << dir << " was not created";
     EXPECT_TRUE(S_ISDIR(st.st_mode)) << dir;
-    EXPECT_EQ(st.st_mode & 07777, 0711u) << dir;
+    EXPECT_EQ(st.st_mode & 07777, mode) << dir;
     EXPECT_EQ(st.st_uid, 0u) << dir;
   }
 }

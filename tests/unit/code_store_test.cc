@@ -144,6 +144,30 @@ TEST(CodeStore, SingleFileIsStoredExecutableUnderItsName) {
   EXPECT_EQ(mode_of(stored->dir), 0755u);
 }
 
+// The store itself enforces the configured upload limit (the agent passes
+// max_code_bytes), whatever the caller checked.
+TEST(CodeStore, UploadOverTheConfiguredLimitIsRefusedNamingTheSetting) {
+  CodeLimits limits;
+  limits.max_upload_bytes = 100;
+  Store s(limits);
+  auto stored = s.store.store(single_file("action", std::string(101, 'x')));
+  ASSERT_FALSE(stored.ok());
+  EXPECT_EQ(error_kind(stored.error()), ErrorKind::kInvalid);
+  EXPECT_NE(stored.error().message().find("max_code_bytes"), std::string::npos) << stored.error().message();
+  EXPECT_TRUE(names_in(s.store.root()).empty());
+  EXPECT_TRUE(s.store.store(single_file("action", std::string(100, 'x'))).ok());
+}
+
+// The store's root is root's alone, also when an older version made it 0755.
+TEST(CodeStore, RootIsOwnerOnlyAndTightenedWhenItExistedWider) {
+  test::TempDir d;
+  ASSERT_EQ(mkdir((d.path() + "/code").c_str(), 0755), 0);
+  ASSERT_EQ(chmod((d.path() + "/code").c_str(), 0755), 0);
+  auto s = CodeStore::open(d.path() + "/code");
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  EXPECT_EQ(mode_of(d.path() + "/code"), 0700u);
+}
+
 TEST(CodeStore, SingleFileNameMustBeAPlainFileName) {
   Store s;
   for (const char* bad : {"", ".", "..", "a/b", "/abs", "../x"}) {

@@ -1,6 +1,8 @@
 #include "agent/registry.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -417,6 +419,101 @@ TEST(Registry, SchemaVersionAndWalModeArePersistedInTheFile) {
   ASSERT_TRUE(db.ok());
   EXPECT_EQ(db->query_int64("PRAGMA user_version").value(), Registry::kSchemaVersion);
   EXPECT_EQ(db->query_text("PRAGMA journal_mode").value(), "wal");  // persistent in the file
+}
+
+// The registry holds function env secrets, results and logs: 0600 whatever the
+// umask, for the database and the -wal/-shm files SQLite creates beside it.
+TEST(Registry, DatabaseAndItsWalAndShmAreCreatedOwnerOnlyUnderAWideUmask) {
+  test::TempDir dir;
+  std::string path = dir.file("state.db");
+  mode_t old = umask(0022);
+  auto reg = open_registry(path);
+  umask(old);
+  ASSERT_TRUE(reg);
+  ASSERT_TRUE(reg->create_function("f", record()).ok());
+  for (const std::string& f : {path, path + "-wal", path + "-shm"}) {
+    struct stat st {};
+    ASSERT_EQ(stat(f.c_str(), &st), 0) << f;
+    EXPECT_EQ(st.st_mode & 07777, 0600u) << f;
+  }
+}
+
+// Files an older version created 0644 are tightened when opened again.
+TEST(Registry, WideDatabaseFilesLeftByAnOlderVersionAreTightenedOnOpen) {
+  test::TempDir dir;
+  std::string path = dir.file("state.db");
+  { ASSERT_TRUE(open_registry(path)); }
+  for (const std::string& f : {path, path + "-wal", path + "-shm", path + "-journal"}) {
+    int fd = open(f.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0) << f;
+    ASSERT_EQ(fchmod(fd, 0644), 0);
+    close(fd);
+  }
+  // -journal is a hot journal only when it has content; an empty one is ignored.
+  auto reg = open_registry(path);
+  ASSERT_TRUE(reg);
+  for (const std::string& f : {path, path + "-wal", path + "-shm", path + "-journal"}) {
+    struct stat st {};
+    if (stat(f.c_str(), &st) != 0) continue;  // SQLite may remove an empty journal
+    EXPECT_EQ(st.st_mode & 07777, 0600u) << f;
+  }
+}
+
+// A symlink planted at the database's name is not followed.
+TEST(Registry, SymlinkAtTheDatabasePathIsRefused) {
+  test::TempDir dir;
+  std::string target = dir.file("elsewhere");
+  std::string path = dir.file("state.db");
+  ASSERT_EQ(symlink(target.c_str(), path.c_str()), 0);
+  auto reg = Registry::open(path);
+  EXPECT_FALSE(reg.ok());
+  EXPECT_FALSE(std::filesystem::exists(target));
+}
+
+std::string numbered(std::string prefix, int i) {
+  prefix.append(std::to_string(i));
+  return prefix;
+}
+
+// Retention: by age and by count per function; running ones always stay.
+TEST(Registry, PruneDeletesFinishedActivationsPastAgeOrCountAndKeepsRunningOnes) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  for (int i = 0; i < 6; ++i)
+    ASSERT_TRUE(reg->finish_activation(finished(running(numbered("a", i), "f", 1000 + i))).ok());
+  ASSERT_TRUE(reg->finish_activation(finished(running("b0", "g", 1000))).ok());
+  ASSERT_TRUE(reg->begin_activation(running("a-running", "f", 500)).ok());
+
+  // By age: everything that started before 1002, except the running one.
+  auto by_age = reg->prune_activations(1002, 0);
+  ASSERT_TRUE(by_age.ok()) << by_age.error().message();
+  EXPECT_EQ(by_age.value(), 3u);  // a0, a1, b0
+  EXPECT_FALSE(reg->get_activation("a0").ok());
+  EXPECT_FALSE(reg->get_activation("b0").ok());
+  EXPECT_TRUE(reg->get_activation("a-running").ok());
+
+  // By count: the newest 2 of f (a5, a4) stay, and the running one.
+  auto by_count = reg->prune_activations(0, 2);
+  ASSERT_TRUE(by_count.ok()) << by_count.error().message();
+  EXPECT_EQ(by_count.value(), 2u);  // a2, a3
+  EXPECT_TRUE(reg->get_activation("a5").ok());
+  EXPECT_TRUE(reg->get_activation("a4").ok());
+  EXPECT_FALSE(reg->get_activation("a3").ok());
+  EXPECT_TRUE(reg->get_activation("a-running").ok());
+  EXPECT_EQ(reg->count_activations().value(), 3u);
+}
+
+TEST(Registry, PruneWorksInBatchesOfAtMostTheGivenSize) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(reg->finish_activation(finished(running(numbered("a", i), "f", 1000 + i))).ok());
+  EXPECT_EQ(reg->prune_activations(5000, 0, 4).value(), 4u);
+  EXPECT_EQ(reg->prune_activations(5000, 0, 4).value(), 4u);
+  EXPECT_EQ(reg->prune_activations(5000, 0, 4).value(), 2u);
+  EXPECT_EQ(reg->count_activations().value(), 0u);
 }
 
 TEST(Registry, RefusesADatabaseFromANewerAgent) {
