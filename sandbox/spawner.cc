@@ -342,7 +342,7 @@ Status Sandbox::teardown() {
   pidfd_.reset();
   // Every process of the sandbox is dead once its cgroup is gone, so its
   // network namespace can serve the next sandbox.
-  if (removed.ok() && netns_pool_ && netns_) netns_pool_->release(std::move(netns_));
+  if (removed.ok() && netns_pool_ && netns_) netns_pool_->release(netns_owner_, std::move(netns_));
   netns_.reset();
   if (!removed.ok()) return removed.error().context("teardown of sandbox " + id_);
   return {};
@@ -428,12 +428,15 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
 
   laps.lap("mount plan");
   if (options_.netns_pool) {
-    auto ns = options_.netns_pool->acquire();
+    // Per function (host uid): what a namespace keeps after its sandbox
+    // (TIME_WAIT sockets, tcp_metrics) must not reach another tenant.
+    auto ns = options_.netns_pool->acquire(spec.host_uid);
     if (!ns.ok()) {
       sb->reaped_ = true;
       return ns.error().context("network namespace");
     }
     sb->netns_ = std::move(ns.value());
+    sb->netns_owner_ = spec.host_uid;
     sb->netns_pool_ = options_.netns_pool;
   }
 

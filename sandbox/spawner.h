@@ -90,6 +90,7 @@ class Sandbox {
   std::chrono::steady_clock::time_point started_;
   std::shared_ptr<NetnsPool> netns_pool_;  // where netns_ goes back after teardown
   unique_fd netns_;
+  uint32_t netns_owner_ = 0;  // the host uid it was acquired for
   SpawnTrace trace_;
   bool reaped_ = false;
   bool adopted_ = false;  // not our child: see adopt()
