@@ -216,7 +216,8 @@ void collect_stale_groups(CgroupBackend& cgroups) {
 // children (the review's finding #16).
 class OomRaise {
  public:
-  explicit OomRaise(int own) : lock_(mutex()), own_(own) {}
+  // Holds the window's lock and remembers the agent's value as it is now.
+  OomRaise() : lock_(mutex()), own_(read_own()) {}
   ~OomRaise() {
     if (!raised_) return;
     Status restored = write_file("/proc/self/oom_score_adj", std::to_string(own_));
@@ -225,13 +226,7 @@ class OomRaise {
   OomRaise(const OomRaise&) = delete;
   OomRaise& operator=(const OomRaise&) = delete;
 
-  // The agent's own value, read outside any window (inside one it is the
-  // sandbox's).
-  static int own_value() {
-    std::lock_guard<std::mutex> lock(mutex());
-    auto adj = read_file("/proc/self/oom_score_adj");
-    return adj.ok() ? std::atoi(adj->c_str()) : 0;
-  }
+  int own() const { return own_; }
 
   Status raise(pid_t child, int value) {
     raised_ = true;  // a partial write may already have propagated
@@ -239,6 +234,10 @@ class OomRaise {
   }
 
  private:
+  static int read_own() {
+    auto adj = read_file("/proc/self/oom_score_adj");
+    return adj.ok() ? std::atoi(adj->c_str()) : 0;
+  }
   static std::mutex& mutex() {
     static std::mutex m;
     return m;
@@ -363,7 +362,6 @@ Result<std::unique_ptr<Spawner>> Spawner::create(const SpawnerOptions& options) 
   if (!seccomp.ok()) return seccomp.error().context("compile seccomp filter");
   STOKE_TRY(make_dirs(options.new_root_dir, 0755));
   s->last_cap_ = last_capability();
-  s->own_oom_score_adj_ = OomRaise::own_value();
   s->stack_size_ = kChildStackSize;
   s->stack_ = mmap(nullptr, s->stack_size_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -576,10 +574,12 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   auto group = cgroups_->create(sb->id_, spec.limits);
   if (!group.ok()) return fail_spawn(group.error().context("create cgroup"));
   sb->group_ = std::move(group.value());
-  // Inherited unless it differs; lowering would need CAP_SYS_RESOURCE.
+  // Inherited unless it differs; lowering would need CAP_SYS_RESOURCE. The
+  // agent's value is read now, not at create(): someone may have changed it.
   std::optional<OomRaise> oom_raise;
-  if (spec.oom_score_adj > own_oom_score_adj_) {
-    oom_raise.emplace(own_oom_score_adj_);
+  oom_raise.emplace();
+  if (spec.oom_score_adj <= oom_raise->own()) oom_raise.reset();
+  if (oom_raise) {
     if (Status raised = oom_raise->raise(pid, spec.oom_score_adj); !raised.ok())
       return fail_spawn(raised.error().context("raise the sandbox's oom_score_adj"));
     laps.lap("oom_score_adj");
