@@ -132,7 +132,6 @@ class Spawner {
   void* stack_ = nullptr;
   size_t stack_size_ = 0;
   int last_cap_ = 40;
-  int own_oom_score_adj_ = 0;
   std::set<uint64_t> checked_ids_;  // (uid << 32 | gid) known not to be host accounts
   std::string cached_hostname_;
   std::vector<RootfsEntry> cached_rootfs_;
