@@ -59,7 +59,7 @@ TtyRelay::~TtyRelay() { finish(); }
 void TtyRelay::start() {
   // A sandbox that exits without reading its stdin must not kill us with
   // SIGPIPE on the next copied line.
-  ::signal(SIGPIPE, SIG_IGN);
+  if (!copies_.empty()) ::signal(SIGPIPE, SIG_IGN);
   for (auto& c : copies_) {
     c->child_end.reset();
     threads_.emplace_back([this, copy = c.get()] { run(*copy); });
