@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -277,7 +278,38 @@ void sleep_briefly(int attempt) {
 
 constexpr auto kBudget = std::chrono::seconds(1);
 
-Status kill_until_empty(const std::vector<std::string>& procs_files) {
+namespace {
+
+// SIGKILL to each of `pids` that is still a member. A pid read from
+// cgroup.procs may exit, be reaped and be reused by a host process before we
+// signal it, so plain kill(pid) could hit a stranger. A pidfd pins one
+// process: open it first, then check the pid is still listed. If it is, the
+// pidfd is the member (a reused pid's new owner would not be listed — and if
+// it were, it is a member too); if the member dies afterwards, signalling its
+// pidfd fails with ESRCH instead of reaching whoever gets the number next.
+Status kill_members(const std::vector<std::string>& procs_files, const std::vector<int>& pids) {
+  std::vector<std::pair<int, unique_fd>> opened;
+  for (int pid : pids) {
+    unique_fd fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    if (!fd) {
+      if (errno == ESRCH) continue;  // gone already
+      return sys_error("cgroup kill_all: pidfd_open " + std::to_string(pid));
+    }
+    opened.emplace_back(pid, std::move(fd));
+  }
+  auto still = read_pids(procs_files);
+  if (!still) return still.error().context("cgroup kill_all");
+  for (auto& [pid, fd] : opened) {
+    if (!std::binary_search(still->begin(), still->end(), pid)) continue;
+    if (::syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0) != 0 && errno != ESRCH)
+      return sys_error("cgroup kill_all: kill " + std::to_string(pid));
+  }
+  return {};
+}
+
+// Until the listed files are empty (or 1 s has passed): with `signal` each
+// round SIGKILLs the members (kill_members), else only waits (cgroup.kill did it).
+Status empty_group(const std::vector<std::string>& procs_files, bool signal) {
   auto deadline = std::chrono::steady_clock::now() + kBudget;
   for (int attempt = 0;; ++attempt) {
     auto pids = read_pids(procs_files);
@@ -286,13 +318,16 @@ Status kill_until_empty(const std::vector<std::string>& procs_files) {
     if (std::chrono::steady_clock::now() > deadline)
       return plain_error("cgroup kill_all " + (procs_files.empty() ? std::string() : procs_files.front()),
                          std::to_string(pids->size()) + " process(es) still inside after 1 s of SIGKILL");
-    for (int pid : *pids) {
-      if (::kill(pid, SIGKILL) != 0 && errno != ESRCH)
-        return sys_error("cgroup kill_all: kill " + std::to_string(pid));
-    }
+    if (signal) STOKE_TRY(kill_members(procs_files, *pids));
     sleep_briefly(attempt);
   }
 }
+
+}  // namespace
+
+Status kill_until_empty(const std::vector<std::string>& procs_files) { return empty_group(procs_files, true); }
+
+Status wait_until_empty(const std::vector<std::string>& procs_files) { return empty_group(procs_files, false); }
 
 // mkdir parent/child. On ENOENT (a concurrent destroy removed the empty parent
 // between our mkdirs) recreate the parent with make_parent() and try again — a

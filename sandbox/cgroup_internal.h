@@ -17,7 +17,11 @@ Status check_name(const std::string& what, const std::string& name);
 Result<uint64_t> read_u64(const std::string& path);
 Result<std::map<std::string, uint64_t>> read_keyed(const std::string& path);
 Result<std::vector<int>> read_pids(const std::vector<std::string>& procs_files);
+// SIGKILL every member until none is left (1 s budget), through pidfds that
+// are checked to still be members: never a pid that was reused meanwhile.
 Status kill_until_empty(const std::vector<std::string>& procs_files);
+// Only waits (1 s budget) for the group to empty: after cgroup.kill.
+Status wait_until_empty(const std::vector<std::string>& procs_files);
 Result<bool> make_child_dir(const std::string& parent, const std::string& child,
                             const std::function<Status()>& make_parent);
 Status remove_group_dir(const std::string& dir, const std::vector<std::string>& procs_files);

@@ -138,8 +138,12 @@ class CgroupV2Group final : public CgroupGroup {
   Result<std::vector<int>> pids() const override { return read_pids(procs_files_); }
 
   Status kill_all() override {
-    std::string kill_file = dir_ + "/cgroup.kill";  // since 5.14
-    if (Status s = write_file(kill_file, "1"); !s && s.error().err != ENOENT)
+    // cgroup.kill (5.14) signals the members in the kernel, with no pid that
+    // could be reused on the way; then only wait. Older kernels: per pidfd.
+    std::string kill_file = dir_ + "/cgroup.kill";
+    Status s = write_file(kill_file, "1");
+    if (s) return wait_until_empty(procs_files_);
+    if (s.error().err != ENOENT)
       spdlog::debug("cgroup v2: {}: {}; falling back to SIGKILL", kill_file, s.error().message());
     return kill_until_empty(procs_files_);
   }

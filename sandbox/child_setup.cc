@@ -218,15 +218,16 @@ const char* child_step_name(int32_t step) {
     case kStepPivotRoot: return "pivot_root";
     case kStepHostname: return "set hostname";
     case kStepWorkdir: return "change to workdir";
-    case kStepRlimits: return "set rlimits";
     case kStepWaitForCgroup: return "wait for cgroup";
     case kStepJoinCgroup: return "join cgroup";
     case kStepCgroupNamespace: return "new cgroup namespace";
     case kStepDropCapabilities: return "drop capabilities";
     case kStepParentDeathSignal: return "set parent-death signal";
     case kStepNoNewPrivs: return "set no_new_privs";
+    case kStepNewSession: return "new session (setsid)";
     case kStepResetSignals: return "reset signals";
     case kStepFds: return "place file descriptors";
+    case kStepRlimits: return "set rlimits";
     case kStepSeccomp: return "load seccomp filter";
     case kStepExec: return "exec";
     case kStepCount: break;
@@ -304,11 +305,6 @@ int sandbox_child_main(void* arg) {
   done(plan, kStepHostname);
   check(plan, kStepWorkdir, raw::call(SYS_chdir, plan->workdir));
   done(plan, kStepWorkdir);
-  for (size_t i = 0; i < plan->rlimit_count; ++i)
-    check(plan, kStepRlimits,
-          raw::call(SYS_prlimit64, 0, plan->rlimits[i].resource, &plan->rlimits[i].value, 0L),
-          static_cast<int32_t>(i));
-  done(plan, kStepRlimits);
 
   // 6. Join the cgroup the parent made meanwhile, by writing "0" to each of
   //    its attach files: a task moving itself avoids the v1 lock stall. Then a
@@ -334,11 +330,25 @@ int sandbox_child_main(void* arg) {
   done(plan, kStepParentDeathSignal);
   check(plan, kStepNoNewPrivs, raw::call(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
   done(plan, kStepNoNewPrivs);
+  // A session of its own: no controlling terminal, so TIOCSTI (typing into a
+  // terminal's input) is refused on any tty fd it may hold, /dev/tty opens
+  // nothing, and the terminal's job-control signals do not reach it.
+  check(plan, kStepNewSession, raw::call(SYS_setsid));
+  done(plan, kStepNewSession);
   reset_signals(plan);
   done(plan, kStepResetSignals);
   place_fds(plan);
   raw::call(SYS_umask, 022);
   done(plan, kStepFds);
+  // Only after place_fds: it stages the fds above the parent's highest fd
+  // number, which a RLIMIT_NOFILE of 1024 would forbid once the agent holds
+  // more than ~1000 fds (F_DUPFD fails with EINVAL at or above the limit).
+  // Lowering the limit leaves the staged fds open; they are CLOEXEC.
+  for (size_t i = 0; i < plan->rlimit_count; ++i)
+    check(plan, kStepRlimits,
+          raw::call(SYS_prlimit64, 0, plan->rlimits[i].resource, &plan->rlimits[i].value, 0L),
+          static_cast<int32_t>(i));
+  done(plan, kStepRlimits);
   if (plan->seccomp != nullptr)
     check(plan, kStepSeccomp, raw::call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, plan->seccomp));
   done(plan, kStepSeccomp);

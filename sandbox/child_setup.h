@@ -48,15 +48,16 @@ enum ChildStep : int32_t {
   kStepPivotRoot,
   kStepHostname,
   kStepWorkdir,
-  kStepRlimits,
   kStepWaitForCgroup,
   kStepJoinCgroup,
   kStepCgroupNamespace,
   kStepDropCapabilities,
   kStepParentDeathSignal,
   kStepNoNewPrivs,
+  kStepNewSession,  // setsid: no controlling terminal
   kStepResetSignals,
   kStepFds,
+  kStepRlimits,  // after kStepFds: staging fds above a low RLIMIT_NOFILE fails
   kStepSeccomp,
   kStepExec,
   kStepCount,

@@ -6,8 +6,10 @@
 namespace stoke {
 namespace {
 
-// Device nodes bound from the host into the sandbox's /dev.
-constexpr const char* kDevices[] = {"null", "zero", "full", "random", "urandom", "tty"};
+// Device nodes bound from the host into the sandbox's /dev. Not /dev/tty: it
+// would open the host terminal of whoever started the agent or `stoke run`
+// (the sandbox has no controlling tty anyway since it calls setsid).
+constexpr const char* kDevices[] = {"null", "zero", "full", "random", "urandom"};
 
 }  // namespace
 
@@ -80,7 +82,7 @@ void MountPlan::add_symlink(const std::string& target, const std::string& path) 
 void MountPlan::add_device(const std::string& name) {
   // Device nodes cannot be created in a user namespace; bind the host's.
   Status st = add_bind("/dev/" + name, "/dev/" + name, /*writable=*/true);
-  (void)st;  // a host without /dev/tty (no controlling tty support) just lacks it
+  (void)st;  // a minimal host may lack one of them; the sandbox then lacks it too
 }
 
 Status MountPlan::add_rootfs_entry(const RootfsEntry& e) {

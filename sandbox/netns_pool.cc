@@ -35,7 +35,7 @@ Result<std::shared_ptr<NetnsPool>> NetnsPool::create(size_t prefill, size_t capa
   for (size_t i = 0; i < prefill; ++i) {
     auto ns = pool->make_one();
     if (!ns.ok()) return ns.error();
-    pool->free_.push_back(std::move(ns.value()));
+    pool->unused_.push_back(std::move(ns.value()));
   }
   return pool;
 }
@@ -57,26 +57,37 @@ Result<unique_fd> NetnsPool::make_one() {
   return ns;
 }
 
-Result<unique_fd> NetnsPool::acquire() {
+Result<unique_fd> NetnsPool::acquire(uint32_t owner) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!free_.empty()) {
-      unique_fd ns = std::move(free_.back());
-      free_.pop_back();
+    for (size_t i = used_.size(); i-- > 0;) {
+      if (used_[i].owner != owner) continue;
+      unique_fd ns = std::move(used_[i].ns);
+      used_.erase(used_.begin() + static_cast<std::ptrdiff_t>(i));
+      return ns;
+    }
+    if (!unused_.empty()) {
+      unique_fd ns = std::move(unused_.back());
+      unused_.pop_back();
       return ns;
     }
   }
   return make_one();
 }
 
-void NetnsPool::release(unique_fd ns) {
+void NetnsPool::release(uint32_t owner, unique_fd ns) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (free_.size() < capacity_) free_.push_back(std::move(ns));
+  if (capacity_ == 0) return;
+  if (unused_.size() + used_.size() >= capacity_) {
+    if (used_.empty()) return;
+    used_.erase(used_.begin());  // the least recently released
+  }
+  used_.push_back({owner, std::move(ns)});
 }
 
 size_t NetnsPool::free_count() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return free_.size();
+  return unused_.size() + used_.size();
 }
 
 Result<std::unique_ptr<NetnsPool::Scope>> NetnsPool::enter(int ns) {

@@ -5,14 +5,15 @@
 // one with setns costs ~30 µs. The namespaces are created by host root, so a
 // sandbox's root (root only in its own user namespace) has no CAP_NET_ADMIN
 // over its network: it can use loopback but not change routes, addresses or
-// sysctls. That is also what makes reuse safe: once every process of a sandbox
-// is dead its namespace holds nothing the next sandbox could use, apart from
-// sockets still draining (TIME_WAIT), so release() puts it back. Callers that
-// must not share even that between tenants keep one pool per tenant, or drop
-// the namespace instead of releasing it.
+// sysctls. Once every process of a sandbox is dead its namespace still holds
+// what the kernel keeps per namespace: sockets draining in TIME_WAIT (visible
+// with their ports in /proc/net/tcp), tcp_metrics, flow-label state. So a
+// released namespace is only handed again to the same owner (a function's host
+// uid); another owner gets a namespace nobody has used, made ahead or now.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -27,10 +28,12 @@ class NetnsPool {
   // Makes `prefill` namespaces now; keeps at most `capacity` free ones.
   static Result<std::shared_ptr<NetnsPool>> create(size_t prefill, size_t capacity);
 
-  // A namespace fd (O_CLOEXEC) with loopback up: pooled, or made now.
-  Result<unique_fd> acquire();
-  // Return a namespace whose processes are all dead.
-  void release(unique_fd ns);
+  // A namespace fd (O_CLOEXEC) with loopback up for `owner`: one `owner`
+  // released before, else an unused one (pooled, or made now).
+  Result<unique_fd> acquire(uint32_t owner);
+  // Return a namespace of `owner` whose processes are all dead. When the pool
+  // is full the least recently released one is dropped.
+  void release(uint32_t owner, unique_fd ns);
   size_t free_count() const;
 
   // The calling thread enters `ns` until the Scope ends (then returns to the
@@ -55,7 +58,12 @@ class NetnsPool {
   unique_fd home_;  // the host network namespace of the creating process
   size_t capacity_ = 0;
   mutable std::mutex mu_;
-  std::vector<unique_fd> free_;
+  std::vector<unique_fd> unused_;  // never handed out
+  struct Used {
+    uint32_t owner;
+    unique_fd ns;
+  };
+  std::vector<Used> used_;  // released, oldest first
 };
 
 }  // namespace stoke

@@ -4,11 +4,17 @@
 #include <sched.h>
 #include <seccomp.h>
 #include <sys/mman.h>
+#include <linux/netlink.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/personality.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -38,15 +44,14 @@ constexpr const char* kAllowed[] = {
     "getgid", "getgroups", "getitimer", "getpeername", "getpgid", "getpgrp", "getpid",
     "getppid", "getpriority", "getrandom", "getresgid", "getresuid", "getrlimit",
     "get_robust_list", "getrusage", "getsid", "getsockname", "getsockopt", "gettid",
-    "gettimeofday", "getuid", "getxattr", "inotify_add_watch", "inotify_init",
-    "inotify_init1", "inotify_rm_watch", "ioctl", "kill", "lchown", "lgetxattr", "link",
+    "gettimeofday", "getuid", "getxattr", "inotify_add_watch", "inotify_rm_watch", "kill", "lchown", "lgetxattr", "link",
     "linkat", "listen", "listxattr", "llistxattr", "lseek", "lstat", "madvise",
     "membarrier", "memfd_create", "mincore", "mkdir", "mkdirat", "mlock", "mlock2",
     "mlockall", "mmap", "mprotect", "mremap", "msgctl", "msgget", "msgrcv", "msgsnd",
     "msync", "munlock", "munlockall", "munmap", "name_to_handle_at", "nanosleep",
     "newfstatat", "open", "openat", "openat2", "pause", "pidfd_getfd", "pidfd_open",
     "pidfd_send_signal", "pipe", "pipe2", "poll", "ppoll", "prctl", "pread64", "preadv",
-    "preadv2", "prlimit64", "pselect6", "pwrite64", "pwritev", "pwritev2", "read",
+    "preadv2", "pselect6", "pwrite64", "pwritev", "pwritev2", "read",
     "readahead", "readlink", "readlinkat", "readv", "recvfrom", "recvmmsg", "recvmsg",
     "rename", "renameat", "renameat2", "restart_syscall", "rmdir", "rseq",
     "rt_sigaction", "rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo", "rt_sigreturn",
@@ -56,9 +61,9 @@ constexpr const char* kAllowed[] = {
     "sched_setparam", "sched_setscheduler", "sched_yield", "select", "semctl", "semget",
     "semop", "semtimedop", "sendfile", "sendmmsg", "sendmsg", "sendto", "setfsgid",
     "setfsuid", "setgid", "setgroups", "setitimer", "setpgid", "setpriority", "setregid",
-    "setresgid", "setresuid", "setreuid", "setrlimit", "set_robust_list", "setsid",
+    "setresgid", "setresuid", "setreuid", "set_robust_list", "setsid",
     "setsockopt", "set_tid_address", "setuid", "shmat", "shmctl", "shmdt", "shmget",
-    "shutdown", "sigaltstack", "signalfd", "signalfd4", "socket", "socketpair", "splice",
+    "shutdown", "sigaltstack", "signalfd", "signalfd4", "splice",
     "stat", "statfs", "statx", "symlink", "symlinkat", "sync", "sync_file_range", "syncfs",
     "sysinfo", "tee", "tgkill", "time", "timer_create", "timer_delete", "timer_getoverrun",
     "timer_gettime", "timer_settime", "timerfd_create", "timerfd_gettime", "timerfd_settime",
@@ -92,6 +97,83 @@ const std::vector<std::string> kAlwaysDenied = {
 constexpr uint64_t kNamespaceFlags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
                                      CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP | CLONE_NEWTIME;
 
+// Arguments the kernel declares `int` or `unsigned int` are truncated to 32
+// bits, but the filter sees the whole register: compare the low half only, or
+// 0x1'00005412 would pass a check against TIOCSTI and still be TIOCSTI.
+constexpr uint64_t kLow32 = 0xffffffffULL;
+
+using RuleFn = std::function<Status(uint32_t action, const char* name, unsigned n, const scmp_arg_cmp* cmps)>;
+
+// Syscalls allowed only for some arguments. Shared by every profile (a zygote
+// runs tenant code too, and its instances get the default filter on top).
+Status add_argument_rules(const RuleFn& rule) {
+  // ioctl: everything but pushing bytes into a terminal's input queue
+  // (TIOCSTI) and the VT console's grab bag (TIOCLINUX: selection paste, which
+  // injects too). EIO is what a kernel with dev.tty.legacy_tiocsti=0 answers.
+  // libseccomp drops conditional rules next to an unconditional one, so the
+  // fallback ALLOW is written as an always-true comparison.
+  for (unsigned long request : {static_cast<unsigned long>(TIOCSTI), static_cast<unsigned long>(TIOCLINUX)}) {
+    scmp_arg_cmp is_request = SCMP_A1(SCMP_CMP_MASKED_EQ, kLow32, request);
+    STOKE_TRY(rule(SCMP_ACT_ERRNO(EIO), "ioctl", 1, &is_request));
+  }
+  scmp_arg_cmp any_fd = SCMP_A0(SCMP_CMP_GE, 0);
+  STOKE_TRY(rule(SCMP_ACT_ALLOW, "ioctl", 1, &any_fd));
+
+  // socket: local, IPv4 and IPv6 stream/datagram sockets with their plain
+  // protocols, and rtnetlink (getifaddrs, getaddrinfo's AI_ADDRCONFIG, Node's
+  // os.networkInterfaces: it only reads the sandbox's own network namespace;
+  // changing it needs CAP_NET_ADMIN over the namespace's owner, which no
+  // sandbox has). Everything else is EPERM before the kernel looks at it, so
+  // no family's module is autoloaded: AF_VSOCK (not namespaced: it reaches the
+  // host and hypervisor), AF_ALG, AF_PACKET, SCTP/DCCP, NETLINK_KOBJECT_UEVENT
+  // (host uevents in a pooled namespace), SOCK_RAW, SOCK_PACKET. The type is
+  // compared under 0xf: SOCK_NONBLOCK and SOCK_CLOEXEC live above it.
+  struct Allowed {
+    int family, type, protocol;
+  };
+  constexpr Allowed kSockets[] = {
+      {AF_UNIX, SOCK_STREAM, 0},         {AF_UNIX, SOCK_DGRAM, 0},          {AF_UNIX, SOCK_SEQPACKET, 0},
+      {AF_INET, SOCK_STREAM, 0},         {AF_INET, SOCK_STREAM, IPPROTO_TCP},
+      {AF_INET, SOCK_DGRAM, 0},          {AF_INET, SOCK_DGRAM, IPPROTO_UDP}, {AF_INET, SOCK_DGRAM, IPPROTO_ICMP},
+      {AF_INET6, SOCK_STREAM, 0},        {AF_INET6, SOCK_STREAM, IPPROTO_TCP},
+      {AF_INET6, SOCK_DGRAM, 0},         {AF_INET6, SOCK_DGRAM, IPPROTO_UDP},
+      {AF_INET6, SOCK_DGRAM, IPPROTO_ICMPV6},
+      {AF_NETLINK, SOCK_RAW, NETLINK_ROUTE}, {AF_NETLINK, SOCK_DGRAM, NETLINK_ROUTE},
+  };
+  for (const Allowed& a : kSockets) {
+    scmp_arg_cmp cmps[] = {SCMP_A0(SCMP_CMP_MASKED_EQ, kLow32, static_cast<uint64_t>(a.family)),
+                           SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, static_cast<uint64_t>(a.type)),
+                           SCMP_A2(SCMP_CMP_MASKED_EQ, kLow32, static_cast<uint64_t>(a.protocol))};
+    STOKE_TRY(rule(SCMP_ACT_ALLOW, "socket", 3, cmps));
+  }
+  // socketpair exists for AF_UNIX only, but other families are looked up (and
+  // autoloaded) before the kernel says so.
+  scmp_arg_cmp unix_only = SCMP_A0(SCMP_CMP_MASKED_EQ, kLow32, AF_UNIX);
+  STOKE_TRY(rule(SCMP_ACT_ALLOW, "socketpair", 1, &unix_only));
+
+  // inotify: every instance is charged to the user namespace's owner at each
+  // level up to the host, and sandbox namespaces are owned by root, so all
+  // sandboxes and every root daemon share fs.inotify.max_user_instances (128).
+  // ENOSYS is what a kernel without inotify answers; watchers fall back to
+  // polling or report "not supported" on it.
+  STOKE_TRY(rule(SCMP_ACT_ERRNO(ENOSYS), "inotify_init", 0, nullptr));
+  STOKE_TRY(rule(SCMP_ACT_ERRNO(ENOSYS), "inotify_init1", 0, nullptr));
+
+  // Rlimits: any but RLIMIT_CORE, which the spawner pins at 1: a pipe
+  // core_pattern (systemd-coredump, apport) dumps whatever the limit unless it
+  // is exactly 1, so a function lowering it to 0 would reach the host's helper.
+  for (int resource = 0; resource < RLIM_NLIMITS; ++resource) {
+    if (resource == RLIMIT_CORE) continue;
+    scmp_arg_cmp set = SCMP_A0(SCMP_CMP_MASKED_EQ, kLow32, static_cast<uint64_t>(resource));
+    STOKE_TRY(rule(SCMP_ACT_ALLOW, "setrlimit", 1, &set));
+    scmp_arg_cmp pr = SCMP_A1(SCMP_CMP_MASKED_EQ, kLow32, static_cast<uint64_t>(resource));
+    STOKE_TRY(rule(SCMP_ACT_ALLOW, "prlimit64", 1, &pr));
+  }
+  scmp_arg_cmp query_only = SCMP_A2(SCMP_CMP_EQ, 0);  // new_limit == NULL
+  STOKE_TRY(rule(SCMP_ACT_ALLOW, "prlimit64", 1, &query_only));
+  return {};
+}
+
 struct CtxDeleter {
   void operator()(scmp_filter_ctx c) const { seccomp_release(c); }
 };
@@ -114,6 +196,7 @@ Result<SeccompProgram> compile_profile(SeccompProfile profile) {
   };
 
   for (const char* name : kAllowed) STOKE_TRY(rule(SCMP_ACT_ALLOW, name));
+  STOKE_TRY(add_argument_rules(RuleFn(rule)));
 
   if (profile == SeccompProfile::kDefault) {
     // clone: allowed only without namespace flags (fork/threads are fine).
@@ -173,8 +256,8 @@ Result<SeccompProgram> compile_profile(SeccompProfile profile) {
 // profile, libseccomp's syscall tables and the architecture, so it is kept
 // under /run (tmpfs: gone at reboot) keyed by a hash of all three.
 
-// Bump when a conditional rule in compile_default() changes.
-constexpr int kProfileRevision = 1;
+// Bump when a conditional rule in compile_profile() changes.
+constexpr int kProfileRevision = 2;
 
 std::string cache_key() {
   uint64_t h = 1469598103934665603ULL;  // FNV-1a

@@ -15,6 +15,8 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -196,6 +198,55 @@ void collect_stale_groups(CgroupBackend& cgroups) {
   }
 }
 
+// Gives a CLONE_VM child that has not exec'd yet its own oom_score_adj.
+//
+// While it shares our mm the kernel writes the new value to every process
+// sharing it (__set_oom_adj with MMF_MULTIPROCESS): this agent too. So from
+// raise() until this object is destroyed — which the spawner does as soon as
+// the child has exec'd (or failed) — the agent runs with the sandbox's value,
+// and the destructor writes the agent's own back (that write no longer reaches
+// the exec'd child, but reaches any other not-yet-exec'd child, which gets the
+// agent's value it would have inherited anyway). One window at a time per
+// process, so two spawners cannot restore each other's children to the
+// protected value mid-way. The window is the child's last steps (join cgroup,
+// drop privileges, seccomp, exec): well under a millisecond.
+//
+// Raising after exec instead leaves a window the function controls: an exec
+// function that forks in its first instruction keeps the protection in its
+// children (the review's finding #16).
+class OomRaise {
+ public:
+  // Holds the window's lock and remembers the agent's value as it is now.
+  OomRaise() : lock_(mutex()), own_(read_own()) {}
+  ~OomRaise() {
+    if (!raised_) return;
+    Status restored = write_file("/proc/self/oom_score_adj", std::to_string(own_));
+    if (!restored.ok()) spdlog::error("restore the agent's oom_score_adj: {}", restored.error().message());
+  }
+  OomRaise(const OomRaise&) = delete;
+  OomRaise& operator=(const OomRaise&) = delete;
+
+  int own() const { return own_; }
+
+  Status raise(pid_t child, int value) {
+    raised_ = true;  // a partial write may already have propagated
+    return write_file("/proc/" + std::to_string(child) + "/oom_score_adj", std::to_string(value));
+  }
+
+ private:
+  static int read_own() {
+    auto adj = read_file("/proc/self/oom_score_adj");
+    return adj.ok() ? std::atoi(adj->c_str()) : 0;
+  }
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  std::unique_lock<std::mutex> lock_;
+  int own_;
+  bool raised_ = false;
+};
+
 }  // namespace
 
 // ---- Sandbox -------------------------------------------------------------
@@ -290,7 +341,7 @@ Status Sandbox::teardown() {
   pidfd_.reset();
   // Every process of the sandbox is dead once its cgroup is gone, so its
   // network namespace can serve the next sandbox.
-  if (removed.ok() && netns_pool_ && netns_) netns_pool_->release(std::move(netns_));
+  if (removed.ok() && netns_pool_ && netns_) netns_pool_->release(netns_owner_, std::move(netns_));
   netns_.reset();
   if (!removed.ok()) return removed.error().context("teardown of sandbox " + id_);
   return {};
@@ -311,7 +362,6 @@ Result<std::unique_ptr<Spawner>> Spawner::create(const SpawnerOptions& options) 
   if (!seccomp.ok()) return seccomp.error().context("compile seccomp filter");
   STOKE_TRY(make_dirs(options.new_root_dir, 0755));
   s->last_cap_ = last_capability();
-  if (auto adj = read_file("/proc/self/oom_score_adj"); adj.ok()) s->own_oom_score_adj_ = std::atoi(adj->c_str());
   s->stack_size_ = kChildStackSize;
   s->stack_ = mmap(nullptr, s->stack_size_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -376,12 +426,15 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
 
   laps.lap("mount plan");
   if (options_.netns_pool) {
-    auto ns = options_.netns_pool->acquire();
+    // Per function (host uid): what a namespace keeps after its sandbox
+    // (TIME_WAIT sockets, tcp_metrics) must not reach another tenant.
+    auto ns = options_.netns_pool->acquire(spec.host_uid);
     if (!ns.ok()) {
       sb->reaped_ = true;
       return ns.error().context("network namespace");
     }
     sb->netns_ = std::move(ns.value());
+    sb->netns_owner_ = spec.host_uid;
     sb->netns_pool_ = options_.netns_pool;
   }
 
@@ -419,8 +472,9 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   cp.new_netns = !sb->netns_;  // pooled ones come with lo up
   // oom_score_adj is not written by the child: until it execs, it shares this
   // process's mm, and the kernel copies a new value to every process sharing
-  // the mm (__set_oom_adj) — the agent would lose its own protection. It is
-  // raised from here once the child has exec'd (below).
+  // the mm (__set_oom_adj). It is raised from here just before "cgroup" (see
+  // OomRaise), not after exec: an exec'd function could fork first and leave
+  // children with the spawner's protection.
   std::vector<int> bind_fds(plan->bind_sources().size(), -1);
   cp.bind_sources = plan->bind_sources().data();
   cp.bind_fds = bind_fds.data();
@@ -520,6 +574,16 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   auto group = cgroups_->create(sb->id_, spec.limits);
   if (!group.ok()) return fail_spawn(group.error().context("create cgroup"));
   sb->group_ = std::move(group.value());
+  // Inherited unless it differs; lowering would need CAP_SYS_RESOURCE. The
+  // agent's value is read now, not at create(): someone may have changed it.
+  std::optional<OomRaise> oom_raise;
+  oom_raise.emplace();
+  if (spec.oom_score_adj <= oom_raise->own()) oom_raise.reset();
+  if (oom_raise) {
+    if (Status raised = oom_raise->raise(pid, spec.oom_score_adj); !raised.ok())
+      return fail_spawn(raised.error().context("raise the sandbox's oom_score_adj"));
+    laps.lap("oom_score_adj");
+  }
   if (Status sent = send_to_child(control_parent.get(), sb->group_->attach_fds()); !sent.ok())
     return fail_spawn(sent.error());
   laps.lap("cgroup");
@@ -530,13 +594,8 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
     n = ::read(error_read.get(), &ce, sizeof ce);
   } while (n < 0 && errno == EINTR);
   if (n == 0) {
+    oom_raise.reset();  // the child has its own mm now: restore ours
     add_child_steps(sb->trace_, step_done_ns, clone_called_ns, monotonic_ns());
-    // Inherited unless it differs; lowering would need CAP_SYS_RESOURCE.
-    if (spec.oom_score_adj > own_oom_score_adj_) {
-      Status raised = write_file("/proc/" + std::to_string(pid) + "/oom_score_adj", std::to_string(spec.oom_score_adj));
-      if (!raised.ok()) return fail_spawn(raised.error().context("raise the sandbox's oom_score_adj"));
-      laps.lap("oom_score_adj");
-    }
     spdlog::debug("sandbox {} started: pid {} in {:.3f} ms", sb->id_, pid,
                   ms_between(started, std::chrono::steady_clock::now()));
     return sb;

@@ -90,6 +90,7 @@ class Sandbox {
   std::chrono::steady_clock::time_point started_;
   std::shared_ptr<NetnsPool> netns_pool_;  // where netns_ goes back after teardown
   unique_fd netns_;
+  uint32_t netns_owner_ = 0;  // the host uid it was acquired for
   SpawnTrace trace_;
   bool reaped_ = false;
   bool adopted_ = false;  // not our child: see adopt()
@@ -131,7 +132,6 @@ class Spawner {
   void* stack_ = nullptr;
   size_t stack_size_ = 0;
   int last_cap_ = 40;
-  int own_oom_score_adj_ = 0;
   std::set<uint64_t> checked_ids_;  // (uid << 32 | gid) known not to be host accounts
   std::string cached_hostname_;
   std::vector<RootfsEntry> cached_rootfs_;

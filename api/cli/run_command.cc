@@ -7,6 +7,7 @@
 
 #include "api/cli/run_options.h"
 #include "api/cli/run_report.h"
+#include "api/cli/tty_relay.h"
 #include "sandbox/id_map.h"
 #include "sandbox/spawner.h"
 
@@ -50,8 +51,12 @@ int run_command(const std::vector<std::string>& args) {
   auto spawner = Spawner::create();
   if (!spawner.ok()) return fail(spawner.error().message());
   if (Status ids = pick_host_ids(*spawner.value(), o.spec); !ids.ok()) return fail(ids.error().message());
+  // The caller's terminal stays here: the sandbox gets pipes instead.
+  auto relay = TtyRelay::create(o.spec.fds);
+  if (!relay.ok()) return fail(relay.error().message());
   auto sandbox = spawner.value()->spawn(o.spec);
   if (!sandbox.ok()) return fail(sandbox.error().message());
+  relay.value()->start();
 
   if (std::getenv("STOKE_TRACE") != nullptr) {
     // Where the spawn's time went, step by step (see SpawnTrace).
@@ -61,6 +66,7 @@ int run_command(const std::vector<std::string>& args) {
   std::optional<std::chrono::steady_clock::time_point> deadline;
   if (o.timeout) deadline = std::chrono::steady_clock::now() + *o.timeout;
   auto status = sandbox.value()->wait(deadline);
+  relay.value()->finish();
   if (!status.ok()) return fail(status.error().message());
   const ExitStatus& st = status.value();
 

@@ -1,4 +1,5 @@
-// `stoke run`: one command in a fresh sandbox, stdio passed through.
+// `stoke run`: one command in a fresh sandbox, stdio passed through (as pipes
+// where the caller's stdio is a terminal: see tty_relay.h).
 #pragma once
 
 #include <string>

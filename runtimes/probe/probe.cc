@@ -603,6 +603,33 @@ int cmd_burn(int argc, char** argv) {
   return 0;
 }
 
+// The oom_score_adj a child forked as the very first thing inherits: what an
+// exec function that forks before anything else leaves its children with.
+int oom_of_first_child(int argc, char** argv) {
+  (void)argc;
+  (void)argv;
+  int p[2];
+  if (pipe(p) != 0) return 1;
+  pid_t child = fork();
+  if (child == 0) {
+    char buf[32] = {};
+    int fd = open("/proc/self/oom_score_adj", O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    (void)!write(p[1], buf, n > 0 ? static_cast<size_t>(n) : 0);
+    _exit(0);
+  }
+  close(p[1]);
+  char buf[32] = {};
+  ssize_t n = read(p[0], buf, sizeof buf - 1);
+  waitpid(child, nullptr, 0);
+  if (n <= 0) return 1;
+  std::ifstream own("/proc/self/oom_score_adj");
+  int own_value = 0;
+  own >> own_value;
+  print({{"first_child_oom_score_adj", std::atoi(buf)}, {"own_oom_score_adj", own_value}});
+  return 0;
+}
+
 void usage() {
   fprintf(stderr,
           "usage: stoke-probe isolation [--connect PORT]\n"
@@ -610,12 +637,15 @@ void usage() {
           "       stoke-probe alloc MB\n"
           "       stoke-probe fork-bomb\n"
           "       stoke-probe spawn-sleepers N SECONDS\n"
-          "       stoke-probe burn MS\n");
+          "       stoke-probe burn MS\n"
+          "       stoke-probe oom-of-first-child\n");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before anything else (the point is what a fork at the first instruction sees).
+  if (argc >= 2 && strcmp(argv[1], "oom-of-first-child") == 0) return oom_of_first_child(argc, argv);
   if (argc < 2) {
     usage();
     return kUsageExit;

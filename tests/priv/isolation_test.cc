@@ -260,12 +260,13 @@ TEST_F(SandboxIsolation, DevIsMinimal) {
   ASSERT_NO_FATAL_FAILURE(isolation(&r));
   auto dev = r["dev"].get<std::vector<std::string>>();
   std::set<std::string> seen(dev.begin(), dev.end());
-  const std::set<std::string> required{"null",   "zero",  "full",   "random", "urandom", "tty",
-                                       "fd",     "stdin", "stdout", "stderr", "shm"};
+  const std::set<std::string> required{"null", "zero",  "full",   "random", "urandom",
+                                       "fd",   "stdin", "stdout", "stderr", "shm"};
   const std::set<std::string> optional{"pts", "ptmx"};  // "pts if needed"
   for (const auto& name : required) EXPECT_TRUE(seen.count(name)) << "/dev/" << name << " missing";
   for (const auto& name : seen)
     EXPECT_TRUE(required.count(name) || optional.count(name)) << "/dev/" << name << " should not be there";
+  EXPECT_FALSE(seen.count("tty")) << "/dev/tty would reach the terminal stoked or stoke run was started from";
 }
 
 TEST_F(SandboxIsolation, HostnameIsSandboxOrGiven) {
