@@ -140,6 +140,9 @@ Status write_id_maps(pid_t pid, const SandboxSpec& spec) {
   return {};
 }
 
+// How long a killed sandbox's pid 1 gets to be gone before wait() gives up.
+constexpr std::chrono::milliseconds kKillGrace{5'000};
+
 // PIDFD_GET_INFO (Linux 6.15): the exit status of a process we are not the
 // parent of, available once its parent has reaped it. Declared here because
 // Debian 12's kernel headers predate it.
@@ -204,7 +207,7 @@ Sandbox::~Sandbox() {
   // A spawn that failed before clone has no process to wait for.
   if (!reaped_ && pidfd_) {
     (void)kill();
-    (void)wait();
+    (void)wait(std::chrono::steady_clock::now() + kKillGrace);
   }
 }
 
@@ -230,10 +233,19 @@ Result<ExitStatus> Sandbox::wait(std::optional<std::chrono::steady_clock::time_p
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return sys_error("poll sandbox " + id_);
     if (n > 0) break;
-    // Deadline passed: pid 1 dies, and with it the whole pid namespace.
+    if (st.timed_out) {
+      // Killed and still not gone after the grace: give up rather than block
+      // the caller forever (the destructor tries again, bounded too).
+      return plain_error("wait for sandbox " + id_, "pid 1 did not exit within " +
+                                                        std::to_string(kKillGrace.count()) + " ms of SIGKILL");
+    }
+    // Deadline passed: pid 1 dies, and with it the whole pid namespace; the
+    // cgroup is emptied too, in case pid 1 is not what holds the rest.
     st.timed_out = true;
-    STOKE_TRY(kill());
-    deadline.reset();
+    Status killed = kill();
+    (void)group_->kill_all();
+    if (!killed.ok()) return killed.error();
+    deadline = std::chrono::steady_clock::now() + kKillGrace;
   }
   if (adopted_) {
     int wstatus = exit_status_of_adopted(pidfd_.get());
