@@ -253,7 +253,6 @@ Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const Funct
                   {"id_index", id_index},
                   {"code_path", spec.code_path},
                   {"entry", spec.entry},
-                  {"env", env},
                   {"hostname", "stoke"},
                   {"tmp_bytes", spec.tmp_bytes},
                   {"zygote_seccomp", hex_of(*zygote_filter.value())},
@@ -286,6 +285,11 @@ Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const Funct
     (void)fz->sandbox_->wait(std::chrono::steady_clock::now() + kZygoteTeardownDeadline);
     return e;
   };
+  // The function's environment (its secrets) goes to its own zygote only, on
+  // its own socket, after the fork: the runtime zygote, whose memory every
+  // function zygote starts from, never holds any function's env.
+  if (Status sent = send_message(fz->control_.get(), json{{"op", "env"}, {"env", env}}, {}); !sent.ok())
+    return fail(sent.error().context(what));
   auto ready = receive_message(fz->control_.get(), spec.init_timeout, what);
   if (!ready.ok()) {
     // Its own answer (the code failed to load, threads at import) is final
