@@ -155,9 +155,9 @@ constexpr unsigned long kPidfdGetInfo = _IOWR(0xFF, 11, PidfdInfo);
 constexpr uint64_t kPidfdInfoExit = 1u << 3;
 
 // The wait status of an exited process we did not parent, or -1 when the
-// kernel cannot tell (too old) or its parent does not reap it within ~1 s.
-int exit_status_of_adopted(int pidfd) {
-  for (int tries = 0; tries < 1000; ++tries) {
+// kernel cannot tell (too old) or its parent does not reap it within `tries` ms.
+int exit_status_of_adopted(int pidfd, int tries = 1000) {
+  for (; tries > 0; --tries) {
     PidfdInfo info{};
     info.mask = kPidfdInfoExit;
     if (ioctl(pidfd, kPidfdGetInfo, &info) != 0) return -1;  // ENOTTY: kernel < 6.15
@@ -215,6 +215,7 @@ Status Sandbox::kill() {
   if (reaped_) return {};
   if (syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0) != 0 && errno != ESRCH)
     return sys_error("kill sandbox " + id_);
+  killed_ = true;
   return {};
 }
 
@@ -248,8 +249,11 @@ Result<ExitStatus> Sandbox::wait(std::optional<std::chrono::steady_clock::time_p
     deadline = std::chrono::steady_clock::now() + kKillGrace;
   }
   if (adopted_) {
-    int wstatus = exit_status_of_adopted(pidfd_.get());
-    if (wstatus < 0) st.exit_code = -1;
+    // Killed by us: its status is that kill, whether or not its parent (a
+    // zygote that runs tenant code) ever reaps it; do not wait on that parent.
+    int wstatus = exit_status_of_adopted(pidfd_.get(), killed_ ? 1 : 1000);
+    if (wstatus < 0 && killed_) st.signal = SIGKILL;
+    else if (wstatus < 0) st.exit_code = -1;
     else if (WIFSIGNALED(wstatus)) st.signal = WTERMSIG(wstatus);
     else st.exit_code = WEXITSTATUS(wstatus);
   } else {

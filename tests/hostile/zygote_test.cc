@@ -3,6 +3,7 @@
 // zygote start at all. Each activation still ends with a recorded status (a
 // cold start), no worker of the agent blocks, the zygote is retired, and
 // another tenant's warm latency holds throughout.
+#include <chrono>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -58,6 +59,18 @@ def _fork(self, kind, request, child_fds, cgroup_fds, seccomp, map_id=-1, code_s
     return pid, os.pidfd_open(pid)
 if hasattr(__main__, "Zygote"):
     __main__.Zygote.fork = _fork
+)";
+
+// Import-time code: the zygote never reaps what it forks, so an instance that
+// ended stays a zombie, its exit status unknown to the agent.
+constexpr const char* kNeverReaps = R"(
+import __main__, os
+if hasattr(__main__, "Zygote"):
+    __main__.Zygote.reap = lambda self: None
+def main(args):
+    if args.get("die"):
+        os._exit(3)  # no answer: the instance is torn down, not parked
+    return {}
 )";
 
 class HostileZygote : public test::AgentTest {
@@ -118,6 +131,29 @@ TEST_F(HostileZygote, ForkAnsweredWithAPipeIsRefusedAndNoWorkerBlocks) {
 
 TEST_F(HostileZygote, ForkThatSkipsItsIsolationIsRefusedAndStartsCold) {
   expect_subverted_zygote_never_serves("skipper", kSkipsTheIsolation);
+}
+
+// Teardown of an instance the agent killed does not wait for its zygote to
+// reap it (it used to poll up to 1 s for the exit status, per activation,
+// holding a worker).
+TEST_F(HostileZygote, ZygoteThatNeverReapsDoesNotHoldTeardowns) {
+  test::Bystander bystander(*agent_);
+  auto reference = bystander.measure();
+  create("hoarder", kNeverReaps);
+  auto first = invoke_with("hoarder");
+  ASSERT_EQ(first.status(), v1::SUCCESS) << first.result_json();
+  bystander.start();
+  for (int i = 0; i < 5; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto a = invoke_with("hoarder", R"({"die": true})", v1::ZYGOTE);
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(a.start_kind(), v1::ZYGOTE);
+    EXPECT_EQ(a.status(), v1::DEVELOPER_ERROR) << a.result_json();
+    EXPECT_LT(ms, 800.0) << "call " << i << " waited for its zygote to reap the instance";
+  }
+  auto during = bystander.stop();
+  test::Bystander::expect_kept_p99(reference, during);
+  EXPECT_TRUE(agent_->running());
 }
 
 }  // namespace
