@@ -119,6 +119,9 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   auto registry = Registry::open(settings.state_dir + "/registry.db");
   if (!registry.ok()) return registry.error().context("open registry");
   a->registry_ = std::move(registry.value());
+  auto uids = HostUids::open(settings.state_dir + "/host_uids", host_ids_for_functions(a->settings_.host_ids));
+  if (!uids.ok()) return uids.error().context("open host uid table");
+  a->host_uids_ = std::move(uids.value());
   // Reconcile after a crash: activations that were running did not finish.
   auto interrupted = a->registry_->fail_interrupted_activations("the agent stopped while this activation ran");
   if (!interrupted.ok()) return interrupted.error();
@@ -299,7 +302,11 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
         bool deleted = r.has_deleted();
         std::string name = request.delete_function().name();
         loop_->post([this, deleted, name, reply = std::move(reply), r = std::move(r)]() mutable {
-          if (deleted) function_changed(name);
+          if (deleted) {
+            function_changed(name);
+            if (Status s = host_uids_->release(name); !s.ok())
+              spdlog::warn("function {}: its host uid stays assigned: {}", name, s.error().message());
+          }
           reply(std::move(r));
         });
       });
@@ -406,7 +413,9 @@ Result<InstanceSpec> Agent::instance_spec_for(const v1::Function& fn) const {
   spec.executable = exec_path(fn);
   for (const auto& [k, v] : fn.env()) spec.env.push_back(k + "=" + v);
   spec.memory_bytes = fn.memory_bytes();
-  spec.host_uid = host_id_for(host_ids_for_functions(settings_.host_ids), std::hash<std::string>{}(fn.name()));
+  auto uid = host_uids_->uid_for(fn.name());  // allocated, never derived from the name
+  if (!uid.ok()) return uid.error();
+  spec.host_uid = uid.value();
   return spec;
 }
 
@@ -693,7 +702,8 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
     if (run->instance && !run->reuse) {
       Sandbox& sb = run->instance->sandbox();
       (void)sb.kill();
-      auto st = sb.wait();
+      // Bounded: a sandbox that does not die is cgroup-killed and given up on.
+      auto st = sb.wait(std::chrono::steady_clock::now() + std::chrono::seconds(5));
       if (st.ok()) {
         v1::Usage* u = rec.mutable_usage();
         u->set_cpu_user_ms(static_cast<double>(st->usage.cpu_user_ns) / 1e6);

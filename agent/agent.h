@@ -23,6 +23,7 @@
 #include "agent/activation_run.h"
 #include "agent/code_store.h"
 #include "agent/event_loop.h"
+#include "agent/host_uids.h"
 #include "agent/image_store.h"
 #include "agent/registry.h"
 #include "agent/server.h"
@@ -160,7 +161,7 @@ class Agent {
   struct ZygoteEntry {
     std::shared_ptr<FunctionZygote> zygote;  // null while it starts
     uint32_t version = 0;
-    uint32_t id_index = 0;
+    std::shared_ptr<ZygoteIdBlock::Lease> id;  // the zygote holds its own copy
     uint64_t memory_bytes = 0;   // reserved against both budgets
     uint64_t generation = 0;     // of the function when it was started
     std::chrono::steady_clock::time_point since, last_used;
@@ -176,6 +177,7 @@ class Agent {
   void ensure_zygote(const InstanceSpec& spec);
   bool zygote_ready_for(const Running& run);
   void fork_from_zygote(const std::shared_ptr<Running>& run);
+  void zygote_untrusted(const InstanceSpec& spec);
   void fork_ahead(const std::string& function);
   void start_zygote_instance(const std::shared_ptr<Running>& run, std::unique_ptr<Instance> instance);
   void wait_for_zygote(const std::shared_ptr<Running>& run);
@@ -202,6 +204,7 @@ class Agent {
   AgentSettings settings_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<Registry> registry_;
+  std::unique_ptr<HostUids> host_uids_;
   std::unique_ptr<CodeStore> code_;
   std::shared_ptr<NetnsPool> netns_;
   std::unique_ptr<WorkerPool> workers_;
@@ -224,7 +227,9 @@ class Agent {
   std::unordered_map<std::string, ZygoteEntry> zygotes_;  // by function
   std::unordered_map<std::string, InstanceSpec> zygotes_wanted_;  // until the runtime zygote is up
   std::set<std::string> zygote_refused_;  // "fn@version" whose code cannot have a zygote
-  std::vector<bool> zygote_ids_;  // id indexes of the runtime zygote's block in use
+  // Id indexes of the runtime zygote's block: one block for the agent's life,
+  // since retired function zygotes outlive a runtime zygote.
+  std::shared_ptr<ZygoteIdBlock> zygote_ids_;
   std::unique_ptr<ImageStore> images_;
   std::unordered_map<std::string, ImageBuild> image_builds_;  // by function, while one is built
   std::unordered_map<std::string, std::string> image_refused_;  // "fn@version" -> why it cannot be checkpointed

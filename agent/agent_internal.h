@@ -58,6 +58,7 @@ struct Agent::Running {
 // ids come from the rest, so the two never meet.
 HostIdRange zygote_id_block(const HostIdRange& range);
 HostIdRange host_ids_for_functions(const HostIdRange& range);
+HostIdRange prewarm_id_block(const HostIdRange& range);  // prewarmed instances' ids
 
 namespace detail {
 

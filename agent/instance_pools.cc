@@ -104,7 +104,9 @@ void Agent::refill_prewarm() {
       // Its /code: empty until a function takes it (then filled with links).
       spec.code_dir = settings_.state_dir + "/prewarm/" + std::to_string(prewarm_counter_ + 1);
       // Its own uid, as any sandbox: the function that takes it is its only user.
-      spec.host_uid = host_id_for(host_ids_for_functions(settings_.host_ids), std::hash<std::string>{}("stoke-prewarm") + ++prewarm_counter_);
+      // From the prewarm block, in turn: never a function's id (agent/host_uids.h).
+      const HostIdRange block = prewarm_id_block(settings_.host_ids);
+      spec.host_uid = block.first + static_cast<uint32_t>(++prewarm_counter_ % block.count);
       workers_->submit([this, spec, memory](Worker& worker) {
         Status dir = make_dirs(spec.code_dir, 0755);
         auto instance = std::make_shared<Result<std::unique_ptr<Instance>>>(
@@ -285,7 +287,7 @@ void Agent::retire(std::unique_ptr<Instance> instance, uint64_t memory_bytes) {
   workers_->submit([holder](Worker&) {
     Sandbox& sb = (*holder)->sandbox();
     (void)sb.kill();
-    (void)sb.wait();
+    (void)sb.wait(std::chrono::steady_clock::now() + std::chrono::seconds(5));  // bounded, then cgroup kill
     holder->reset();
   });
 }

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/code_store.h"
+#include "agent/zygote_verify.h"
 #include "sandbox/base/file_util.h"
 #include "sandbox/id_map.h"
 #include "sandbox/seccomp_profile.h"
@@ -25,6 +27,8 @@ using json = nlohmann::json;
 constexpr std::chrono::milliseconds kStartTimeout{10'000};
 constexpr std::chrono::milliseconds kForkTimeout{5'000};
 constexpr size_t kMaxMessage = 1 << 16;
+// A zygote's answers are flat objects; nesting is refused before parsing.
+constexpr int kMaxMessageDepth = 8;
 // Step of an error the zygote itself answered (as opposed to a lost or late
 // answer, after which the exchange is out of step and the zygote unusable).
 constexpr const char* kAnswered = "the zygote refused";
@@ -91,6 +95,8 @@ Result<Message> receive_message(int fd, std::chrono::milliseconds timeout, const
   }
   if (n == 0) return plain_error(waiting_for, "the zygote closed its control socket (it died)");
   data.resize(static_cast<size_t>(n));
+  if (!json_depth_within(data, kMaxMessageDepth))
+    return plain_error(waiting_for, "the zygote sent JSON nested deeper than " + std::to_string(kMaxMessageDepth));
   m.body = json::parse(data, nullptr, /*allow_exceptions=*/false);
   if (!m.body.is_object()) return plain_error(waiting_for, "the zygote sent something that is not a JSON object");
   if (m.body.contains("error")) {
@@ -173,8 +179,15 @@ Result<std::unique_ptr<RuntimeZygote>> RuntimeZygote::start(Spawner& spawner, co
   auto ready = receive_message(z->control_.get(), kStartTimeout, "start the python runtime zygote");
   if (!ready.ok()) {
     (void)z->sandbox_->kill();
-    (void)z->sandbox_->wait();
+    (void)z->sandbox_->wait(std::chrono::steady_clock::now() + kZygoteTeardownDeadline);
     return ready.error();
+  }
+  // It never runs tenant code: its count is the base its forks' are checked against.
+  z->base_filters_ = seccomp_filter_count(z->sandbox_->pid());
+  if (z->base_filters_ < 1) {
+    (void)z->sandbox_->kill();
+    (void)z->sandbox_->wait(std::chrono::steady_clock::now() + kZygoteTeardownDeadline);
+    return plain_error("start the python runtime zygote", "it runs without a seccomp filter");
   }
   return z;
 }
@@ -182,7 +195,7 @@ Result<std::unique_ptr<RuntimeZygote>> RuntimeZygote::start(Spawner& spawner, co
 RuntimeZygote::~RuntimeZygote() {
   if (sandbox_) {
     (void)sandbox_->kill();
-    (void)sandbox_->wait();
+    (void)sandbox_->wait(std::chrono::steady_clock::now() + kZygoteTeardownDeadline);
   }
   std::error_code ec;
   std::filesystem::remove_all(spec_.work_dir, ec);
@@ -193,18 +206,23 @@ bool RuntimeZygote::alive() const { return sandbox_ && sandbox_->alive() && !bro
 Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const FunctionZygoteSpec& spec,
                                                                      CgroupBackend& cgroups) {
   const std::string what = "start the zygote of " + spec.function;
-  if (spec.id_index == 0 || spec.id_index >= spec_.host_id_count)
-    return plain_error(what, "id index " + std::to_string(spec.id_index) + " is outside the zygote's id block");
-  const uint32_t host_id = spec_.host_id + spec.id_index;
+  if (!spec.id) return plain_error(what, "no id index given");
+  const uint32_t id_index = spec.id->index();
+  if (id_index == 0 || id_index >= spec_.host_id_count)
+    return plain_error(what, "id index " + std::to_string(id_index) + " is outside the zygote's id block");
+  const uint32_t host_id = spec_.host_id + id_index;
   std::unique_ptr<FunctionZygote> fz(new FunctionZygote());
+  fz->id_ = spec.id;
   fz->function_ = spec.function;
   fz->version_ = spec.version;
+  fz->host_id_ = host_id;
+  // The runtime zygote's filters, the function zygote's, the instance's default one.
+  fz->min_instance_filters_ = base_filters_ + 2;
 
   // Its code, in a directory only its own uid can enter (the runtime zygote
   // binds all of them; the others' are closed to it).
-  // Named per zygote, not per id: a retired zygote's directory may still be
-  // being removed when its id serves the next one.
-  const std::string code_dir_name = std::to_string(spec.id_index) + "-" + std::to_string(++made_);
+  // Named per zygote as well as per id: ids outlive a runtime zygote.
+  const std::string code_dir_name = std::to_string(id_index) + "-" + std::to_string(++made_);
   fz->code_link_dir_ = spec_.work_dir + "/functions/" + code_dir_name;
   std::error_code ec;
   std::filesystem::remove_all(fz->code_link_dir_, ec);
@@ -232,10 +250,9 @@ Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const Funct
   }
   json request = {{"op", "function"},
                   {"code_source", "/functions/" + code_dir_name},
-                  {"id_index", spec.id_index},
+                  {"id_index", id_index},
                   {"code_path", spec.code_path},
                   {"entry", spec.entry},
-                  {"env", env},
                   {"hostname", "stoke"},
                   {"tmp_bytes", spec.tmp_bytes},
                   {"zygote_seccomp", hex_of(*zygote_filter.value())},
@@ -264,10 +281,15 @@ Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const Funct
   fz->sandbox_ = Sandbox::adopt("fz-" + spec.function, std::move(pidfd), std::move(group.value()));
   fz->control_ = std::move(pair->first);
   auto fail = [&](Error e) -> Result<std::unique_ptr<FunctionZygote>> {
-    (void)fz->sandbox_->kill();
-    (void)fz->sandbox_->wait();
+    fz->condemn();
+    (void)fz->sandbox_->wait(std::chrono::steady_clock::now() + kZygoteTeardownDeadline);
     return e;
   };
+  // The function's environment (its secrets) goes to its own zygote only, on
+  // its own socket, after the fork: the runtime zygote, whose memory every
+  // function zygote starts from, never holds any function's env.
+  if (Status sent = send_message(fz->control_.get(), json{{"op", "env"}, {"env", env}}, {}); !sent.ok())
+    return fail(sent.error().context(what));
   auto ready = receive_message(fz->control_.get(), spec.init_timeout, what);
   if (!ready.ok()) {
     // Its own answer (the code failed to load, threads at import) is final
@@ -276,23 +298,73 @@ Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const Funct
     if (e.step == kAnswered) e.step = kFunctionRefused;
     return fail(e);
   }
+  // Joined its cgroup by now (before it imported anything); checked, like
+  // every fork, rather than taken on trust.
+  auto proven = verify_pidfd_in_group(fz->sandbox_->pidfd(), fz->sandbox_->cgroup().paths());
+  if (!proven.ok() || proven.value() != fz->sandbox_->pid())
+    return fail(proven.ok() ? plain_error(what, "its pidfd changed process") : proven.error().context(what));
   return fz;
 }
 
 // ---- function zygote -------------------------------------------------------
 
 FunctionZygote::~FunctionZygote() {
+  bool gone = true;
   if (sandbox_) {
-    (void)sandbox_->kill();
-    (void)sandbox_->wait();
+    condemn();
+    gone = sandbox_->wait(std::chrono::steady_clock::now() + kZygoteTeardownDeadline).ok();
   }
   if (!code_link_dir_.empty()) {
     std::error_code ec;
     std::filesystem::remove_all(code_link_dir_, ec);
+    if (ec || std::filesystem::exists(code_link_dir_, ec)) gone = false;
   }
+  // Its id goes back with id_ (destroyed after this body), unless something
+  // owned by it may still be there.
+  if (!gone && id_) id_->keep_forever();
 }
 
-bool FunctionZygote::alive() const { return sandbox_ && sandbox_->alive(); }
+// ---- id block --------------------------------------------------------------
+
+std::shared_ptr<ZygoteIdBlock> ZygoteIdBlock::make(uint32_t count) {
+  std::shared_ptr<ZygoteIdBlock> b(new ZygoteIdBlock(count));
+  if (count > 0) b->used_[0] = true;  // the runtime zygote's own
+  return b;
+}
+
+std::shared_ptr<ZygoteIdBlock::Lease> ZygoteIdBlock::take() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (uint32_t i = 1; i < used_.size(); ++i) {
+    if (used_[i]) continue;
+    used_[i] = true;
+    return std::shared_ptr<Lease>(new Lease(shared_from_this(), i));
+  }
+  return nullptr;
+}
+
+size_t ZygoteIdBlock::in_use() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<size_t>(std::count(used_.begin(), used_.end(), true));
+}
+
+void ZygoteIdBlock::give_back(uint32_t index) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (index < used_.size()) used_[index] = false;
+}
+
+ZygoteIdBlock::Lease::~Lease() {
+  if (!forever_) block_->give_back(index_);
+}
+
+bool FunctionZygote::alive() const { return sandbox_ && sandbox_->alive() && !broken_; }
+
+void FunctionZygote::condemn() {
+  broken_ = true;
+  (void)sandbox_->kill();
+  // Its pid namespace dies with it; anything it moved elsewhere in its own
+  // cgroup goes too.
+  (void)sandbox_->cgroup().kill_all();
+}
 
 bool FunctionZygote::wait_gone(std::chrono::milliseconds timeout) const {
   if (!alive()) return true;
@@ -319,13 +391,38 @@ Result<std::unique_ptr<Sandbox>> FunctionZygote::fork_instance(const InstanceFor
     if (!group.ok()) return group.error().context(what);
     made = std::move(group.value());
   }
+  // A failed fork leaves nothing behind: whatever joined the group is killed
+  // with it.
+  auto fail = [&](Error e, bool untrusted) -> Result<std::unique_ptr<Sandbox>> {
+    (void)made->destroy();
+    if (untrusted) {
+      e.detail = e.step + ": " + e.detail;
+      e.step = kZygoteUntrusted;
+      condemn();
+    }
+    return e;
+  };
+  if (broken_) return fail(plain_error(what, "the zygote is out of step or condemned"), false);
   json request = {{"op", "fork"}, {"hostname", "stoke"}, {"tmp_bytes", fork.tmp_bytes}};
   std::vector<int> fds = {fork.stdin_fd, fork.log_fd, fork.result_fd};
   for (int fd : made->attach_fds()) fds.push_back(fd);
-  STOKE_TRY(send_message(control_.get(), request, fds));
+  if (Status sent = send_message(control_.get(), request, fds); !sent.ok()) {
+    broken_ = true;
+    return fail(sent.error(), false);
+  }
   auto reply = receive_message(control_.get(), kForkTimeout, what);
-  if (!reply.ok()) return reply.error();
-  if (!reply->fd) return plain_error(what, "the zygote sent no pidfd");
+  if (!reply.ok()) {
+    if (reply.error().step != kAnswered) broken_ = true;  // lost or late: out of step
+    return fail(reply.error(), false);
+  }
+  if (!reply->fd) return fail(plain_error(what, "the zygote sent no pidfd"), true);
+  // The zygote runs the tenant's code: its answer is proven, not believed.
+  auto proven = verify_instance_fork(
+      reply->fd.get(), ForkExpectation{.zygote_pid = sandbox_->pid(),
+                                       .group_dirs = made->paths(),
+                                       .host_uid = host_id_,
+                                       .min_seccomp_filters = min_instance_filters_});
+  if (!proven.ok()) return fail(proven.error().context(what), true);
   ++forks_;
   return Sandbox::adopt(name, std::move(reply->fd), std::move(made));
 }

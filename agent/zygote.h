@@ -42,11 +42,50 @@ struct RuntimeZygoteSpec {
   uint64_t memory_bytes = 256ULL << 20;  // the runtime zygote's own cgroup
 };
 
+// The indexes of the runtime zygote's id block (host id = block start +
+// index) that are in use. Index 0 is the runtime zygote's own. Any thread.
+//
+// An index is held by a lease. The function zygote keeps its lease until it
+// is destroyed, which is after every instance it forked (each holds its
+// zygote) and after its process is gone and its code directory (owned by that
+// host id, mode 0500) removed: the index serves another function only when
+// nothing derived from the old one is left (security finding #4).
+class ZygoteIdBlock : public std::enable_shared_from_this<ZygoteIdBlock> {
+ public:
+  class Lease {
+   public:
+    ~Lease();
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    uint32_t index() const { return index_; }
+    // Never give the index back (its zygote could not be proven gone).
+    void keep_forever() { forever_ = true; }
+
+   private:
+    friend class ZygoteIdBlock;
+    Lease(std::shared_ptr<ZygoteIdBlock> block, uint32_t index) : block_(std::move(block)), index_(index) {}
+    std::shared_ptr<ZygoteIdBlock> block_;
+    uint32_t index_;
+    std::atomic<bool> forever_{false};
+  };
+
+  static std::shared_ptr<ZygoteIdBlock> make(uint32_t count);
+  // The lowest free index (>= 1), held until the lease is gone; null if none.
+  std::shared_ptr<Lease> take();
+  size_t in_use() const;
+
+ private:
+  explicit ZygoteIdBlock(uint32_t count) : used_(count, false) {}
+  void give_back(uint32_t index);
+  mutable std::mutex mu_;
+  std::vector<bool> used_;
+};
+
 struct FunctionZygoteSpec {
-  // 1..host_id_count-1, unique among the runtime zygote's live function
-  // zygotes (the caller keeps track): its host id is host_id + id_index, so
-  // no two functions' zygotes and instances share a host uid.
-  uint32_t id_index = 1;
+  // Its index in the runtime zygote's id block (1..host_id_count-1): its host
+  // id is host_id + index, so no two functions' zygotes and instances share a
+  // host uid. The zygote keeps the lease until it is destroyed.
+  std::shared_ptr<ZygoteIdBlock::Lease> id;
   std::string function;
   uint32_t version = 0;
   std::string code_dir;   // host dir with the unpacked code (linked into work_dir)
@@ -87,12 +126,21 @@ class RuntimeZygote {
   std::mutex mu_;
   std::atomic<uint64_t> made_{0};  // function zygotes forked so far
   std::atomic<bool> broken_{false};  // an answer was lost: requests and answers are out of step
+  int base_filters_ = 0;  // its own seccomp filters, read before it served anything
 };
 
 // Step of the error fork_function returns when the function zygote itself
 // refused (its code failed to load, or it runs threads after import): the
 // same code will not get a zygote.
 inline constexpr const char* kFunctionRefused = "function zygote refused";
+
+// Step of the error fork_instance returns when the fork the zygote answered
+// with failed the agent's checks (agent/zygote_verify.h): the zygote has been
+// killed, and its function's code (which controls it) gets no other zygote.
+inline constexpr const char* kZygoteUntrusted = "zygote fork failed verification";
+
+// Deadline of every wait for a zygote or its fork to be gone after a kill.
+inline constexpr std::chrono::milliseconds kZygoteTeardownDeadline{5'000};
 
 class FunctionZygote {
  public:
@@ -113,11 +161,21 @@ class FunctionZygote {
  private:
   friend class RuntimeZygote;
   FunctionZygote() = default;
+  // Kills it (pid 1 and its cgroup) and marks it unusable.
+  void condemn();
+
+  // Declared first, so destroyed last: the id is free only once everything
+  // else of this zygote is gone.
+  std::shared_ptr<ZygoteIdBlock::Lease> id_;
+
   std::string function_;
   uint32_t version_ = 0;
   std::unique_ptr<Sandbox> sandbox_;
   unique_fd control_;
   std::mutex mu_;
+  uint32_t host_id_ = 0;          // its root's host uid/gid: its forks' too
+  int min_instance_filters_ = 1;  // seccomp filters a fork must have stacked
+  std::atomic<bool> broken_{false};  // a fork failed its checks, or an answer was lost
   std::string code_link_dir_;  // removed with the zygote
   std::unique_ptr<CgroupGroup> spare_group_;  // made ahead for the next fork
   std::string spare_name_;

@@ -47,8 +47,17 @@ HostIdRange zygote_id_block(const HostIdRange& range) {
   return HostIdRange{range.first + range.count - kZygoteIds, kZygoteIds};
 }
 
+// Below the zygote block, a block for prewarmed instances; the rest, at the
+// bottom, is the functions' (agent/host_uids.h). Disjoint when the range has
+// room for all three (the default range has); a tiny range is shared.
 HostIdRange host_ids_for_functions(const HostIdRange& range) {
+  if (range.count > 3 * kZygoteIds) return HostIdRange{range.first, range.count - 2 * kZygoteIds};
   return HostIdRange{range.first, range.count > 2 * kZygoteIds ? range.count - kZygoteIds : range.count};
+}
+
+HostIdRange prewarm_id_block(const HostIdRange& range) {
+  if (range.count > 3 * kZygoteIds) return HostIdRange{range.first + range.count - 2 * kZygoteIds, kZygoteIds};
+  return host_ids_for_functions(range);
 }
 
 void Agent::start_runtime_zygote() {
@@ -86,8 +95,7 @@ void Agent::start_runtime_zygote() {
         return;
       }
       runtime_zygote_ = std::shared_ptr<RuntimeZygote>(std::move(z->value()));
-      zygote_ids_.assign(kZygoteIds, false);
-      zygote_ids_[0] = true;  // the runtime zygote's own
+      if (!zygote_ids_) zygote_ids_ = ZygoteIdBlock::make(kZygoteIds);
       spdlog::info("python runtime zygote ready (pid {})", runtime_zygote_->sandbox().pid());
       auto wanted = std::move(zygotes_wanted_);
       zygotes_wanted_.clear();
@@ -131,22 +139,21 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
     spdlog::info("function {}: zygote stopped to make room under the zygote memory budget", lru->first);
     retire_zygote(lru->first);
   }
-  auto free_id = std::find(zygote_ids_.begin() + 1, zygote_ids_.end(), false);
-  if (free_id == zygote_ids_.end()) return;
   if (reserved_bytes_ + need > settings_.memory_budget_bytes) return;  // activations come first
+  auto id = zygote_ids_ ? zygote_ids_->take() : nullptr;
+  if (!id) return;  // every id is held by a zygote or what it left alive
   reserved_bytes_ += need;
   zygote_reserved_bytes_ += need;
-  *free_id = true;
   ZygoteEntry& e = zygotes_[spec.function];
   e.version = spec.version;
-  e.id_index = static_cast<uint32_t>(free_id - zygote_ids_.begin());
+  e.id = id;
   e.memory_bytes = need;
   e.generation = generation_[spec.function];
   e.since = e.last_used = std::chrono::steady_clock::now();
   e.spec = spec;
 
   FunctionZygoteSpec fs;
-  fs.id_index = e.id_index;
+  fs.id = e.id;
   fs.function = spec.function;
   fs.version = spec.version;
   fs.code_dir = spec.code_dir;
@@ -164,7 +171,7 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
     loop_->post([this, fs, z] {
       auto it = zygotes_.find(fs.function);
       bool wanted = it != zygotes_.end() && !it->second.zygote && it->second.version == fs.version &&
-                    it->second.id_index == fs.id_index && it->second.generation == generation_[fs.function] &&
+                    it->second.id == fs.id && it->second.generation == generation_[fs.function] &&
                     !stopping_;
       if (!z->ok() || !wanted) {
         if (!z->ok()) spdlog::warn("function {}: zygote did not start: {}", fs.function, z->error().message());
@@ -173,7 +180,7 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
         std::shared_ptr<FunctionZygote> doomed;
         if (z->ok()) doomed = std::move(z->value());
         if (doomed) workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
-        if (it != zygotes_.end() && it->second.id_index == fs.id_index && !it->second.zygote) {
+        if (it != zygotes_.end() && it->second.id == fs.id && !it->second.zygote) {
           // Whoever waited for it starts cold instead.
           auto waiting = std::move(it->second.waiting);
           retire_zygote(fs.function);
@@ -276,7 +283,8 @@ void Agent::fork_from_zygote(const std::shared_ptr<Running>& run) {
         spdlog::warn("function {} activation {}: zygote fork failed ({}); starting cold", run->spec.function,
                      run->record.activation_id(), instance->error().message());
         auto it2 = zygotes_.find(run->spec.function);
-        if (it2 != zygotes_.end() && it2->second.zygote == zygote) zygote_died(run->spec.function);
+        if (instance->error().step == kZygoteUntrusted) zygote_untrusted(run->spec);
+        else if (it2 != zygotes_.end() && it2->second.zygote == zygote) zygote_died(run->spec.function);
         run->force_zygote = false;
         spawn_cold(run);
         return;
@@ -327,7 +335,8 @@ void Agent::fork_ahead(const std::string& function) {
             run->force_zygote = false;
             spawn_cold(run);
           }
-          if (!instance->ok()) zygote_died(spec.function);
+          if (!instance->ok() && instance->error().step == kZygoteUntrusted) zygote_untrusted(spec);
+          else if (!instance->ok()) zygote_died(spec.function);
         }
         release(0);
         return;
@@ -365,6 +374,17 @@ void Agent::zygote_died(const std::string& function) {
   if (!young) ensure_zygote(spec);
 }
 
+void Agent::zygote_untrusted(const InstanceSpec& spec) {
+  // Its code answered a fork with something that is not a set-up instance:
+  // that code controls any zygote made from it, so this version gets none.
+  spdlog::warn("function {} version {}: its zygote's fork failed the agent's checks; the zygote is retired and "
+               "this version starts without one",
+               spec.function, spec.version);
+  zygote_refused_.insert(spec.function + "@" + std::to_string(spec.version));
+  auto it = zygotes_.find(spec.function);
+  if (it != zygotes_.end() && it->second.version == spec.version) retire_zygote(spec.function);
+}
+
 void Agent::retire_zygote(const std::string& function) {
   std::vector<std::string> victims;
   if (function.empty()) {
@@ -376,7 +396,6 @@ void Agent::retire_zygote(const std::string& function) {
     auto it = zygotes_.find(fn);
     ZygoteEntry e = std::move(it->second);
     zygotes_.erase(it);
-    if (e.id_index < zygote_ids_.size()) zygote_ids_[e.id_index] = false;
     zygote_reserved_bytes_ -= std::min(e.memory_bytes, zygote_reserved_bytes_);
     reserved_bytes_ -= std::min(e.memory_bytes, reserved_bytes_);
     if (e.zygote) {

@@ -17,6 +17,11 @@ struct HostIdRange {
   uint32_t count = 65'536;
 };
 
+// `stoke run` (a sandbox without an agent): its own range, right above the
+// agent's default one, so a CLI run never shares an id with a function,
+// prewarmed instance or zygote of an agent with the default range.
+inline constexpr HostIdRange kRunHostIds{1'100'000 + 65'536, 65'536};
+
 // Pick an id in the range from a seed (e.g. a function id hash, or a pid).
 uint32_t host_id_for(const HostIdRange& range, uint64_t seed);
 

@@ -142,6 +142,9 @@ Status write_id_maps(pid_t pid, const SandboxSpec& spec) {
   return {};
 }
 
+// How long a killed sandbox's pid 1 gets to be gone before wait() gives up.
+constexpr std::chrono::milliseconds kKillGrace{5'000};
+
 // PIDFD_GET_INFO (Linux 6.15): the exit status of a process we are not the
 // parent of, available once its parent has reaped it. Declared here because
 // Debian 12's kernel headers predate it.
@@ -154,9 +157,9 @@ constexpr unsigned long kPidfdGetInfo = _IOWR(0xFF, 11, PidfdInfo);
 constexpr uint64_t kPidfdInfoExit = 1u << 3;
 
 // The wait status of an exited process we did not parent, or -1 when the
-// kernel cannot tell (too old) or its parent does not reap it within ~1 s.
-int exit_status_of_adopted(int pidfd) {
-  for (int tries = 0; tries < 1000; ++tries) {
+// kernel cannot tell (too old) or its parent does not reap it within `tries` ms.
+int exit_status_of_adopted(int pidfd, int tries = 1000) {
+  for (; tries > 0; --tries) {
     PidfdInfo info{};
     info.mask = kPidfdInfoExit;
     if (ioctl(pidfd, kPidfdGetInfo, &info) != 0) return -1;  // ENOTTY: kernel < 6.15
@@ -255,7 +258,7 @@ Sandbox::~Sandbox() {
   // A spawn that failed before clone has no process to wait for.
   if (!reaped_ && pidfd_) {
     (void)kill();
-    (void)wait();
+    (void)wait(std::chrono::steady_clock::now() + kKillGrace);
   }
 }
 
@@ -263,6 +266,7 @@ Status Sandbox::kill() {
   if (reaped_) return {};
   if (syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0) != 0 && errno != ESRCH)
     return sys_error("kill sandbox " + id_);
+  killed_ = true;
   return {};
 }
 
@@ -281,14 +285,26 @@ Result<ExitStatus> Sandbox::wait(std::optional<std::chrono::steady_clock::time_p
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return sys_error("poll sandbox " + id_);
     if (n > 0) break;
-    // Deadline passed: pid 1 dies, and with it the whole pid namespace.
+    if (st.timed_out) {
+      // Killed and still not gone after the grace: give up rather than block
+      // the caller forever (the destructor tries again, bounded too).
+      return plain_error("wait for sandbox " + id_, "pid 1 did not exit within " +
+                                                        std::to_string(kKillGrace.count()) + " ms of SIGKILL");
+    }
+    // Deadline passed: pid 1 dies, and with it the whole pid namespace; the
+    // cgroup is emptied too, in case pid 1 is not what holds the rest.
     st.timed_out = true;
-    STOKE_TRY(kill());
-    deadline.reset();
+    Status killed = kill();
+    (void)group_->kill_all();
+    if (!killed.ok()) return killed.error();
+    deadline = std::chrono::steady_clock::now() + kKillGrace;
   }
   if (adopted_) {
-    int wstatus = exit_status_of_adopted(pidfd_.get());
-    if (wstatus < 0) st.exit_code = -1;
+    // Killed by us: its status is that kill, whether or not its parent (a
+    // zygote that runs tenant code) ever reaps it; do not wait on that parent.
+    int wstatus = exit_status_of_adopted(pidfd_.get(), killed_ ? 1 : 1000);
+    if (wstatus < 0 && killed_) st.signal = SIGKILL;
+    else if (wstatus < 0) st.exit_code = -1;
     else if (WIFSIGNALED(wstatus)) st.signal = WTERMSIG(wstatus);
     else st.exit_code = WEXITSTATUS(wstatus);
   } else {

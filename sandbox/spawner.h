@@ -94,6 +94,7 @@ class Sandbox {
   SpawnTrace trace_;
   bool reaped_ = false;
   bool adopted_ = false;  // not our child: see adopt()
+  bool killed_ = false;   // kill() sent SIGKILL: the exit status is known to be that
   std::optional<ExitStatus> status_;
 };
 

@@ -23,7 +23,7 @@ int fail(const std::string& sentence) {
 
 // One id per invocation, from stoke's reserved range; skip any that is a host account.
 Status pick_host_ids(Spawner& spawner, SandboxSpec& spec) {
-  HostIdRange range;
+  HostIdRange range = kRunHostIds;  // disjoint from the agent's default range
   for (uint64_t attempt = 0; attempt < 16; ++attempt) {
     uint32_t id = host_id_for(range, static_cast<uint64_t>(getpid()) * 16 + attempt);
     if (spawner.check_host_ids(id, id).ok()) {

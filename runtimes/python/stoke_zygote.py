@@ -10,6 +10,7 @@ socket (one JSON message per datagram, fds as SCM_RIGHTS):
   runtime zygote → agent   {"ready": true}
   agent → runtime zygote   {"op": "function", ...} + fds [control, log, cgroup...]
                            → {"ok": true} + [pidfd]  |  {"error": ...}
+  agent → function zygote  {"op": "env", "env": {...}}  (its own socket; never via the runtime zygote)
       forks a *function zygote* into its own user, mount, pid, ipc, uts and
       network namespaces (libstoke_zygote.so does that before any Python runs
       there); it imports the function's code, runs its module-level init and
@@ -171,7 +172,14 @@ def thread_count():
 def run_function_zygote(request):
     """In a new function zygote (set up by the C half): load the code, then fork instances."""
     zygote = Zygote(3)
-    os.environ.update(request.get("env", {}))
+    # The agent sends the function's env here, on this zygote's own socket,
+    # never through the runtime zygote (whose memory every function zygote
+    # starts from).
+    env_message = json.loads(zygote.control.recv(MAX_MESSAGE) or b"{}")
+    if env_message.get("op") != "env" or not isinstance(env_message.get("env"), dict):
+        zygote.send({"error": "expected the function's env first"})
+        return 1
+    os.environ.update({str(k): str(v) for k, v in env_message["env"].items()})
     fn, init_error = stoke_runtime.load_or_error(request["code_path"], request.get("entry") or "main")
     if init_error is not None:
         zygote.send({"error": "the function's code failed to load: " + init_error.strip().splitlines()[-1],
