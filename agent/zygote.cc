@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/code_store.h"
+#include "agent/json_limits.h"
 #include "agent/zygote_verify.h"
 #include "sandbox/base/file_util.h"
 #include "sandbox/id_map.h"
@@ -28,7 +29,7 @@ constexpr std::chrono::milliseconds kStartTimeout{10'000};
 constexpr std::chrono::milliseconds kForkTimeout{5'000};
 constexpr size_t kMaxMessage = 1 << 16;
 // A zygote's answers are flat objects; nesting is refused before parsing.
-constexpr int kMaxMessageDepth = 8;
+constexpr size_t kMaxMessageDepth = 8;
 // Step of an error the zygote itself answered (as opposed to a lost or late
 // answer, after which the exchange is out of step and the zygote unusable).
 constexpr const char* kAnswered = "the zygote refused";
@@ -95,9 +96,11 @@ Result<Message> receive_message(int fd, std::chrono::milliseconds timeout, const
   }
   if (n == 0) return plain_error(waiting_for, "the zygote closed its control socket (it died)");
   data.resize(static_cast<size_t>(n));
-  if (!json_depth_within(data, kMaxMessageDepth))
-    return plain_error(waiting_for, "the zygote sent JSON nested deeper than " + std::to_string(kMaxMessageDepth));
-  m.body = json::parse(data, nullptr, /*allow_exceptions=*/false);
+  // A zygote's answers are flat objects; anything deeper is refused before a
+  // DOM exists (json_limits.h).
+  auto body = parse_json_bounded(data, kMaxMessageDepth);
+  if (!body.ok()) return plain_error(waiting_for, "the zygote sent bad JSON: " + body.error().message());
+  m.body = std::move(body.value());
   if (!m.body.is_object()) return plain_error(waiting_for, "the zygote sent something that is not a JSON object");
   if (m.body.contains("error")) {
     // The zygote's own answer (its step says so): the protocol is still in step.

@@ -59,9 +59,5 @@ Result<pid_t> verify_instance_fork(int fd, const ForkExpectation& expected);
 // all the same).
 Result<pid_t> verify_pidfd_in_group(int fd, const std::vector<std::string>& group_dirs);
 
-// Bounded JSON: true if `text` nests arrays/objects at most `max_depth` deep
-// (strings skipped). A zygote's answers are a flat object; anything deeper is
-// refused before the parser (which recurses) sees it.
-bool json_depth_within(const std::string& text, int max_depth);
 
 }  // namespace stoke::agent

@@ -254,6 +254,7 @@ static void setup_function_zygote(const struct stoke_fork* r) {
   CHECK(setresgid(0, 0, 0), "become root group of the new user namespace");
   CHECK(setresuid(0, 0, 0), "become root of the new user namespace");
   lock_securebits();
+  CHECK(setsid(), "new session");
   CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "parent death signal");
   join_cgroup(r);
   if (r->code_source != NULL && r->code_source[0] != '\0') {
@@ -270,6 +271,9 @@ static void setup_function_zygote(const struct stoke_fork* r) {
 }
 
 static void setup_instance(const struct stoke_fork* r, int netns) {
+  // A session (and process group) of its own, as a cold sandbox's: no
+  // controlling terminal, and kill(0, ...) reaches nothing of its zygote's.
+  CHECK(setsid(), "new session");
   CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "parent death signal");
   join_cgroup(r);
   fresh_mounts(r);

@@ -25,7 +25,11 @@ TEST_F(Soak, MixedLoadLeavesNoUnexplainedErrorAndAgentRssAndFdsFlat) {
   ASSERT_TRUE(r.error.empty()) << r.error << "\n" << agent_->log_text();
   EXPECT_EQ(r.unexplained_count, 0u) << soak::describe(r);
   EXPECT_EQ(r.warm_ok, o.warm_invocations);
-  EXPECT_LT(r.rss_growth, 0.05) << soak::describe(r);
+  // A run this short ends before the registry's SQLite page caches (2 MiB per
+  // connection by default) are full, so they may still be filling after the
+  // baseline; the long soak (scripts/soak) takes its baseline after that.
+  constexpr uint64_t kCacheFillKib = 4096;
+  EXPECT_LT(r.final_rss_kib, r.baseline_rss_kib * 105 / 100 + kCacheFillKib) << soak::describe(r);
   EXPECT_LT(r.fd_growth, 0.05) << soak::describe(r);
   EXPECT_TRUE(agent_->running());
 }
