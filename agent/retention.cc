@@ -12,7 +12,7 @@
 namespace stoke::agent {
 
 namespace {
-constexpr uint32_t kPruneBatch = 5000;
+constexpr uint32_t kPruneBatch = 500;
 }  // namespace
 
 void Agent::prune_activations_tick() {

@@ -71,6 +71,12 @@ Status check_dir_chain(const std::string& dir) {
   }
   for (const auto& p : prefixes) {
     struct stat st;
+    // A symlink in the chain is only as safe as its owner: one a user owns
+    // can be pointed elsewhere between this check and the bind.
+    if (lstat(p.c_str(), &st) != 0) return sys_error("check socket directory " + p);
+    if (S_ISLNK(st.st_mode) && st.st_uid != 0)
+      return plain_error("listen", "unsafe socket directory: " + p + " is a symlink owned by uid " +
+                                       std::to_string(st.st_uid));
     if (stat(p.c_str(), &st) != 0) return sys_error("check socket directory " + p);
     if (auto why = socket_dir_problem(p, st.st_uid, st.st_mode, p == dir))
       return plain_error("listen", "unsafe socket directory: " + *why);

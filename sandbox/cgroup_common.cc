@@ -292,7 +292,11 @@ Status kill_members(const std::vector<std::string>& procs_files, const std::vect
   for (int pid : pids) {
     unique_fd fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     if (!fd) {
-      if (errno == ESRCH) continue;  // gone already
+      // Gone already (ESRCH), or being released (EINVAL): nothing to kill.
+      if (errno == ESRCH || errno == EINVAL) continue;
+      // Out of fds (a fork bomb lists many members): signal the ones opened
+      // so far; kill_all reads the group again and comes back for the rest.
+      if (errno == EMFILE || errno == ENFILE) break;
       return sys_error("cgroup kill_all: pidfd_open " + std::to_string(pid));
     }
     opened.emplace_back(pid, std::move(fd));

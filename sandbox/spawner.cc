@@ -604,6 +604,15 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
     return fail_spawn(sent.error());
   laps.lap("cgroup");
 
+  // The child's last steps run inside the oom window (one at a time per
+  // process): bound them, so one stalled child cannot stall every spawn.
+  constexpr int kLastStepsMs = 5000;
+  pollfd last{error_read.get(), POLLIN, 0};
+  int ready;
+  do ready = ::poll(&last, 1, kLastStepsMs);
+  while (ready < 0 && errno == EINTR);
+  if (ready == 0)
+    return fail_spawn(plain_error("sandbox setup", "the child did not exec within " + std::to_string(kLastStepsMs) + " ms"));
   ChildError ce{};
   ssize_t n;
   do {

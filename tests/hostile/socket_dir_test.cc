@@ -54,6 +54,28 @@ TEST(SocketDirectory, AgentRefusesADirectoryOwnedByAnotherUser) {
   EXPECT_NE(r.err.find("not owned by root"), std::string::npos) << r.err;
 }
 
+// A symlink in the socket's path that another user owns can be re-pointed
+// between the checks and the bind (found in review after the first fix).
+TEST(SocketDirectory, AgentRefusesASymlinkInThePathOwnedByAnotherUser) {
+  if (geteuid() != 0) GTEST_SKIP() << "stoked runs as root";
+  test::TempDir dir;
+  std::string real = dir.file("real");
+  std::filesystem::create_directory(real);
+  ASSERT_EQ(chmod(real.c_str(), 0755), 0);
+  std::string link = dir.file("link");
+  std::filesystem::create_directory_symlink(real, link);
+  ASSERT_EQ(lchown(link.c_str(), 65534, 65534), 0);
+  auto r = start_stoked(dir, link + "/stoke.sock");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("symlink owned by uid 65534"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(real + "/stoke.sock"));
+  // The same symlink owned by root is fine.
+  ASSERT_EQ(lchown(link.c_str(), 0, 0), 0);
+  std::string config = dir.file("stoked.conf");
+  auto ok = test::run_command({test::stoked_bin(), "--config", config}, "", 1500);
+  EXPECT_TRUE(ok.timed_out) << "stoked did not serve through a root-owned symlink: " << ok.err;
+}
+
 class SocketPlacement : public test::AgentTest {
  protected:
   std::string extra_config() override { return "socket_group: \"root\"\nzygotes { enabled: false }\ncheckpoints: false\n"; }
