@@ -84,8 +84,9 @@ class Run {
     }
     total_ = o_.warm_invocations + o_.starts;
     sample();
-    // Starts run on their own thread beside the warm load, as on a real node.
-    std::thread starts([this] { run_starts(); });
+    // Starts run on their own threads beside the warm load, as on a real node.
+    std::vector<std::thread> starts;
+    for (unsigned t = 0; t < std::max(1u, o_.start_threads); ++t) starts.emplace_back([this, t] { run_starts(t); });
     auto t0 = Clock::now();
     std::vector<std::thread> warm;
     for (unsigned c = 0; c < o_.connections; ++c) warm.emplace_back([this, c] { run_warm(c); });
@@ -97,7 +98,7 @@ class Run {
     });
     for (auto& t : warm) t.join();
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    starts.join();
+    for (auto& t : starts) t.join();
     finished_ = true;
     sampler.join();
     sample();
@@ -133,7 +134,7 @@ class Run {
     };
     unsigned warm_concurrency = std::min(o_.connections * o_.in_flight, 8u);
     if (auto e = create("soak-warm", kWarmCode, warm_concurrency, 10000); !e.empty()) return "create soak-warm: " + e;
-    if (auto e = create("soak-start", kStartCode, 2, 1500); !e.empty()) return "create soak-start: " + e;
+    if (auto e = create("soak-start", kStartCode, 4, 1500); !e.empty()) return "create soak-start: " + e;
     // First calls: the warm function gets its instances, the start function
     // its zygote and image (made after a first success).
     v1::Request r;
@@ -182,13 +183,14 @@ class Run {
     }
   }
 
-  void run_starts() {
+  // Thread `index` of start_threads makes starts index, index + n, ...
+  void run_starts(unsigned index) {
     auto c = wire::Client::connect(o_.socket, "stoke-soak");
     if (!c.ok()) {
       unexplained("connect: " + c.error().message());
       return;
     }
-    for (uint64_t i = 0; i < o_.starts; ++i) {
+    for (uint64_t i = index; i < o_.starts; i += std::max(1u, o_.start_threads)) {
       const Mix& m = kMix[i % std::size(kMix)];
       v1::Request r;
       r.mutable_invoke()->set_function("soak-start");

@@ -25,6 +25,7 @@ struct SoakOptions {
   uint64_t starts = 1000;       // non-warm starts, kinds in turn
   unsigned connections = 4;
   unsigned in_flight = 8;       // per connection
+  unsigned start_threads = 2;   // starts run on this many connections side by side
   double warmup_fraction = 0.1;  // samples before this share of the work are not the baseline
   std::function<void(const std::string&)> progress;  // a line now and then (may be empty)
 };

@@ -31,12 +31,13 @@ int main(int argc, char** argv) {
     else if (a == "--starts") o.starts = std::stoull(next());
     else if (a == "--connections") o.connections = std::stoul(next());
     else if (a == "--in-flight") o.in_flight = std::stoul(next());
+    else if (a == "--start-threads") o.start_threads = std::stoul(next());
     else if (a == "--max-growth") max_growth = std::stod(next());
     else if (a == "--json") json_path = next();
     else {
       std::fprintf(stderr,
                    "usage: stoke-soak --socket PATH --pid AGENT_PID [--warm N] [--starts N] [--connections N]\n"
-                   "                  [--in-flight N] [--max-growth 0.05] [--json FILE]\n");
+                   "                  [--in-flight N] [--start-threads N] [--max-growth 0.05] [--json FILE]\n");
       return 2;
     }
   }
