@@ -30,17 +30,7 @@ def main(args):
     return {"ok": True}
 )";
 
-std::vector<int> sandbox_processes_of(pid_t agent) {
-  std::vector<int> pids;
-  auto dirs = test::run_command({"/usr/bin/find", "/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name",
-                                 "sb-" + std::to_string(agent) + "-*"});
-  std::istringstream in(dirs.out);
-  for (std::string dir; std::getline(in, dir);) {
-    std::istringstream procs(test::read_file(dir + "/cgroup.procs"));
-    for (int pid; procs >> pid;) pids.push_back(pid);
-  }
-  return pids;
-}
+using test::sandbox_processes_of;
 
 class Faults : public test::AgentTest {
  protected:

@@ -33,22 +33,6 @@ def main(args):
     return {"n": len(DATA), "pid1": os.getpid() == 1}
 )";
 
-// Cgroup directories of one agent's sandboxes and zygotes: sb-<agent pid>-*.
-std::string leftover_cgroups(pid_t agent) {
-  auto r = test::run_command({"/usr/bin/find", "/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name",
-                              "sb-" + std::to_string(agent) + "-*"});
-  return r.out;
-}
-
-std::vector<int> processes_in(const std::string& dirs) {
-  std::vector<int> pids;
-  std::istringstream in(dirs);
-  for (std::string dir; std::getline(in, dir);) {
-    std::istringstream procs(test::read_file(dir + "/cgroup.procs"));
-    for (int pid; procs >> pid;) pids.push_back(pid);
-  }
-  return pids;
-}
 
 class Kill9Loop : public test::AgentTest {
  protected:
@@ -124,7 +108,7 @@ TEST_F(Kill9Loop, RepeatedKill9UnderMixedLoadLosesNothingAndLeavesNothing) {
     // Sandboxes die with the agent (pdeathsig, pid namespaces).
     std::vector<int> left;
     for (int i = 0; i < 200; ++i) {
-      left = processes_in(leftover_cgroups(old_pid));
+      left = test::sandbox_processes_of(old_pid);
       if (left.empty()) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -133,7 +117,7 @@ TEST_F(Kill9Loop, RepeatedKill9UnderMixedLoadLosesNothingAndLeavesNothing) {
     agent_->restart();
     ASSERT_TRUE(agent_->running()) << agent_->log_text();
     // The restarted agent cleaned the killed one's cgroups.
-    EXPECT_EQ(leftover_cgroups(old_pid), "") << "round " << round;
+    EXPECT_EQ(test::sandbox_cgroups_of(old_pid), "") << "round " << round;
   }
 
   // Nothing acknowledged was lost.

@@ -96,20 +96,7 @@ class AgentE2E : public test::AgentTest {
   std::string action_;
 };
 
-// Processes in the sandboxes of one agent: its sandboxes' cgroups are named
-// sb-<agent pid>-<n> (tests run side by side, so nothing global like a
-// process name would do).
-std::vector<int> sandbox_processes_of(pid_t agent) {
-  std::vector<int> pids;
-  auto dirs = test::run_command({"/usr/bin/find", "/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name",
-                                 "sb-" + std::to_string(agent) + "-*"});
-  std::istringstream in(dirs.out);
-  for (std::string dir; std::getline(in, dir);) {
-    std::istringstream procs(test::read_file(dir + "/cgroup.procs"));
-    for (int pid; procs >> pid;) pids.push_back(pid);
-  }
-  return pids;
-}
+using test::sandbox_processes_of;
 
 bool is_error(const v1::Response& r, v1::Error::Code code) { return r.has_error() && r.error().code() == code; }
 

@@ -130,6 +130,22 @@ v1::Request invoke_request(const std::string& name, const std::string& params_js
   return r;
 }
 
+std::string sandbox_cgroups_of(pid_t agent) {
+  return run_command({"/usr/bin/find", "/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name",
+                      "sb-" + std::to_string(agent) + "-*"})
+      .out;
+}
+
+std::vector<int> sandbox_processes_of(pid_t agent) {
+  std::vector<int> pids;
+  std::istringstream in(sandbox_cgroups_of(agent));
+  for (std::string dir; std::getline(in, dir);) {
+    std::istringstream procs(read_file(dir + "/cgroup.procs"));
+    for (int pid; procs >> pid;) pids.push_back(pid);
+  }
+  return pids;
+}
+
 std::string write_executable(const std::string& path, const std::string& content) {
   std::ofstream(path) << content;
   chmod(path.c_str(), 0755);

@@ -53,6 +53,12 @@ v1::Request create_request(const std::string& name, v1::Runtime runtime, const s
                            uint32_t concurrency = 0);
 v1::Request invoke_request(const std::string& name, const std::string& params_json = "{}");
 
+// The cgroup directories of one agent's sandboxes and zygotes (named
+// sb-<agent pid>-<n>; tests run side by side, so nothing global like a
+// process name would do), one per line, and the processes inside them.
+std::string sandbox_cgroups_of(pid_t agent);
+std::vector<int> sandbox_processes_of(pid_t agent);
+
 // Writes an executable file (0755) and returns its path.
 std::string write_executable(const std::string& path, const std::string& content);
 
