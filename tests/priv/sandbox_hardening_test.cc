@@ -118,7 +118,12 @@ TEST_F(SandboxHardening, SandboxHasNoControllingTerminalAndCannotTypeIntoTheCall
       _exit(92);
     }
     auto st = sb.value()->wait(std::chrono::steady_clock::now() + std::chrono::seconds(60));
-    _exit(st.ok() ? st.value().exit_code : 93);
+    int code = st.ok() ? st.value().exit_code : 93;
+    // _exit skips destructors: tear the sandbox and the spawner (its cgroup
+    // parent) down first.
+    sb.value().reset();
+    spawner.value().reset();
+    _exit(code);
   }
   close(out[1]);
   std::string text;
