@@ -55,15 +55,6 @@ class ZygoteEnv : public test::AgentTest {
     auto c = send(r);
     ASSERT_FALSE(c.has_error() && c.error().code() != v1::Error::OK) << c.error().message();
   }
-  int zygote_pid(const std::string& function) {
-    for (int i = 0; i < 300; ++i) {
-      v1::Status st = status();
-      for (const auto& z : st.zygotes())
-        if (z.function() == function) return z.pid();
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return -1;
-  }
 };
 
 TEST_F(ZygoteEnv, AFunctionsEnvReachesItsOwnZygoteButNeitherTheRuntimeZygoteNorAnotherFunctions) {

@@ -36,15 +36,6 @@ class ZygoteIds : public test::AgentTest {
     auto c = send(test::create_request(name, v1::PYTHON, path, "main.py", kMemory));
     ASSERT_FALSE(c.has_error() && c.error().code() != v1::Error::OK) << c.error().message();
   }
-  int zygote_pid(const std::string& function) {
-    for (int i = 0; i < 300; ++i) {
-      v1::Status st = status();
-      for (const auto& z : st.zygotes())
-        if (z.function() == function) return z.pid();
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return -1;
-  }
   static std::string uid_line(int pid) {
     auto text = read_file("/proc/" + std::to_string(pid) + "/status");
     if (!text.ok()) return "";

@@ -47,16 +47,6 @@ class Zygotes : public test::AgentTest {
                         v1::StartKind start = v1::START_KIND_UNSPECIFIED) {
     return invoke_with(name, params.dump(), start);
   }
-  // The function's live zygote (pid), waiting up to 15 s for it; -1 if none.
-  int zygote_pid(const std::string& function, int not_pid = -1) {
-    for (int i = 0; i < 300; ++i) {
-      v1::Status st = status();
-      for (const auto& z : st.zygotes())
-        if (z.function() == function && z.pid() != not_pid) return z.pid();
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return -1;
-  }
   // First call (cold), then the zygote it leaves behind.
   int warm_up(const std::string& function) {
     auto first = invoke(function);

@@ -184,6 +184,16 @@ v1::Status AgentTest::status() {
   return send(r).status();
 }
 
+int AgentTest::zygote_pid(const std::string& function, int not_pid) {
+  for (int i = 0; i < 300; ++i) {
+    v1::Status st = status();
+    for (const auto& z : st.zygotes())
+      if (z.function() == function && z.pid() != not_pid) return z.pid();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return -1;
+}
+
 void AgentTest::create_probe_bundle(const std::string& name, const std::string& source,
                                     const std::vector<std::string>& extra_args) {
   std::string pkg = dir_.file(name);

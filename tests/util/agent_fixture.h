@@ -80,6 +80,9 @@ class AgentTest : public ::testing::Test {
   v1::Activation invoke_with(const std::string& name, const std::string& params_json = "{}",
                              v1::StartKind start = v1::START_KIND_UNSPECIFIED);
   v1::Status status();
+  // The function's live zygote (pid), waiting up to 15 s for it; -1 if none.
+  // not_pid: a zygote to look past (the one a test just killed).
+  int zygote_pid(const std::string& function, int not_pid = -1);
   // Registers `name` (python) from a directory holding stoke-probe and a
   // __main__.py with `source`, through the CLI with `extra_args` appended.
   void create_probe_bundle(const std::string& name, const std::string& source,
