@@ -193,7 +193,6 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   }));
   a->loop_->post([self] {
     self->refill_prewarm();
-    self->start_runtime_zygote();
     self->prune_activations_tick();
   });
   spdlog::info("stoked {} listening on {} (state in {})", wire::kAgentVersion, settings.socket_path, settings.state_dir);
@@ -829,10 +828,6 @@ void Agent::begin_stop() {
     for (auto& p : list) retire(std::move(p.instance), p.memory_bytes);
   prewarmed_.clear();
   retire_zygote("");
-  if (runtime_zygote_) {
-    auto doomed = std::move(runtime_zygote_);
-    workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
-  }
   // Queued activations never start; running ones are cancelled; each is
   // recorded with its status before the loop ends.
   std::vector<std::shared_ptr<Running>> all;

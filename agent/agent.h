@@ -73,7 +73,6 @@ struct AgentSettings {
   bool zygotes = true;
   std::vector<std::string> zygote_preload = {"json", "re", "decimal", "email.parser", "http.client"};
   uint64_t zygote_memory_budget_bytes = 1ULL << 30;
-  uint64_t runtime_zygote_memory_bytes = 256ULL << 20;
   // Instances each function zygote keeps forked ahead (0: fork on demand).
   uint32_t zygote_forked_ahead = 1;
   // Checkpoint images of Python functions (docs/checkpoint.md): built after a
@@ -173,7 +172,6 @@ class Agent {
     std::vector<std::shared_ptr<Running>> waiting_ahead;  // for the fork in flight
     InstanceSpec spec;  // what forks ahead are made for
   };
-  void start_runtime_zygote();
   void ensure_zygote(const InstanceSpec& spec);
   bool zygote_ready_for(const Running& run);
   void fork_from_zygote(const std::shared_ptr<Running>& run);
@@ -221,14 +219,9 @@ class Agent {
   std::map<v1::Runtime, std::vector<Prewarmed>> prewarmed_;
   std::map<v1::Runtime, uint32_t> prewarm_starting_;
   uint64_t prewarm_counter_ = 0;
-  std::shared_ptr<RuntimeZygote> runtime_zygote_;
-  bool runtime_zygote_starting_ = false;
-  std::chrono::steady_clock::time_point runtime_zygote_retry_at_{};
   std::unordered_map<std::string, ZygoteEntry> zygotes_;  // by function
-  std::unordered_map<std::string, InstanceSpec> zygotes_wanted_;  // until the runtime zygote is up
   std::set<std::string> zygote_refused_;  // "fn@version" whose code cannot have a zygote
-  // Id indexes of the runtime zygote's block: one block for the agent's life,
-  // since retired function zygotes outlive a runtime zygote.
+  // Id indexes of the zygotes' host id block, for the agent's life.
   std::shared_ptr<ZygoteIdBlock> zygote_ids_;
   std::unique_ptr<ImageStore> images_;
   std::unordered_map<std::string, ImageBuild> image_builds_;  // by function, while one is built

@@ -211,7 +211,6 @@ void Agent::function_changed(const std::string& function) {
   ++generation_[function];  // activations in flight will not park their instance
   retire_idle(function);
   retire_zygote(function);  // its next instance must not come from the old code
-  zygotes_wanted_.erase(function);
   // Its images are of the old code (the new version's is built after its
   // first successful call). A build in flight is discarded when it lands.
   if (images_) {

@@ -2,22 +2,19 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
-#include "agent/code_store.h"
 #include "agent/json_limits.h"
 #include "agent/zygote_verify.h"
 #include "sandbox/base/file_util.h"
-#include "sandbox/id_map.h"
 #include "sandbox/seccomp_profile.h"
 
 namespace stoke::agent {
@@ -132,6 +129,16 @@ Result<std::pair<unique_fd, unique_fd>> seqpacket_pair() {
   return std::pair{unique_fd(sv[0]), unique_fd(sv[1])};
 }
 
+Status write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return sys_error("write");
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return {};
+}
+
 Result<unique_fd> open_dev_null() {
   unique_fd fd(::open("/dev/null", O_RDWR | O_CLOEXEC));
   if (!fd) return sys_error("open /dev/null");
@@ -146,153 +153,89 @@ std::string zygote_group_name() {
   return "sb-" + std::to_string(getpid()) + "-" + std::to_string(++counter);
 }
 
-// ---- runtime zygote --------------------------------------------------------
+// ---- function zygote: start -------------------------------------------------
 
-Result<std::unique_ptr<RuntimeZygote>> RuntimeZygote::start(Spawner& spawner, const RuntimeZygoteSpec& spec) {
-  std::unique_ptr<RuntimeZygote> z(new RuntimeZygote());
-  z->spec_ = spec;
-  std::error_code ec;
-  std::filesystem::remove_all(spec.work_dir, ec);
-  STOKE_TRY(make_dirs(spec.work_dir + "/functions", 0711));
-  STOKE_TRY(make_dirs(spec.work_dir + "/code", 0755));  // where function zygotes bind their code
-  auto pair = seqpacket_pair();
-  if (!pair.ok()) return pair.error();
-  auto null = open_dev_null();
-  if (!null.ok()) return null.error();
-
-  SandboxSpec s;
-  s.argv = {"/usr/bin/python3", "/runtime/python/stoke_zygote.py"};
-  s.argv.insert(s.argv.end(), spec.preload.begin(), spec.preload.end());
-  s.env = default_sandbox_env();
-  s.hostname = "stoke";
-  s.binds = {{spec.runtimes_dir, "/runtime", false},
-             {spec.work_dir + "/functions", "/functions", false},
-             {spec.work_dir + "/code", "/code", false}};
-  s.tmp_size_bytes = 16ULL << 20;
-  s.limits = CgroupLimits{.memory_bytes = spec.memory_bytes, .cpus = 1.0, .pids = 64};
-  s.host_uid = s.host_gid = spec.host_id;
-  s.host_id_count = spec.host_id_count;
-  s.zygote = true;
-  s.fds = {{null->get(), 0}, {null->get(), 1}, {null->get(), 2}, {pair->second.get(), 3}};
-  auto sb = spawner.spawn(s);
-  if (!sb.ok()) return sb.error().context("start the python runtime zygote");
-  z->sandbox_ = std::move(sb.value());
-  z->control_ = std::move(pair->first);
-  pair->second.reset();
-  auto ready = receive_message(z->control_.get(), kStartTimeout, "start the python runtime zygote");
-  if (!ready.ok()) {
-    (void)z->sandbox_->kill();
-    (void)z->sandbox_->wait(std::chrono::steady_clock::now() + kZygoteTeardownDeadline);
-    return ready.error();
-  }
-  // It never runs tenant code: its count is the base its forks' are checked against.
-  z->base_filters_ = seccomp_filter_count(z->sandbox_->pid());
-  if (z->base_filters_ < 1) {
-    (void)z->sandbox_->kill();
-    (void)z->sandbox_->wait(std::chrono::steady_clock::now() + kZygoteTeardownDeadline);
-    return plain_error("start the python runtime zygote", "it runs without a seccomp filter");
-  }
-  return z;
-}
-
-RuntimeZygote::~RuntimeZygote() {
-  if (sandbox_) {
-    (void)sandbox_->kill();
-    (void)sandbox_->wait(std::chrono::steady_clock::now() + kZygoteTeardownDeadline);
-  }
-  std::error_code ec;
-  std::filesystem::remove_all(spec_.work_dir, ec);
-}
-
-bool RuntimeZygote::alive() const { return sandbox_ && sandbox_->alive() && !broken_; }
-
-Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const FunctionZygoteSpec& spec,
-                                                                     CgroupBackend& cgroups) {
+Result<std::unique_ptr<FunctionZygote>> FunctionZygote::start(Spawner& spawner, const FunctionZygoteSpec& spec) {
   const std::string what = "start the zygote of " + spec.function;
   if (!spec.id) return plain_error(what, "no id index given");
-  const uint32_t id_index = spec.id->index();
-  if (id_index == 0 || id_index >= spec_.host_id_count)
-    return plain_error(what, "id index " + std::to_string(id_index) + " is outside the zygote's id block");
-  const uint32_t host_id = spec_.host_id + id_index;
   std::unique_ptr<FunctionZygote> fz(new FunctionZygote());
   fz->id_ = spec.id;
   fz->function_ = spec.function;
   fz->version_ = spec.version;
-  fz->host_id_ = host_id;
-  // The runtime zygote's filters, the function zygote's, the instance's default one.
-  fz->min_instance_filters_ = base_filters_ + 2;
+  fz->host_id_ = spec.host_id_base + spec.id->index();
 
-  // Its code, in a directory only its own uid can enter (the runtime zygote
-  // binds all of them; the others' are closed to it).
-  // Named per zygote as well as per id: ids outlive a runtime zygote.
-  const std::string code_dir_name = std::to_string(id_index) + "-" + std::to_string(++made_);
-  fz->code_link_dir_ = spec_.work_dir + "/functions/" + code_dir_name;
-  std::error_code ec;
-  std::filesystem::remove_all(fz->code_link_dir_, ec);
-  STOKE_TRY(make_dirs(fz->code_link_dir_, 0755));
-  STOKE_TRY(link_code_tree(spec.code_dir, fz->code_link_dir_));
-  if (::chown(fz->code_link_dir_.c_str(), host_id, host_id) != 0 || ::chmod(fz->code_link_dir_.c_str(), 0500) != 0)
-    return sys_error("give the zygote's code directory to its uid");
-
-  auto group = cgroups.create(zygote_group_name(),
-                              CgroupLimits{.memory_bytes = spec.memory_bytes, .cpus = spec.cpus, .pids = spec.pids});
-  if (!group.ok()) return group.error().context(what);
   auto pair = seqpacket_pair();
-  if (!pair.ok()) return pair.error();
+  if (!pair.ok()) return pair.error().context(what);
   auto null = open_dev_null();
-  if (!null.ok()) return null.error();
-
+  if (!null.ok()) return null.error().context(what);
   auto zygote_filter = seccomp_program(SeccompProfile::kFunctionZygote);
-  if (!zygote_filter.ok()) return zygote_filter.error();
+  if (!zygote_filter.ok()) return zygote_filter.error().context(what);
   auto instance_filter = seccomp_program(SeccompProfile::kDefault);
-  if (!instance_filter.ok()) return instance_filter.error();
+  if (!instance_filter.ok()) return instance_filter.error().context(what);
+  // The zygote's filter reaches its maker as a file: the maker stacks it on
+  // the zygote before exec, before anything of the tenant's exists there.
+  unique_fd filter_file(::memfd_create("stoke-zygote-filter", MFD_CLOEXEC));
+  if (!filter_file) return sys_error(what + ": memfd for the zygote's filter");
+  const auto& insns = zygote_filter.value()->instructions;
+  if (Status w = write_all(filter_file.get(), std::string_view(reinterpret_cast<const char*>(insns.data()),
+                                                               insns.size() * sizeof(sock_filter)));
+      !w.ok())
+    return w.error().context(what);
+
+  SandboxSpec s;
+  s.argv = {"/runtime/zygote/stoke-zygote-maker", std::to_string(spec.tmp_bytes), "--", "/usr/bin/python3",
+            "/runtime/python/stoke_zygote.py"};
+  s.argv.insert(s.argv.end(), spec.preload.begin(), spec.preload.end());
+  s.env = default_sandbox_env();  // the function's own env goes to the zygote alone, below
+  s.workdir = "/code";
+  s.hostname = "stoke";
+  s.binds = {{spec.runtimes_dir, "/runtime", false}, {spec.code_dir, "/code", false}};
+  s.tmp_size_bytes = spec.tmp_bytes;
+  s.limits = CgroupLimits{.memory_bytes = spec.memory_bytes, .cpus = spec.cpus, .pids = spec.pids};
+  s.host_uid = s.host_gid = fz->host_id_;
+  s.host_id_count = 1;
+  s.zygote = true;
+  s.fds = {{null->get(), 0}, {null->get(), 1}, {null->get(), 2}, {pair->second.get(), 3}, {filter_file.get(), 4}};
+  auto sb = spawner.spawn(s);
+  if (!sb.ok()) return sb.error().context(what);
+  fz->sandbox_ = std::move(sb.value());
+  fz->control_ = std::move(pair->first);
+  pair->second.reset();
+  auto fail = [&](Error e) -> Result<std::unique_ptr<FunctionZygote>> {
+    fz->condemn();
+    (void)fz->sandbox_->wait(std::chrono::steady_clock::now() + kZygoteTeardownDeadline);
+    return e;
+  };
+  // The maker never runs tenant code: its filter count is the base every
+  // fork is checked against (+ the zygote's filter + the instance's).
+  const int base_filters = seccomp_filter_count(fz->sandbox_->pid());
+  if (base_filters < 1) return fail(plain_error(what, "its maker runs without a seccomp filter"));
+  fz->min_instance_filters_ = base_filters + 2;
+
+  // Before any tenant code, the zygote names itself with a pidfd. Proven, not
+  // believed: the maker's child, inside the zygote's cgroup.
+  auto started = receive_message(fz->control_.get(), kStartTimeout, what);
+  if (!started.ok()) return fail(started.error());
+  if (!started->fd) return fail(plain_error(what, "the zygote sent no pidfd of itself"));
+  auto proven = verify_pidfd_in_group(started->fd.get(), fz->sandbox_->cgroup().paths());
+  if (!proven.ok()) return fail(proven.error().context(what));
+  if (parent_pid_of(proven.value()) != fz->sandbox_->pid())
+    return fail(plain_error(what, "the process that answered is not its maker's child"));
+  fz->zygote_pid_ = proven.value();
+  fz->zygote_pidfd_ = std::move(started->fd);
+
+  // The function's environment (its secrets) goes to its own zygote only.
   json env = json::object();
   for (const auto& kv : spec.env) {
     size_t eq = kv.find('=');
     if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
   json request = {{"op", "function"},
-                  {"code_source", "/functions/" + code_dir_name},
-                  {"id_index", id_index},
                   {"code_path", spec.code_path},
                   {"entry", spec.entry},
-                  {"hostname", "stoke"},
-                  {"tmp_bytes", spec.tmp_bytes},
-                  {"zygote_seccomp", hex_of(*zygote_filter.value())},
+                  {"env", env},
                   {"instance_seccomp", hex_of(*instance_filter.value())}};
-  std::vector<int> fds = {pair->second.get(), null->get()};
-  for (int fd : group.value()->attach_fds()) fds.push_back(fd);
-
-  unique_fd pidfd;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (broken_) return plain_error(what, "the runtime zygote is out of step (an earlier answer was lost)");
-    Status sent = send_message(control_.get(), request, fds);
-    if (!sent.ok()) {
-      broken_ = true;
-      return sent.error();
-    }
-    auto reply = receive_message(control_.get(), kForkTimeout, what);
-    if (!reply.ok()) {
-      if (reply.error().step != kAnswered) broken_ = true;
-      return reply.error();
-    }
-    if (!reply->fd) return plain_error(what, "the runtime zygote sent no pidfd");
-    pidfd = std::move(reply->fd);
-  }
-  pair->second.reset();
-  fz->sandbox_ = Sandbox::adopt("fz-" + spec.function, std::move(pidfd), std::move(group.value()));
-  fz->control_ = std::move(pair->first);
-  auto fail = [&](Error e) -> Result<std::unique_ptr<FunctionZygote>> {
-    fz->condemn();
-    (void)fz->sandbox_->wait(std::chrono::steady_clock::now() + kZygoteTeardownDeadline);
-    return e;
-  };
-  // The function's environment (its secrets) goes to its own zygote only, on
-  // its own socket, after the fork: the runtime zygote, whose memory every
-  // function zygote starts from, never holds any function's env.
-  if (Status sent = send_message(fz->control_.get(), json{{"op", "env"}, {"env", env}}, {}); !sent.ok())
-    return fail(sent.error().context(what));
+  if (Status sent = send_message(fz->control_.get(), request, {}); !sent.ok()) return fail(sent.error().context(what));
   auto ready = receive_message(fz->control_.get(), spec.init_timeout, what);
   if (!ready.ok()) {
     // Its own answer (the code failed to load, threads at import) is final
@@ -301,11 +244,6 @@ Result<std::unique_ptr<FunctionZygote>> RuntimeZygote::fork_function(const Funct
     if (e.step == kAnswered) e.step = kFunctionRefused;
     return fail(e);
   }
-  // Joined its cgroup by now (before it imported anything); checked, like
-  // every fork, rather than taken on trust.
-  auto proven = verify_pidfd_in_group(fz->sandbox_->pidfd(), fz->sandbox_->cgroup().paths());
-  if (!proven.ok() || proven.value() != fz->sandbox_->pid())
-    return fail(proven.ok() ? plain_error(what, "its pidfd changed process") : proven.error().context(what));
   return fz;
 }
 
@@ -317,11 +255,6 @@ FunctionZygote::~FunctionZygote() {
     condemn();
     gone = sandbox_->wait(std::chrono::steady_clock::now() + kZygoteTeardownDeadline).ok();
   }
-  if (!code_link_dir_.empty()) {
-    std::error_code ec;
-    std::filesystem::remove_all(code_link_dir_, ec);
-    if (ec || std::filesystem::exists(code_link_dir_, ec)) gone = false;
-  }
   // Its id goes back with id_ (destroyed after this body), unless something
   // owned by it may still be there.
   if (!gone && id_) id_->keep_forever();
@@ -331,7 +264,7 @@ FunctionZygote::~FunctionZygote() {
 
 std::shared_ptr<ZygoteIdBlock> ZygoteIdBlock::make(uint32_t count) {
   std::shared_ptr<ZygoteIdBlock> b(new ZygoteIdBlock(count));
-  if (count > 0) b->used_[0] = true;  // the runtime zygote's own
+  if (count > 0) b->used_[0] = true;  // never handed out
   return b;
 }
 
@@ -406,7 +339,7 @@ Result<std::unique_ptr<Sandbox>> FunctionZygote::fork_instance(const InstanceFor
     return e;
   };
   if (broken_) return fail(plain_error(what, "the zygote is out of step or condemned"), false);
-  json request = {{"op", "fork"}, {"hostname", "stoke"}, {"tmp_bytes", fork.tmp_bytes}};
+  json request = {{"op", "fork"}};
   std::vector<int> fds = {fork.stdin_fd, fork.log_fd, fork.result_fd};
   for (int fd : made->attach_fds()) fds.push_back(fd);
   if (Status sent = send_message(control_.get(), request, fds); !sent.ok()) {
@@ -421,7 +354,7 @@ Result<std::unique_ptr<Sandbox>> FunctionZygote::fork_instance(const InstanceFor
   if (!reply->fd) return fail(plain_error(what, "the zygote sent no pidfd"), true);
   // The zygote runs the tenant's code: its answer is proven, not believed.
   auto proven = verify_instance_fork(
-      reply->fd.get(), ForkExpectation{.zygote_pid = sandbox_->pid(),
+      reply->fd.get(), ForkExpectation{.maker_pid = sandbox_->pid(),
                                        .group_dirs = made->paths(),
                                        .host_uid = host_id_,
                                        .min_seccomp_filters = min_instance_filters_});

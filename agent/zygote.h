@@ -1,19 +1,23 @@
-// Python zygotes, the agent's side (docs/zygotes.md): a *runtime zygote* is a
-// sandbox running runtimes/python/stoke_zygote.py with the runtime shim and a
-// list of modules imported; it forks one *function zygote* per function (its
-// code imported and module-level init run), which forks *instances*.
+// Python function zygotes, the agent's side (docs/zygotes.md): one sandbox
+// per function version, whose pid 1 is the zygote's *maker*
+// (runtimes/zygote/maker.c, never runs tenant code) and whose zygote is a
+// fresh python3 with the runtime shim, the preload modules and then the
+// function's code imported. The zygote forks *instances*.
 //
-//   agent ──spawn (zygote sandbox: ids H..H+N-1, zygote caps, zygote seccomp)──▶ runtime zygote (pid 1)
-//   agent ──"function" + [control, log, cgroup fds]──▶ runtime zygote
-//         ◀── pidfd ──  clone(NEWUSER|NEWNS|NEWPID|NEWIPC|NEWUTS|NEWNET)
-//   (the runtime zygote writes its id maps: 0 → its own id k = host H+k)
-//         ◀── {"ready"} on the function zygote's own control socket
-//   agent ──"fork" + [stdin, log, results, cgroup fds]──▶ function zygote
-//         ◀── pidfd ──  clone(NEWNS|NEWPID|NEWIPC|NEWUTS|NEWNET), set up, caps dropped, seccomp
+//   agent ──spawn (one host id H+k, zygote caps, maker seccomp)──▶ maker (pid 1)
+//         maker: fork → zygote: every capability dropped, no_new_privs, the
+//         function-zygote filter, exec python3 stoke_zygote.py MODULES...
+//         ◀── {"started"} + the zygote's own pidfd (before any tenant code)
+//   agent ──{"op": "function", code, env, instance filter}──▶ zygote
+//         ◀── {"ready"} once the code is imported and its init ran
+//   agent ──"fork" + [stdin, log, results, cgroup fds]──▶ zygote
+//         zygote: joins namespaces its maker made ahead (setns), forks the
+//         instance into them; the instance joins its cgroup, drops every
+//         capability it holds there, stacks the default filter
+//         ◀── pidfd ── proven by the agent before adoption (zygote_verify.h)
 //
-// Each zygote process is pid 1 of its own pid namespace and the parent of
-// what it forks; the agent holds pidfds (Sandbox::adopt) and each fork's own
-// cgroup, created here with the limits set before the child joins it.
+// The agent holds pidfds (Sandbox::adopt) and each fork's own cgroup, created
+// here with the limits set before the child joins it.
 //
 // Blocking: every call here runs on a worker thread. A zygote serves one
 // request at a time (a mutex per zygote); each exchange has a deadline.
@@ -33,17 +37,8 @@
 
 namespace stoke::agent {
 
-struct RuntimeZygoteSpec {
-  std::string runtimes_dir;              // bound at /runtime
-  std::string work_dir;                  // host dir of this zygote: functions' code links live here
-  std::vector<std::string> preload;      // modules imported before any fork
-  uint32_t host_id = 0;                  // first of host_id_count host ids (uid and gid)
-  uint32_t host_id_count = 1024;         // id 0: the runtime zygote; 1..: function zygotes
-  uint64_t memory_bytes = 256ULL << 20;  // the runtime zygote's own cgroup
-};
-
-// The indexes of the runtime zygote's id block (host id = block start +
-// index) that are in use. Index 0 is the runtime zygote's own. Any thread.
+// The indexes of the zygotes' id block (host id = block start + index) that
+// are in use. Index 0 is never handed out. Any thread.
 //
 // An index is held by a lease. The function zygote keeps its lease until it
 // is destroyed, which is after every instance it forked (each holds its
@@ -82,13 +77,16 @@ class ZygoteIdBlock : public std::enable_shared_from_this<ZygoteIdBlock> {
 };
 
 struct FunctionZygoteSpec {
-  // Its index in the runtime zygote's id block (1..host_id_count-1): its host
-  // id is host_id + index, so no two functions' zygotes and instances share a
+  // Its index in the zygotes' id block: its host id (uid and gid) is
+  // host_id_base + index, so no two functions' zygotes and instances share a
   // host uid. The zygote keeps the lease until it is destroyed.
   std::shared_ptr<ZygoteIdBlock::Lease> id;
+  uint32_t host_id_base = 0;
+  std::string runtimes_dir;               // bound at /runtime
+  std::vector<std::string> preload;       // modules imported before the function's code
   std::string function;
   uint32_t version = 0;
-  std::string code_dir;   // host dir with the unpacked code (linked into work_dir)
+  std::string code_dir;   // host dir with the unpacked code, bound read-only at /code
   std::string code_path;  // as the runtime shim takes it: /code or /code/x.py
   std::string entry;
   std::vector<std::string> env;  // KEY=VALUE
@@ -105,31 +103,7 @@ struct InstanceFork {
   uint64_t tmp_bytes = 64ULL << 20;
 };
 
-class FunctionZygote;
-
-class RuntimeZygote {
- public:
-  static Result<std::unique_ptr<RuntimeZygote>> start(Spawner& spawner, const RuntimeZygoteSpec& spec);
-  ~RuntimeZygote();
-
-  // Forks a function zygote (code imported, init run) and waits until it is
-  // ready. `cgroups` creates its group.
-  Result<std::unique_ptr<FunctionZygote>> fork_function(const FunctionZygoteSpec& spec, CgroupBackend& cgroups);
-  Sandbox& sandbox() { return *sandbox_; }
-  bool alive() const;
-
- private:
-  RuntimeZygote() = default;
-  RuntimeZygoteSpec spec_;
-  std::unique_ptr<Sandbox> sandbox_;
-  unique_fd control_;
-  std::mutex mu_;
-  std::atomic<uint64_t> made_{0};  // function zygotes forked so far
-  std::atomic<bool> broken_{false};  // an answer was lost: requests and answers are out of step
-  int base_filters_ = 0;  // its own seccomp filters, read before it served anything
-};
-
-// Step of the error fork_function returns when the function zygote itself
+// Step of the error FunctionZygote::start returns when the zygote itself
 // refused (its code failed to load, or it runs threads after import): the
 // same code will not get a zygote.
 inline constexpr const char* kFunctionRefused = "function zygote refused";
@@ -144,13 +118,19 @@ inline constexpr std::chrono::milliseconds kZygoteTeardownDeadline{5'000};
 
 class FunctionZygote {
  public:
+  // Spawns the zygote's sandbox and waits until the function's code is
+  // imported. `spawner.cgroups()` makes its group.
+  static Result<std::unique_ptr<FunctionZygote>> start(Spawner& spawner, const FunctionZygoteSpec& spec);
   ~FunctionZygote();
   // Forks an instance with its own cgroup (limits set) and the given pipes.
   Result<std::unique_ptr<Sandbox>> fork_instance(const InstanceFork& fork, CgroupBackend& cgroups);
   // Creates the next fork's cgroup ahead (call after a fork, off its critical
   // path): a v1 group is four mkdirs and limit writes, ~0.3 ms.
   void prepare_group(const CgroupLimits& limits, CgroupBackend& cgroups);
+  // The sandbox; its pid 1 is the maker.
   Sandbox& sandbox() { return *sandbox_; }
+  // The zygote process itself (host pid): what holds the function's memory.
+  pid_t zygote_pid() const { return zygote_pid_; }
   bool alive() const;
   // Waits up to `timeout` for the zygote to be gone; true if it is.
   bool wait_gone(std::chrono::milliseconds timeout) const;
@@ -159,7 +139,6 @@ class FunctionZygote {
   uint64_t forks() const { return forks_; }
 
  private:
-  friend class RuntimeZygote;
   FunctionZygote() = default;
   // Kills it (pid 1 and its cgroup) and marks it unusable.
   void condemn();
@@ -173,10 +152,11 @@ class FunctionZygote {
   std::unique_ptr<Sandbox> sandbox_;
   unique_fd control_;
   std::mutex mu_;
+  pid_t zygote_pid_ = -1;
+  unique_fd zygote_pidfd_;        // proven at start: the maker's child, in its cgroup
   uint32_t host_id_ = 0;          // its root's host uid/gid: its forks' too
   int min_instance_filters_ = 1;  // seccomp filters a fork must have stacked
   std::atomic<bool> broken_{false};  // a fork failed its checks, or an answer was lost
-  std::string code_link_dir_;  // removed with the zygote
   std::unique_ptr<CgroupGroup> spare_group_;  // made ahead for the next fork
   std::string spare_name_;
   CgroupLimits spare_limits_;

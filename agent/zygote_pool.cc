@@ -1,5 +1,5 @@
-// The agent's zygote policy (docs/zygotes.md): one runtime zygote for Python,
-// a function zygote per Python function (made after its first successful
+// The agent's zygote policy (docs/zygotes.md): a function zygote per Python
+// function version (its own sandbox, made after its first successful
 // activation), instances forked from it (startKind zygote), a memory budget
 // with least-recently-used eviction, and replacement of zygotes that die.
 // Everything here runs on the event-loop thread; workers do the blocking
@@ -20,8 +20,7 @@ using detail::ms_since;
 
 namespace {
 
-constexpr uint32_t kZygoteIds = 1024;  // the runtime zygote's id block: itself + 1023 functions
-constexpr std::chrono::seconds kRuntimeZygoteRetry{2};
+constexpr uint32_t kZygoteIds = 1024;  // the zygotes' id block: 1023 function zygotes (index 0 unused)
 
 // Pss and private (USS) bytes of a process, from smaps_rollup.
 std::pair<uint64_t, uint64_t> memory_of(pid_t pid) {
@@ -41,7 +40,7 @@ std::pair<uint64_t, uint64_t> memory_of(pid_t pid) {
 
 }  // namespace
 
-// The block of host ids a runtime zygote maps: the top of the configured
+// The block of host ids function zygotes take theirs from: the top of the configured
 // range, which function sandboxes' single ids never use (see host_ids_for_functions).
 HostIdRange zygote_id_block(const HostIdRange& range) {
   return HostIdRange{range.first + range.count - kZygoteIds, kZygoteIds};
@@ -60,50 +59,6 @@ HostIdRange prewarm_id_block(const HostIdRange& range) {
   return host_ids_for_functions(range);
 }
 
-void Agent::start_runtime_zygote() {
-  if (!settings_.zygotes || stopping_ || runtime_zygote_ || runtime_zygote_starting_) return;
-  if (std::chrono::steady_clock::now() < runtime_zygote_retry_at_) return;
-  if (!path_exists(settings_.runtimes_dir + "/zygote/libstoke_zygote.so")) return;
-  if (zygote_reserved_bytes_ + settings_.runtime_zygote_memory_bytes > settings_.zygote_memory_budget_bytes) return;
-  // Only free budget: a zygote never evicts an instance or delays an activation.
-  if (reserved_bytes_ + settings_.runtime_zygote_memory_bytes > settings_.memory_budget_bytes) return;
-  reserved_bytes_ += settings_.runtime_zygote_memory_bytes;
-  zygote_reserved_bytes_ += settings_.runtime_zygote_memory_bytes;
-  runtime_zygote_starting_ = true;
-  RuntimeZygoteSpec spec;
-  spec.runtimes_dir = settings_.runtimes_dir;
-  spec.work_dir = settings_.state_dir + "/zygotes/python";
-  spec.preload = settings_.zygote_preload;
-  spec.host_id = zygote_id_block(settings_.host_ids).first;
-  spec.host_id_count = kZygoteIds;
-  spec.memory_bytes = settings_.runtime_zygote_memory_bytes;
-  workers_->submit([this, spec](Worker& worker) {
-    auto z = std::make_shared<Result<std::unique_ptr<RuntimeZygote>>>(RuntimeZygote::start(*worker.spawner, spec));
-    loop_->post([this, z] {
-      runtime_zygote_starting_ = false;
-      if (!z->ok() || stopping_) {
-        zygote_reserved_bytes_ -= std::min(settings_.runtime_zygote_memory_bytes, zygote_reserved_bytes_);
-        release(settings_.runtime_zygote_memory_bytes);
-        if (!z->ok()) {
-          spdlog::warn("python runtime zygote did not start: {} (retrying in {} s)", z->error().message(),
-                       kRuntimeZygoteRetry.count());
-          runtime_zygote_retry_at_ = std::chrono::steady_clock::now() + kRuntimeZygoteRetry;
-        } else {
-          auto doomed = std::shared_ptr<RuntimeZygote>(std::move(z->value()));
-          workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
-        }
-        return;
-      }
-      runtime_zygote_ = std::shared_ptr<RuntimeZygote>(std::move(z->value()));
-      if (!zygote_ids_) zygote_ids_ = ZygoteIdBlock::make(kZygoteIds);
-      spdlog::info("python runtime zygote ready (pid {})", runtime_zygote_->sandbox().pid());
-      auto wanted = std::move(zygotes_wanted_);
-      zygotes_wanted_.clear();
-      for (const auto& [fn, wanted_spec] : wanted) ensure_zygote(wanted_spec);
-    });
-  });
-}
-
 void Agent::ensure_zygote(const InstanceSpec& spec) {
   if (!settings_.zygotes || stopping_ || spec.runtime != v1::PYTHON) return;
   if (zygote_refused_.count(spec.function + "@" + std::to_string(spec.version))) return;
@@ -113,22 +68,7 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
     if (e.version == spec.version && (!e.zygote || e.zygote->alive())) return;  // ready or starting
     retire_zygote(spec.function);  // an older version's, or a dead one
   }
-  if (!runtime_zygote_) {
-    zygotes_wanted_[spec.function] = spec;  // made once the runtime zygote is up
-    start_runtime_zygote();
-    return;
-  }
-  if (!runtime_zygote_->alive()) {
-    spdlog::warn("python runtime zygote died; starting a new one");
-    retire_zygote("");  // every function zygote came from it
-    auto doomed = std::move(runtime_zygote_);
-    workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
-    zygote_reserved_bytes_ -= std::min(settings_.runtime_zygote_memory_bytes, zygote_reserved_bytes_);
-    release(settings_.runtime_zygote_memory_bytes);
-    zygotes_wanted_[spec.function] = spec;
-    start_runtime_zygote();
-    return;
-  }
+  if (!path_exists(settings_.runtimes_dir + "/zygote/stoke-zygote-maker")) return;
   const uint64_t need = spec.memory_bytes;
   // Room under the zygote budget: stop the least recently used ready ones.
   while (zygote_reserved_bytes_ + need > settings_.zygote_memory_budget_bytes) {
@@ -140,7 +80,8 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
     retire_zygote(lru->first);
   }
   if (reserved_bytes_ + need > settings_.memory_budget_bytes) return;  // activations come first
-  auto id = zygote_ids_ ? zygote_ids_->take() : nullptr;
+  if (!zygote_ids_) zygote_ids_ = ZygoteIdBlock::make(kZygoteIds);
+  auto id = zygote_ids_->take();
   if (!id) return;  // every id is held by a zygote or what it left alive
   reserved_bytes_ += need;
   zygote_reserved_bytes_ += need;
@@ -154,6 +95,9 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
 
   FunctionZygoteSpec fs;
   fs.id = e.id;
+  fs.host_id_base = zygote_id_block(settings_.host_ids).first;
+  fs.runtimes_dir = settings_.runtimes_dir;
+  fs.preload = settings_.zygote_preload;
   fs.function = spec.function;
   fs.version = spec.version;
   fs.code_dir = spec.code_dir;
@@ -164,10 +108,8 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
   fs.cpus = spec.cpus;
   fs.pids = spec.pids;
   fs.tmp_bytes = spec.tmp_bytes;
-  auto parent = runtime_zygote_;
-  workers_->submit([this, fs, parent](Worker& worker) {
-    auto z = std::make_shared<Result<std::unique_ptr<FunctionZygote>>>(
-        parent->fork_function(fs, worker.spawner->cgroups()));
+  workers_->submit([this, fs](Worker& worker) {
+    auto z = std::make_shared<Result<std::unique_ptr<FunctionZygote>>>(FunctionZygote::start(*worker.spawner, fs));
     loop_->post([this, fs, z] {
       auto it = zygotes_.find(fs.function);
       bool wanted = it != zygotes_.end() && !it->second.zygote && it->second.version == fs.version &&
@@ -192,7 +134,7 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
         return;
       }
       it->second.zygote = std::shared_ptr<FunctionZygote>(std::move(z->value()));
-      spdlog::info("function {}: zygote ready (pid {})", fs.function, it->second.zygote->sandbox().pid());
+      spdlog::info("function {}: zygote ready (pid {})", fs.function, it->second.zygote->zygote_pid());
       auto waiting = std::move(it->second.waiting);
       for (auto& run : waiting) fork_from_zygote(run);
       fork_ahead(fs.function);
@@ -211,8 +153,7 @@ void Agent::wait_for_zygote(const std::shared_ptr<Running>& run) {
   ensure_zygote(run->spec);
   auto it = zygotes_.find(run->spec.function);
   if (it == zygotes_.end()) {
-    // No zygote can be made now (no runtime zygote yet, budget, ids): the
-    // runtime zygote may still be starting, so ask again shortly.
+    // No zygote can be made now (budget, ids): ask again shortly.
     if (!settings_.zygotes || run->cancelled || stopping_ ||
         zygote_refused_.count(run->spec.function + "@" + std::to_string(run->spec.version))) {
       run->force_zygote = false;
@@ -421,22 +362,13 @@ void Agent::fill_zygote_status(v1::Status& st) {
   for (const auto& [fn, e] : zygotes_) ahead += static_cast<uint32_t>(e.ahead.size());
   (*st.mutable_pools())["zygote_forked_ahead"] = ahead;
   st.set_live_sandboxes(st.live_sandboxes() + ahead);
-  if (runtime_zygote_) {
-    v1::Zygote* z = st.add_zygotes();
-    z->set_function("(python runtime)");
-    z->set_pid(runtime_zygote_->sandbox().pid());
-    auto [pss, uss] = memory_of(runtime_zygote_->sandbox().pid());
-    z->set_pss_bytes(pss);
-    z->set_uss_bytes(uss);
-    z->set_reserved_memory_bytes(settings_.runtime_zygote_memory_bytes);
-  }
   for (const auto& [fn, e] : zygotes_) {
     if (!e.zygote) continue;
     v1::Zygote* z = st.add_zygotes();
     z->set_function(fn);
     z->set_version(e.version);
-    z->set_pid(e.zygote->sandbox().pid());
-    auto [pss, uss] = memory_of(e.zygote->sandbox().pid());
+    z->set_pid(e.zygote->zygote_pid());
+    auto [pss, uss] = memory_of(e.zygote->zygote_pid());
     z->set_pss_bytes(pss);
     z->set_uss_bytes(uss);
     z->set_forks(e.zygote->forks());

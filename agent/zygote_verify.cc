@@ -55,22 +55,26 @@ bool still_alive(int pidfd) {
   return ::poll(&p, 1, 0) == 0;
 }
 
-Status in_group(pid_t pid, const std::vector<std::string>& group_dirs, bool alone) {
+// The processes of every directory of the fork's cgroup; each must hold `pid`.
+Result<std::vector<pid_t>> members_with(pid_t pid, const std::vector<std::string>& group_dirs) {
   const std::string what = "check the zygote's fork";
   if (group_dirs.empty()) return plain_error(what, "no cgroup to check against");
+  std::vector<pid_t> first;
   for (const auto& dir : group_dirs) {
     auto procs = read_file(dir + "/cgroup.procs");
     if (!procs.ok()) return procs.error().context(what);
     std::istringstream in(*procs);
-    std::vector<long> members;
+    std::vector<pid_t> members;
     long p;
-    while (in >> p) members.push_back(p);
-    bool found = std::find(members.begin(), members.end(), pid) != members.end();
-    if (!found || (alone && members.size() != 1))
-      return plain_error(what, std::string("the fork is not ") + (alone ? "alone " : "") + "in its cgroup " + dir +
-                                   " (" + std::to_string(members.size()) + " process(es) there)");
+    while (in >> p) members.push_back(static_cast<pid_t>(p));
+    std::sort(members.begin(), members.end());
+    if (std::find(members.begin(), members.end(), pid) == members.end())
+      return plain_error(what, "the fork is not in its cgroup " + dir);
+    if (dir == group_dirs.front()) first = members;
+    else if (members != first)
+      return plain_error(what, "the fork's cgroup holds different processes in " + dir);
   }
-  return {};
+  return first;
 }
 
 std::string ns_link(pid_t pid, const char* ns) {
@@ -102,6 +106,8 @@ ProcessStatus parse_process_status(const std::string& text) {
     size_t at;
     if ((at = field("NSpid"))) {
       for (uint64_t v : numbers_after(line, at, 10)) st.ns_pids.push_back(static_cast<pid_t>(v));
+    } else if ((at = field("PPid"))) {
+      st.ppid = dec(at);
     } else if ((at = field("Uid"))) {
       for (uint64_t v : numbers_after(line, at, 10)) st.uids.push_back(static_cast<uint32_t>(v));
     } else if ((at = field("Gid"))) {
@@ -127,6 +133,11 @@ ProcessStatus parse_process_status(const std::string& text) {
   return st;
 }
 
+pid_t parent_pid_of(pid_t pid) {
+  auto text = read_file("/proc/" + std::to_string(pid) + "/status");
+  return text.ok() ? parse_process_status(*text).ppid : -1;
+}
+
 int seccomp_filter_count(pid_t pid) {
   auto text = read_file("/proc/" + std::to_string(pid) + "/status");
   return text.ok() ? parse_process_status(*text).seccomp_filters : -1;
@@ -135,7 +146,8 @@ int seccomp_filter_count(pid_t pid) {
 Result<pid_t> verify_pidfd_in_group(int fd, const std::vector<std::string>& group_dirs) {
   auto pid = pid_of_proven_pidfd(fd);
   if (!pid.ok()) return pid.error();
-  STOKE_TRY(in_group(*pid, group_dirs, /*alone=*/false));
+  auto members = members_with(*pid, group_dirs);
+  if (!members.ok()) return members.error();
   // Read by pid, then proven to be the same process: a pid is not reused
   // while its process has not exited.
   if (!still_alive(fd)) return plain_error("check the zygote's fork", "it exited while being checked");
@@ -149,30 +161,50 @@ Result<pid_t> verify_instance_fork(int fd, const ForkExpectation& expected) {
   auto text = read_file("/proc/" + std::to_string(*pid) + "/status");
   if (!text.ok()) return text.error().context(what);
   ProcessStatus st = parse_process_status(*text);
-  auto zygote_text = read_file("/proc/" + std::to_string(expected.zygote_pid) + "/status");
-  if (!zygote_text.ok()) return zygote_text.error().context(what + " (its zygote)");
-  ProcessStatus zygote = parse_process_status(*zygote_text);
+  auto maker_text = read_file("/proc/" + std::to_string(expected.maker_pid) + "/status");
+  if (!maker_text.ok()) return maker_text.error().context(what + " (its zygote's maker)");
+  ProcessStatus maker = parse_process_status(*maker_text);
 
   auto refuse = [&](const std::string& why) -> Result<pid_t> {
     return plain_error(what, "the fork (pid " + std::to_string(*pid) + ") " + why);
   };
-  // Its own pid namespace, directly below the zygote's, and pid 1 there.
-  if (zygote.ns_pids.empty() || st.ns_pids.size() != zygote.ns_pids.size() + 1 || st.ns_pids.back() != 1)
-    return refuse("is not pid 1 of a new pid namespace below its zygote's");
-  std::string own_ns = ns_link(*pid, "pid"), zygote_ns = ns_link(expected.zygote_pid, "pid");
-  if (own_ns.empty() || zygote_ns.empty() || own_ns == zygote_ns) return refuse("shares its zygote's pid namespace");
-  for (uint32_t id : st.uids)
-    if (id != expected.host_uid) return refuse("runs as host uid " + std::to_string(id));
-  for (uint32_t id : st.gids)
-    if (id != expected.host_uid) return refuse("runs as host gid " + std::to_string(id));
-  if (st.uids.size() != 4 || st.gids.size() != 4) return refuse("has no readable uid/gid");
-  if (st.cap_inh != 0 || st.cap_prm != 0 || st.cap_eff != 0 || st.cap_bnd != 0 || st.cap_amb != 0)
-    return refuse("kept capabilities");
+  auto no_caps = [](const ProcessStatus& p) {
+    return p.cap_inh == 0 && p.cap_prm == 0 && p.cap_eff == 0 && p.cap_bnd == 0 && p.cap_amb == 0;
+  };
+  auto ids_are = [&](const ProcessStatus& p) {
+    if (p.uids.size() != 4 || p.gids.size() != 4) return false;
+    for (uint32_t id : p.uids)
+      if (id != expected.host_uid) return false;
+    for (uint32_t id : p.gids)
+      if (id != expected.host_uid) return false;
+    return true;
+  };
+  // Its own pid namespace, directly below the sandbox's (the zygote's and
+  // its maker's), which the zygote cannot make: its maker made it.
+  if (maker.ns_pids.empty() || st.ns_pids.size() != maker.ns_pids.size() + 1)
+    return refuse("is not in a new pid namespace below its zygote's");
+  std::string own_ns = ns_link(*pid, "pid"), maker_ns = ns_link(expected.maker_pid, "pid");
+  if (own_ns.empty() || maker_ns.empty() || own_ns == maker_ns) return refuse("shares its zygote's pid namespace");
+  if (!ids_are(st)) return refuse("does not run as the zygote's host uid and gid");
+  if (!no_caps(st)) return refuse("kept capabilities");
   if (st.no_new_privs != 1) return refuse("has no no_new_privs");
   if (st.seccomp != 2 || st.seccomp_filters < expected.min_seccomp_filters)
     return refuse("has " + std::to_string(st.seccomp_filters) + " seccomp filter(s), at least " +
                   std::to_string(expected.min_seccomp_filters) + " expected");
-  STOKE_TRY(in_group(*pid, expected.group_dirs, /*alone=*/true));
+
+  // Its cgroup: the fork and the init of its pid namespace, nothing else.
+  auto members = members_with(*pid, expected.group_dirs);
+  if (!members.ok()) return members.error();
+  if (members->size() != 2) return refuse("is not alone with its namespace's init in its cgroup");
+  pid_t init = members->front() == *pid ? members->back() : members->front();
+  auto init_text = read_file("/proc/" + std::to_string(init) + "/status");
+  if (!init_text.ok()) return init_text.error().context(what + " (its namespace's init)");
+  ProcessStatus init_st = parse_process_status(*init_text);
+  if (init_st.ns_pids.size() != st.ns_pids.size() || init_st.ns_pids.back() != 1 ||
+      ns_link(init, "pid") != own_ns)
+    return refuse("shares its cgroup with a process that is not its pid namespace's init");
+  if (init_st.ppid != expected.maker_pid) return refuse("has a pid namespace init its zygote's maker did not make");
+  if (!ids_are(init_st) || !no_caps(init_st)) return refuse("has a pid namespace init with other ids or capabilities");
   if (!still_alive(fd)) return refuse("exited while being checked");
   return *pid;
 }

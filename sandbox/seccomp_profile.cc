@@ -198,20 +198,26 @@ Result<SeccompProgram> compile_profile(SeccompProfile profile) {
   for (const char* name : kAllowed) STOKE_TRY(rule(SCMP_ACT_ALLOW, name));
   STOKE_TRY(add_argument_rules(RuleFn(rule)));
 
-  if (profile == SeccompProfile::kDefault) {
-    // clone: allowed only without namespace flags (fork/threads are fine).
-    scmp_arg_cmp no_ns = SCMP_A0(SCMP_CMP_MASKED_EQ, kNamespaceFlags, 0);
-    STOKE_TRY(rule(SCMP_ACT_ALLOW, "clone", 1, &no_ns));
-  } else {
-    // Zygotes build their instances' namespaces, mounts and hostname, and
-    // drop capabilities in them. Only the runtime zygote (which never runs
-    // user code) may make a user namespace: one per function zygote.
+  // clone: without namespace flags (fork/threads are fine), except for the
+  // maker, which clones each instance's user namespace and the rest.
+  scmp_arg_cmp no_ns = SCMP_A0(SCMP_CMP_MASKED_EQ, kNamespaceFlags, 0);
+  if (profile == SeccompProfile::kZygoteMaker) STOKE_TRY(rule(SCMP_ACT_ALLOW, "clone"));
+  else STOKE_TRY(rule(SCMP_ACT_ALLOW, "clone", 1, &no_ns));
+  if (profile == SeccompProfile::kZygoteMaker) {
     for (const char* name : {"mount", "umount2", "sethostname", "capset", "setns"})
       STOKE_TRY(rule(SCMP_ACT_ALLOW, name));
     scmp_arg_cmp no_userns = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, 0);
     STOKE_TRY(rule(SCMP_ACT_ALLOW, "unshare", 1, &no_userns));
-    if (profile == SeccompProfile::kRuntimeZygote) STOKE_TRY(rule(SCMP_ACT_ALLOW, "clone"));
-    else STOKE_TRY(rule(SCMP_ACT_ALLOW, "clone", 1, &no_userns));
+  } else if (profile == SeccompProfile::kFunctionZygote) {
+    // An instance joins the namespaces its maker made (the zygote itself has
+    // no capability to use setns with anything else), enters a cgroup
+    // namespace of its own, and drops the capabilities it has in them. The
+    // tenant's import-time code runs under this filter without capabilities:
+    // unshare(CLONE_NEWCGROUP) and capset give it nothing.
+    STOKE_TRY(rule(SCMP_ACT_ALLOW, "setns"));
+    STOKE_TRY(rule(SCMP_ACT_ALLOW, "capset"));
+    scmp_arg_cmp cgroup_only = SCMP_A0(SCMP_CMP_MASKED_EQ, kLow32, CLONE_NEWCGROUP);
+    STOKE_TRY(rule(SCMP_ACT_ALLOW, "unshare", 1, &cgroup_only));
   }
   // clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc
   // fall back to clone, whose flags we can check.

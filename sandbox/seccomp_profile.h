@@ -30,14 +30,18 @@ inline constexpr const char* kSeccompCacheDir = "/run/stoke/cache";
 // calls return the same program) and, unless cache_dir is empty, on disk.
 Result<const SeccompProgram*> default_seccomp_program(const std::string& cache_dir = kSeccompCacheDir);
 
-// Which filter: every sandbox gets the default one. Zygotes (agent/zygote.h)
-// get the default allow-list plus what building an instance takes: mount,
-// umount2, sethostname, capset, setns (a function zygote makes network
-// namespaces ahead and returns to its own), and clone/unshare with namespace flags;
-// a user namespace only for the runtime zygote (clone, never unshare).
-// Filters stack: a function zygote adds kFunctionZygote on top of the runtime
-// zygote's, an instance adds kDefault on top of both.
-enum class SeccompProfile { kDefault, kRuntimeZygote, kFunctionZygote };
+// Which filter: every sandbox gets the default one. A function zygote's
+// sandbox (agent/zygote.h, docs/zygotes.md) has two more:
+//  - kZygoteMaker, for its pid 1, which never runs tenant code and builds
+//    each instance's namespaces ahead: the default allow-list plus mount,
+//    umount2, sethostname, capset, setns, unshare without a user namespace and
+//    clone with any namespace flag;
+//  - kFunctionZygote, stacked by the zygote itself before it execs Python
+//    (so the tenant's import-time code runs under it): the default profile
+//    plus setns (into the namespaces its maker made), unshare of a cgroup
+//    namespace only, and capset (which can only lower capabilities). Its
+//    instances stack kDefault on top.
+enum class SeccompProfile { kDefault, kZygoteMaker, kFunctionZygote };
 // Compiled once per process (kDefault: as default_seccomp_program()).
 Result<const SeccompProgram*> seccomp_program(SeccompProfile profile);
 

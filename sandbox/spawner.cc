@@ -435,7 +435,7 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
 
   auto plan = build_mount_plan(spec, options_.new_root_dir, rootfs_for(spec.hostname));
   if (!plan.ok()) return plan.error().context("prepare sandbox filesystem");
-  auto seccomp = spec.zygote ? seccomp_program(SeccompProfile::kRuntimeZygote)
+  auto seccomp = spec.zygote ? seccomp_program(SeccompProfile::kZygoteMaker)
                              : default_seccomp_program(options_.seccomp_cache_dir);
   if (!seccomp.ok()) return seccomp.error();
   sock_fprog fprog = seccomp.value()->fprog();

@@ -57,23 +57,26 @@ struct SandboxSpec {
   // The OOM killer's view of the sandbox. The agent protects itself (systemd
   // OOMScoreAdjust=-500); its sandboxes must not inherit that.
   int oom_score_adj = 0;
-  // Zygote sandboxes only (agent/zygote.h, docs/zygotes.md). A zygote forks
-  // function zygotes and instances into namespaces of its own making, so it
-  //  - maps host_id_count ids from host_uid/host_gid on (sandbox ids
-  //    0..count-1): each function zygote it forks gets an id of its own;
-  //  - keeps kZygoteCapabilities inside its user namespace;
-  //  - gets the zygote seccomp profile instead of the default one.
+  // Function zygote sandboxes only (agent/zygote.h, docs/zygotes.md): pid 1
+  // is the zygote's maker (runtimes/zygote/maker.c), which builds instances'
+  // namespaces ahead and never runs tenant code, so it
+  //  - keeps kZygoteCapabilities inside its user namespace (the zygote it
+  //    starts drops them all before exec);
+  //  - gets the maker's seccomp profile instead of the default one;
+  //  - may map host_id_count ids from host_uid/host_gid on (sandbox ids
+  //    0..count-1); the agent maps one.
   bool zygote = false;
   uint32_t host_id_count = 1;
 };
 
-// Capabilities a zygote keeps in its own user namespace: enough to build an
-// instance's namespaces, mounts and hostname and to give its children id maps
-// and drop everything; no NET_ADMIN beyond loopback in fresh network
-// namespaces (which CAP_NET_ADMIN over them is needed for), no DAC override.
+// Capabilities a zygote's maker keeps in its own user namespace: enough to
+// build an instance's namespaces, mounts and hostname, to give each instance
+// user namespace its id map (mapping root there takes CAP_SETFCAP over the
+// parent namespace since Linux 5.12) and to drop everything; no DAC override.
+// Its zygote drops all of them before exec.
 inline constexpr uint64_t kZygoteCapabilities =
     (1ULL << 6) /*SETGID*/ | (1ULL << 7) /*SETUID*/ | (1ULL << 8) /*SETPCAP*/ | (1ULL << 12) /*NET_ADMIN*/ |
-    (1ULL << 18) /*SYS_CHROOT*/ | (1ULL << 21) /*SYS_ADMIN*/;
+    (1ULL << 18) /*SYS_CHROOT*/ | (1ULL << 21) /*SYS_ADMIN*/ | (1ULL << 31) /*SETFCAP*/;
 
 // Defaults for PATH etc. that a sandbox gets when the caller gives no env.
 std::vector<std::string> default_sandbox_env();

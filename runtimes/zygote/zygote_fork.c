@@ -1,29 +1,29 @@
-// libstoke_zygote.so: the fork half of stoke's Python zygotes (docs/zygotes.md).
+// libstoke_zygote.so: the fork half of stoke's Python function zygotes
+// (docs/zygotes.md). Loaded into the zygote's interpreter with ctypes.PyDLL (so
+// it runs holding the GIL) and called once per instance.
 //
-// Loaded into a zygote's interpreter with ctypes.PyDLL (so it runs holding
-// the GIL) and called once per fork. One call clones the zygote into fresh
-// namespaces and, in the child, builds the isolation a cold sandbox has
-// BEFORE any Python code runs there (Python's after-fork hooks run user code
-// in a function zygote):
+// The zygote Z has no capability, no_new_privs and its own seccomp filter
+// from before it ran any code (runtimes/zygote/maker.c). It cannot make a
+// namespace. Each instance's namespaces were made ahead by the maker, which
+// never runs tenant code: a placeholder init P in a user namespace C owned by
+// Z's uid, with mount (fresh /tmp, /dev/shm, /proc), pid, uts, ipc and
+// network namespaces owned by C. One fork:
 //
-//   kind FUNCTION (from the runtime zygote):  clone(NEWUSER|NEWNS|NEWPID|NEWIPC|
-//     NEWUTS|NEWNET) → the parent writes its id maps (only a process of the parent
-//     user namespace may) → become root of
-//     the new user namespace → join the function zygote's cgroup → /code bound
-//     read-only, fresh /tmp, /dev/shm, /proc → hostname, loopback → keep only
-//     the zygote capabilities → the function-zygote seccomp filter (stacked).
-//   kind INSTANCE (from a function zygote):   clone(NEWNS|NEWPID|NEWIPC|NEWUTS|
-//     NEWNET) → join the instance's cgroup + new cgroup namespace → fresh /tmp,
-//     /dev/shm, /proc → hostname, loopback → every capability dropped →
-//     no_new_privs → the default sandbox seccomp filter (stacked) → only fds
-//     0..3 left. The parent waits for that to finish (or fail) and answers.
+//   Z  ── 1 byte on fd 4 ──▶ maker ── a pidfd of P ──▶ Z
+//   Z: clone → I: setns(P's pidfd, user+mnt+pid+uts+ipc+net): I owns C, so it has
+//      every capability in C and none anywhere else
+//   I: clone(CLONE_PARENT) → the instance, pid 2 under P, Z's child; I reports its
+//      pid and exits
+//   instance: its own session → joins its cgroup and moves P there too → new
+//      cgroup namespace → /code → every capability dropped → the default
+//      seccomp filter stacked → only fds 0..3 left → "set up"
 //
-// Raw clone() instead of fork(): namespace flags and CLONE_PIDFD in one step.
-// glibc's fork bookkeeping is redone by hand where it matters: the cached tid
-// (CLONE_CHILD_SETTID on the address glibc registered), and Python's own
-// before/after-fork protocol (PyOS_*Fork*), which reinitialises the GIL,
-// threading state and import lock and reseeds `random`. The zygote is
-// single-threaded, so no glibc lock can be held across the clone.
+// Raw clone() instead of fork(): glibc's fork bookkeeping is redone by hand
+// where it matters: the cached tid (CLONE_CHILD_SETTID on the address glibc
+// registered), and Python's own before/after-fork protocol (PyOS_*Fork*),
+// which reinitialises the GIL, threading state and import lock and reseeds
+// `random`. The zygote is single-threaded, so no glibc lock can be held
+// across the clone.
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -31,21 +31,20 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
-#include <linux/securebits.h>
 #include <linux/seccomp.h>
-#include <net/if.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdalign.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 // Exported by the python3 executable that loads us (Debian builds it with
@@ -54,33 +53,25 @@ void PyOS_BeforeFork(void);
 void PyOS_AfterFork_Parent(void);
 void PyOS_AfterFork_Child(void);
 
-enum { STOKE_FORK_FUNCTION = 1, STOKE_FORK_INSTANCE = 2 };
 
 // Mirrored field by field by ctypes in stoke_zygote.py.
 struct stoke_fork {
-  int32_t kind;
-  int32_t fds[4];         // become the child's fds 0..3 (-1: /dev/null)
-  int32_t cgroup_fds[8];  // the child writes "0" to each: joins its own group
+  int32_t fds[4];         // become the instance's fds 0..3 (-1: /dev/null)
+  int32_t cgroup_fds[8];  // the instance writes "0" (itself) and "1" (P) to each
   int32_t cgroup_fd_count;
-  int32_t map_id;         // FUNCTION: the caller's uid/gid its root is mapped to
-  const char* hostname;
-  const char* code_source;  // FUNCTION: bound read-only at /code
-  uint64_t tmp_bytes;       // size of the fresh /tmp and /dev/shm
-  const struct sock_filter* seccomp;
-  uint32_t seccomp_len;     // instructions
-  int32_t pidfd;            // out: the child's pidfd
-  int32_t pid;              // out: the child's pid (caller's namespace)
-  char error[256];          // out, on failure
+  const struct sock_filter* seccomp;  // the default sandbox filter
+  uint32_t seccomp_len;               // instructions
+  int32_t pidfd;                      // out: the instance's pidfd
+  int32_t pid;                        // out: the instance's pid (the zygote's namespace)
+  char error[256];                    // out, on failure
 };
 
-// Capabilities a function zygote keeps (spec.h kZygoteCapabilities).
-#define ZYGOTE_CAPS ((1ULL << CAP_SETGID) | (1ULL << CAP_SETUID) | (1ULL << CAP_SETPCAP) | \
-                     (1ULL << CAP_NET_ADMIN) | (1ULL << CAP_SYS_CHROOT) | (1ULL << CAP_SYS_ADMIN))
+#define MAKER_FD 4  // the zygote's socket to its maker
+#define INSTANCE_NAMESPACES (CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET)
 
-// ---- in the child: report and die ---------------------------------------
+// ---- in the children: report and die ------------------------------------
 
 static int status_fd = -1;
-static int status_as_json = 0;  // a function zygote reports on its control socket
 
 __attribute__((noreturn, format(printf, 1, 2))) static void die(const char* fmt, ...) {
   char buf[256];
@@ -93,17 +84,7 @@ __attribute__((noreturn, format(printf, 1, 2))) static void die(const char* fmt,
   if (n > (int)sizeof buf - 65) n = (int)sizeof buf - 65;  // what vsnprintf wrote, without its NUL
   n += snprintf(buf + n, sizeof buf - (size_t)n, ": %s", strerror(saved));
   if (n > (int)sizeof buf - 1) n = (int)sizeof buf - 1;  // snprintf says what it would have written
-  if (status_fd >= 0 && status_as_json) {
-    char json[600];
-    int j = snprintf(json, sizeof json, "{\"error\": \"");
-    for (int i = 0; i < n && j < (int)sizeof json - 4; ++i) {
-      if (buf[i] == '"' || buf[i] == '\\') json[j++] = '\\';
-      json[j++] = (buf[i] >= 0x20 && buf[i] < 0x7f) ? buf[i] : '?';
-    }
-    j += snprintf(json + j, sizeof json - (size_t)j, "\"}");
-    ssize_t w = write(status_fd, json, (size_t)j);
-    (void)w;
-  } else if (status_fd >= 0) {
+  if (status_fd >= 0) {
     ssize_t w = write(status_fd, buf, (size_t)n);
     (void)w;
   }
@@ -133,102 +114,22 @@ static void place_fds(const struct stoke_fork* r) {
 static void join_cgroup(const struct stoke_fork* r) {
   for (int i = 0; i < r->cgroup_fd_count && i < 8; ++i)
     CHECK(write(r->cgroup_fds[i], "0", 1), "join cgroup (fd %d)", i);
+  // P, init of this pid namespace, goes with the instance: its cgroup's kill
+  // ends the whole namespace, and nothing of it stays in the zygote's group.
+  for (int i = 0; i < r->cgroup_fd_count && i < 8; ++i)
+    CHECK(write(r->cgroup_fds[i], "1", 1), "move the namespace's init into the cgroup (fd %d)", i);
   CHECK(unshare(CLONE_NEWCGROUP), "new cgroup namespace");
 }
 
-// ---- network namespaces made ahead (function zygotes) ---------------------
-// Creating a network namespace is the slowest part of a fork's clone (0.3 ms
-// p50, milliseconds at p99). A function zygote makes a few ahead, between
-// forks, each with loopback up; an instance joins one with setns. Each is
-// used once: never shared, never reused.
-
-#define NETNS_POOL_MAX 4
-static int netns_pool[NETNS_POOL_MAX];
-static int netns_pool_count = 0;
-static int own_netns = -1;
-
-static int loopback_up_here(void) {
-  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) return -1;
-  struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  strcpy(ifr.ifr_name, "lo");
-  int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
-  if (rc == 0) {
-    ifr.ifr_flags |= IFF_UP;
-    rc = ioctl(s, SIOCSIFFLAGS, &ifr);
-  }
-  int saved = errno;
-  close(s);
-  errno = saved;
-  return rc;
-}
-
-// Fills the pool up to `target` (at most NETNS_POOL_MAX). Returns how many
-// are ready, or -1 with errno (the caller then forks with CLONE_NEWNET).
-__attribute__((visibility("default"))) int stoke_zygote_prepare_netns(int target) {
-  if (target > NETNS_POOL_MAX) target = NETNS_POOL_MAX;
-  if (own_netns < 0) {
-    own_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (own_netns < 0) return -1;
-  }
-  while (netns_pool_count < target) {
-    if (unshare(CLONE_NEWNET) != 0) return -1;
-    int fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-    int saved = errno;
-    int up = fd >= 0 ? loopback_up_here() : -1;
-    if (up != 0 && fd >= 0) saved = errno;
-    if (setns(own_netns, CLONE_NEWNET) != 0) abort();  // never stay in an instance's namespace
-    if (fd < 0 || up != 0) {
-      if (fd >= 0) close(fd);
-      errno = saved;
-      return -1;
-    }
-    netns_pool[netns_pool_count++] = fd;
-  }
-  return netns_pool_count;
-}
-
-static void fresh_mounts(const struct stoke_fork* r) {
-  char opts[64];
-  snprintf(opts, sizeof opts, "mode=1777,size=%llu", (unsigned long long)r->tmp_bytes);
-  CHECK(mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts), "mount /tmp");
-  CHECK(mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts), "mount /dev/shm");
-  // Its own pid namespace's processes only, as in a cold sandbox.
-  CHECK(mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "subset=pid"), "mount /proc");
-}
-
-static void loopback_up(void) {
-  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  CHECK(s, "socket for loopback");
-  struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  strcpy(ifr.ifr_name, "lo");
-  CHECK(ioctl(s, SIOCGIFFLAGS, &ifr), "read loopback flags");
-  ifr.ifr_flags |= IFF_UP;
-  CHECK(ioctl(s, SIOCSIFFLAGS, &ifr), "bring loopback up");
-  close(s);
-}
-
-static void limit_capabilities(uint64_t keep) {
+static void drop_capabilities(void) {
   for (int cap = 0; cap < 64; ++cap)
-    if (!(keep & (1ULL << cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
       die("drop capability %d from the bounding set", cap);
   CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities");
   struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
   struct __user_cap_data_struct data[2];
   memset(data, 0, sizeof data);
-  for (int i = 0; i < 2; ++i) data[i].permitted = data[i].effective = (uint32_t)(keep >> (32 * i));
-  CHECK(syscall(SYS_capset, &header, data), "set capabilities");
-}
-
-static void lock_securebits(void) {
-  // A new user namespace starts with default securebits: lock root out of
-  // capability regain again, as the sandbox child does.
-  unsigned long bits = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
-                       SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
-                       SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
-  CHECK(prctl(PR_SET_SECUREBITS, bits, 0, 0, 0), "lock securebits");
+  CHECK(syscall(SYS_capset, &header, data), "drop capabilities");
 }
 
 static void load_seccomp(const struct stoke_fork* r) {
@@ -239,180 +140,159 @@ static void load_seccomp(const struct stoke_fork* r) {
 }
 
 static void close_other_fds(void) {
-  if (status_as_json) status_fd = 3;  // placed there by now
   // Everything but 0..3 and the status pipe (closed by the caller last).
   if (status_fd > 4) CHECK(syscall(SYS_close_range, 4, status_fd - 1, 0), "close inherited fds");
   CHECK(syscall(SYS_close_range, status_fd + 1, ~0U, 0), "close inherited fds");
 }
 
-static int go_fd = -1;  // FUNCTION: one byte arrives once the parent wrote the id maps
-
-static void setup_function_zygote(const struct stoke_fork* r) {
-  char go;
-  if (read(go_fd, &go, 1) != 1) die("wait for id maps (the parent gave up)");
-  close(go_fd);
-  CHECK(setresgid(0, 0, 0), "become root group of the new user namespace");
-  CHECK(setresuid(0, 0, 0), "become root of the new user namespace");
-  lock_securebits();
-  CHECK(setsid(), "new session");
-  CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "parent death signal");
-  join_cgroup(r);
-  if (r->code_source != NULL && r->code_source[0] != '\0') {
-    CHECK(mount(r->code_source, "/code", NULL, MS_BIND, NULL), "bind %s at /code", r->code_source);
-    CHECK(mount(NULL, "/code", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL),
-          "make /code read-only");
-  }
-  fresh_mounts(r);
-  CHECK(sethostname(r->hostname, strlen(r->hostname)), "set hostname");
-  loopback_up();
-  CHECK(chdir("/code"), "chdir /code");
-  limit_capabilities(ZYGOTE_CAPS);
-  load_seccomp(r);
-}
-
-static void setup_instance(const struct stoke_fork* r, int netns) {
+static void setup_instance(const struct stoke_fork* r) {
   // A session (and process group) of its own, as a cold sandbox's: no
   // controlling terminal, and kill(0, ...) reaches nothing of its zygote's.
   CHECK(setsid(), "new session");
   CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "parent death signal");
   join_cgroup(r);
-  fresh_mounts(r);
-  CHECK(sethostname(r->hostname, strlen(r->hostname)), "set hostname");
-  if (netns >= 0) CHECK(setns(netns, CLONE_NEWNET), "join a prepared network namespace");
-  else loopback_up();
-  limit_capabilities(0);
+  CHECK(chdir("/code"), "chdir /code");
+  drop_capabilities();
   load_seccomp(r);
 }
 
-static int write_file(const char* path, const char* text, char* error, size_t error_len) {
-  int fd = open(path, O_WRONLY | O_CLOEXEC);
-  ssize_t n = fd < 0 ? -1 : write(fd, text, strlen(text));
-  int saved = errno;
+// ---- in the zygote ----------------------------------------------------------
+
+// A pidfd of a placeholder init from the maker, or -1 with r->error set.
+static int namespaces_from_maker(struct stoke_fork* r) {
+  char request = 'n';
+  if (send(MAKER_FD, &request, 1, MSG_NOSIGNAL) != 1) {
+    snprintf(r->error, sizeof r->error, "ask the maker for namespaces: %s", strerror(errno));
+    return -1;
+  }
+  char answer[200];
+  struct iovec iov = {answer, sizeof answer - 1};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 2)];
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do n = recvmsg(MAKER_FD, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  int fd = -1;
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); n > 0 && c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int got;
+      memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
+      if (fd < 0) fd = got;
+      else close(got);
+    }
+  }
+  if (n == 1 && answer[0] == 'k' && fd >= 0) return fd;
   if (fd >= 0) close(fd);
-  if (n == (ssize_t)strlen(text)) return 0;
-  snprintf(error, error_len, "write %s: %s", path, strerror(saved));
+  if (n <= 0) snprintf(r->error, sizeof r->error, "the maker is gone: %s", n < 0 ? strerror(errno) : "EOF");
+  else {
+    answer[n] = '\0';
+    snprintf(r->error, sizeof r->error, "the maker: %s", answer);
+  }
   return -1;
 }
 
-// Root of the child's new user namespace = `id` of ours (a process of the
-// parent namespace must write this; the agent, two levels up, may not).
-static int write_id_maps(pid_t pid, int id, char* error, size_t error_len) {
-  char path[64], map[64];
-  snprintf(map, sizeof map, "0 %d 1\n", id);
-  snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
-  if (write_file(path, map, error, error_len) != 0) return -1;
-  snprintf(path, sizeof path, "/proc/%d/setgroups", (int)pid);
-  if (write_file(path, "deny", error, error_len) != 0) return -1;
-  snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
-  return write_file(path, map, error, error_len);
-}
-
-// >0 in the parent (the child's pid; r->pidfd set), 0 in the child once it is
-// fully set up, -1 in the parent on failure (r->error says why).
+// >0 in the parent (the instance's pid; r->pidfd set), 0 in the instance once
+// it is fully set up, -1 in the parent on failure (r->error says why).
 __attribute__((visibility("default"))) int stoke_zygote_fork(struct stoke_fork* r) {
   r->error[0] = '\0';
   r->pidfd = r->pid = -1;
-  if (r->kind != STOKE_FORK_FUNCTION && r->kind != STOKE_FORK_INSTANCE) {
-    snprintf(r->error, sizeof r->error, "unknown fork kind %d", r->kind);
-    return -1;
-  }
+  int ns = namespaces_from_maker(r);
+  if (ns < 0) return -1;
   int status[2];
   if (pipe2(status, O_CLOEXEC) != 0) {
     snprintf(r->error, sizeof r->error, "status pipe: %s", strerror(errno));
+    close(ns);
     return -1;
   }
   void* tid_address = NULL;
   if (prctl(PR_GET_TID_ADDRESS, &tid_address, 0, 0, 0) != 0) tid_address = NULL;
-  unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_PIDFD |
-                        (tid_address ? CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID : 0) | SIGCHLD;
-  if (r->kind == STOKE_FORK_FUNCTION) flags |= CLONE_NEWUSER;
-  int netns = -1;
-  if (r->kind == STOKE_FORK_INSTANCE && netns_pool_count > 0) {
-    netns = netns_pool[--netns_pool_count];
-    flags &= ~(unsigned long)CLONE_NEWNET;
-  }
-
-  int go[2] = {-1, -1};
-  if (r->kind == STOKE_FORK_FUNCTION && pipe2(go, O_CLOEXEC) != 0) {
-    snprintf(r->error, sizeof r->error, "go pipe: %s", strerror(errno));
-    close(status[0]);
-    close(status[1]);
-    return -1;
-  }
+  const unsigned long tid_flags = tid_address ? CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID : 0;
 
   PyOS_BeforeFork();
-  int pidfd = -1;
-  long pid = syscall(SYS_clone, flags, NULL, &pidfd, tid_address, 0);
-  if (pid == 0) {
+  long joiner = syscall(SYS_clone, SIGCHLD | tid_flags, NULL, NULL, tid_address, 0);
+  if (joiner == 0) {
     close(status[0]);
     status_fd = status[1];
-    status_as_json = 0;  // statics are inherited: a function zygote's instance is not one
-    if (r->kind == STOKE_FORK_FUNCTION) {
-      status_fd = r->fds[3];  // nobody waits on the pipe: report to the agent
-      status_as_json = 1;
-      close(status[1]);
-      close(go[1]);
-      go_fd = go[0];
-    }
-    netns_pool_count = 0;  // the pool is the zygote's (closed below)
-    own_netns = -1;
-    if (r->kind == STOKE_FORK_FUNCTION) setup_function_zygote(r);
-    else setup_instance(r, netns);
-    place_fds(r);
-    close_other_fds();
-    if (r->kind == STOKE_FORK_INSTANCE) {
+    CHECK(setns(ns, INSTANCE_NAMESPACES), "join the namespaces the maker made");
+    close(ns);
+    // Into the new pid namespace (setns only set it for children), as the
+    // zygote's child: the zygote reaps it, and it dies with the zygote.
+    long pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD | tid_flags, NULL, NULL, tid_address, 0);
+    if (pid == 0) {
+      setup_instance(r);
+      place_fds(r);
+      close_other_fds();
       ssize_t w = write(status_fd, "k", 1);
       (void)w;
+      close(status_fd);
+      status_fd = -1;
+      PyOS_AfterFork_Child();
+      return 0;
     }
-    if (!status_as_json) close(status_fd);
-    status_fd = -1;
-    PyOS_AfterFork_Child();
-    return 0;
+    CHECK(pid, "clone into the instance's pid namespace");
+    char message[1 + sizeof(int32_t)] = {'p'};
+    int32_t p32 = (int32_t)pid;
+    memcpy(message + 1, &p32, sizeof p32);
+    ssize_t w = write(status_fd, message, sizeof message);
+    (void)w;
+    _exit(0);
   }
   int clone_errno = errno;
   PyOS_AfterFork_Parent();
-  if (netns >= 0) close(netns);  // used (or, if clone failed, dropped)
+  close(ns);
   close(status[1]);
-  if (pid < 0) {
+  if (joiner < 0) {
     close(status[0]);
     snprintf(r->error, sizeof r->error, "clone: %s", strerror(clone_errno));
     return -1;
   }
-  r->pid = (int32_t)pid;
-  r->pidfd = pidfd;
-  // An instance answers once set up (one byte) or failed (a message). A
-  // function zygote first waits for the agent, so its answer comes later, on
-  // its own control socket.
-  if (r->kind == STOKE_FORK_FUNCTION) {
-    close(status[0]);
-    close(go[0]);
-    int mapped = write_id_maps((pid_t)pid, r->map_id, r->error, sizeof r->error);
-    if (mapped == 0 && write(go[1], "g", 1) != 1) {
-      snprintf(r->error, sizeof r->error, "start the function zygote: %s", strerror(errno));
-      mapped = -1;
-    }
-    close(go[1]);
-    if (mapped != 0) {
-      syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-      close(pidfd);
-      r->pidfd = -1;
+  // Until every writer is gone: "p" + the instance's pid from the joiner,
+  // then "k" from the instance once set up; or a failed step's words.
+  char buf[256];
+  size_t got = 0;
+  for (;;) {
+    ssize_t n = read(status[0], buf + got, sizeof buf - 1 - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += (size_t)n;
+    if (got == sizeof buf - 1) break;
+  }
+  close(status[0]);
+  int wstatus;
+  while (waitpid((pid_t)joiner, &wstatus, 0) < 0 && errno == EINTR) {
+  }
+  buf[got] = '\0';
+  int32_t pid = -1;
+  const char* rest = buf;
+  if (got >= 1 + sizeof pid && buf[0] == 'p') {
+    memcpy(&pid, buf + 1, sizeof pid);
+    rest = buf + 1 + sizeof pid;
+  }
+  if (pid > 0 && strcmp(rest, "k") == 0) {
+    // Our child (CLONE_PARENT) and not reaped: the pid cannot be reused yet.
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+      snprintf(r->error, sizeof r->error, "pidfd_open of the instance: %s", strerror(errno));
+      kill(pid, SIGKILL);
+      waitpid(pid, NULL, 0);
       return -1;
     }
+    r->pid = pid;
+    r->pidfd = pidfd;
     return (int)pid;
   }
-  char buf[200];
-  ssize_t n;
-  do n = read(status[0], buf, sizeof buf - 1);
-  while (n < 0 && errno == EINTR);
-  close(status[0]);
-  if (n == 1 && buf[0] == 'k') return (int)pid;
-  if (n <= 0) snprintf(r->error, sizeof r->error, "the instance died while being set up");
-  else {
-    buf[n] = '\0';
-    snprintf(r->error, sizeof r->error, "instance setup: %s", buf);
+  if (*rest == '\0') snprintf(r->error, sizeof r->error, "the instance died while being set up");
+  else snprintf(r->error, sizeof r->error, "instance setup: %.200s", rest);
+  if (pid > 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
   }
-  // It has exited (or is about to): its pidfd goes back to nobody.
-  close(pidfd);
-  r->pidfd = -1;
   return -1;
 }

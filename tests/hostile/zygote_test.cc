@@ -32,7 +32,7 @@ def main(args):
 constexpr const char* kAnswersWithAPipe = R"(
 import __main__, os
 _kept = []
-def _fork(self, kind, request, child_fds, cgroup_fds, seccomp, map_id=-1, code_source=None):
+def _fork(self, child_fds, cgroup_fds, seccomp):
     r, w = os.pipe()
     _kept.append(w)
     return 4242, r
@@ -45,7 +45,7 @@ if hasattr(__main__, "Zygote"):  # only in a function zygote
 // the zygote's capabilities, no default seccomp filter.
 constexpr const char* kSkipsTheIsolation = R"(
 import __main__, os
-def _fork(self, kind, request, child_fds, cgroup_fds, seccomp, map_id=-1, code_source=None):
+def _fork(self, child_fds, cgroup_fds, seccomp):
     pid = os.fork()
     if pid == 0:
         staged = [os.dup(fd) for fd in child_fds]

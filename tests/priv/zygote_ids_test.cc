@@ -24,11 +24,11 @@ constexpr uint64_t kMemory = 128ULL << 20;
 
 class ZygoteIds : public test::AgentTest {
  protected:
-  // Room for the runtime zygote (256 MiB) and one 128 MiB function zygote:
-  // a second function's zygote evicts the first.
+  // Room for one 128 MiB function zygote: a second function's zygote evicts
+  // the first.
   std::string extra_config() override {
     return "pools { python: 0 node: 0 }\ncheckpoints: false\nzygotes { memory_budget_bytes: " +
-           std::to_string((256ULL << 20) + kMemory) + " forked_ahead: 0 }\n";
+           std::to_string(kMemory) + " forked_ahead: 0 }\n";
   }
   void create(const std::string& name, const std::string& source) {
     std::string path = dir_.file(name + ".py");
@@ -46,15 +46,16 @@ class ZygoteIds : public test::AgentTest {
 
 TEST_F(ZygoteIds, ARetiredZygoteStillAliveKeepsItsIdAndItsCodeFromTheNextFunction) {
   create("owner", "SECRET = 'owner-secret-7f3a'\ndef main(args):\n    return {}\n");
-  // B's instances look for A's code under /functions, where every function
-  // zygote's code directory is linked (each 0500, owned by its zygote's id).
+  // B's instances look for A's code where zygotes' code was linked before each
+  // zygote had a sandbox of its own (/functions, each 0500, owned by its
+  // zygote's id), and in their own /code and /tmp.
   create("reader", R"(
 import os
 def main(args):
     found = []
     # /functions is 0711: guess the <id index>-<n> names, as an attacker would.
-    for d in [f"{i}-{n}" for i in range(1, 5) for n in range(1, 8)]:
-        for root, _, files in os.walk(os.path.join("/functions", d)):
+    for d in [f"/functions/{i}-{n}" for i in range(1, 5) for n in range(1, 8)] + ["/code", "/tmp"]:
+        for root, _, files in os.walk(d):
             for f in files:
                 try:
                     if "-".join(["owner", "secret", "7f3a"]) in open(os.path.join(root, f)).read():

@@ -1,6 +1,8 @@
-// The zygotes' seccomp profiles, loaded for real in a forked child: a function
-// zygote may build namespaces but never a user namespace, and an instance's
-// default filter, stacked on top, takes namespaces away again.
+// The zygotes' seccomp profiles, loaded for real in a forked child (as root,
+// so a refusal is the filter's and not the kernel's): a function zygote, and
+// so the tenant's import-time code, can make no namespace and mount nothing;
+// its maker may clone a user namespace; an instance's default filter,
+// stacked on top, takes setns and unshare away again.
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <sys/prctl.h>
@@ -42,7 +44,7 @@ int in_child_with(const std::vector<SeccompProfile>& profiles, int (*body)()) {
 // 0: the call was refused with EPERM; 1: it succeeded; 2: another error.
 int outcome(long rc) { return rc == 0 ? 1 : errno == EPERM ? 0 : 2; }
 
-// clone(CLONE_NEWUSER), as a zygote would make a function zygote.
+// clone(CLONE_NEWUSER), as a maker makes an instance's namespaces.
 int clone_new_user() {
   long pid = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
   if (pid == 0) _exit(0);
@@ -51,27 +53,32 @@ int clone_new_user() {
   return 1;
 }
 
-TEST(ZygoteSeccomp, FunctionZygoteMayMakeNamespacesButNoUserNamespace) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root (unshare of a uts namespace)";
-  EXPECT_EQ(in_child_with({SeccompProfile::kFunctionZygote}, [] { return outcome(unshare(CLONE_NEWUSER)); }), 0);
-  EXPECT_EQ(in_child_with({SeccompProfile::kFunctionZygote}, clone_new_user), 0)
-      << "clone with CLONE_NEWUSER must be refused";
-  EXPECT_EQ(in_child_with({SeccompProfile::kFunctionZygote}, [] { return outcome(unshare(CLONE_NEWUTS)); }), 1);
+TEST(ZygoteSeccomp, FunctionZygoteMakesNoNamespaceAndMountsNothingEvenAsRoot) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (the kernel would allow these to root)";
+  const std::vector<SeccompProfile> zygote = {SeccompProfile::kFunctionZygote};
+  EXPECT_EQ(in_child_with(zygote, [] { return outcome(unshare(CLONE_NEWUSER)); }), 0);
+  EXPECT_EQ(in_child_with(zygote, [] { return outcome(unshare(CLONE_NEWNS)); }), 0);
+  EXPECT_EQ(in_child_with(zygote, [] { return outcome(unshare(CLONE_NEWUTS)); }), 0);
+  EXPECT_EQ(in_child_with(zygote, clone_new_user), 0) << "clone with CLONE_NEWUSER must be refused";
+  EXPECT_EQ(in_child_with(zygote, [] { return outcome(syscall(SYS_mount, "none", "/", "tmpfs", 0, 0)); }), 0);
+  EXPECT_EQ(in_child_with(zygote, [] { return outcome(syscall(SYS_sethostname, "x", 1)); }), 0);
+  // What its instances need: a cgroup namespace of their own.
+  EXPECT_EQ(in_child_with(zygote, [] { return outcome(unshare(CLONE_NEWCGROUP)); }), 1);
 }
 
-TEST(ZygoteSeccomp, RuntimeZygoteMayCloneAUserNamespace) {
+TEST(ZygoteSeccomp, MakerMayCloneAUserNamespace) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
-  int r = in_child_with({SeccompProfile::kRuntimeZygote}, clone_new_user);
-  EXPECT_EQ(r, 1) << "the runtime zygote forks each function zygote into its own user namespace";
+  int r = in_child_with({SeccompProfile::kZygoteMaker}, clone_new_user);
+  EXPECT_EQ(r, 1) << "the maker clones each instance's user namespace";
 }
 
-TEST(ZygoteSeccomp, DefaultFilterStackedOnAZygoteFilterRefusesNamespacesAgain) {
+TEST(ZygoteSeccomp, DefaultFilterStackedOnTheZygoteFiltersRefusesNamespacesAgain) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
-  EXPECT_EQ(in_child_with({SeccompProfile::kRuntimeZygote, SeccompProfile::kFunctionZygote, SeccompProfile::kDefault},
-                          [] { return outcome(unshare(CLONE_NEWUTS)); }),
+  EXPECT_EQ(in_child_with({SeccompProfile::kZygoteMaker, SeccompProfile::kFunctionZygote, SeccompProfile::kDefault},
+                          [] { return outcome(unshare(CLONE_NEWCGROUP)); }),
             0);
   EXPECT_EQ(in_child_with({SeccompProfile::kFunctionZygote, SeccompProfile::kDefault},
-                          [] { return outcome(syscall(SYS_sethostname, "x", 1)); }),
+                          [] { return outcome(syscall(SYS_setns, -1, 0)); }),
             0);
 }
 

@@ -96,7 +96,7 @@ TEST(SeccompArguments, OnlyUnixInetInet6AndRtnetlinkSocketsCanBeCreated) {
 }
 
 TEST(SeccompArguments, ZygoteProfilesRefuseTheSameSocketFamilies) {
-  for (auto profile : {SeccompProfile::kRuntimeZygote, SeccompProfile::kFunctionZygote}) {
+  for (auto profile : {SeccompProfile::kZygoteMaker, SeccompProfile::kFunctionZygote}) {
     EXPECT_EQ(errno_under_filter([] { return sock(AF_VSOCK, SOCK_STREAM); }, profile), EPERM);
     EXPECT_EQ(errno_under_filter([] { return sock(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC); }, profile), 0);
   }
