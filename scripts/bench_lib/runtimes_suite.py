@@ -389,12 +389,10 @@ def print_table(result):
             print(f"  {label:<30} {n:>3} {p['pss_kb'] / MB:>8.2f} {p['pss_kb_per_instance'] / MB:>9.2f} "
                   f"{p['uss_kb'] / MB:>8.2f} {p['uss_kb_per_instance'] / MB:>9.2f}  {tgt}")
             if m["kind"] == "zygote" and "function_zygote" in p:
-                fz, rz = p["function_zygote"], p.get("runtime_zygote")
-                extra = f", runtime zygote PSS {rz['pss_kb'] / MB:.2f} USS {rz['uss_kb'] / MB:.2f}" \
-                    if rz else ""
+                fz = p["function_zygote"]
                 print(f"  {'  + their function zygote':<30} {'':>3} {fz['pss_kb'] / MB:>8.2f} {'':>9} "
                       f"{fz['uss_kb'] / MB:>8.2f} {'':>9}  (instances + zygote PSS "
-                      f"{(p['pss_kb'] + fz['pss_kb']) / MB:.2f}{extra})")
+                      f"{(p['pss_kb'] + fz['pss_kb']) / MB:.2f})")
     imgs = next((m.get("images") for m in mem if m["kind"] == "restore" and m.get("images")), None)
     if not imgs:
         s = _series(result, "forked_ahead", "restore", "back-to-back")

@@ -721,12 +721,6 @@ nlohmann::json memory_set(Agent& a, const Options& opt, const std::string& kind,
     if (kind == "zygote" && zygote > 0) {
       Rollup z = rollup(zygote);
       point["function_zygote"] = {{"pid", zygote}, {"pss_kb", z.pss_kb}, {"uss_kb", z.uss_kb}};
-      if (auto s = a.status())
-        for (const auto& rz : s->zygotes())
-          if (rz.function() == "(python runtime)") {
-            Rollup r = rollup(rz.pid());
-            point["runtime_zygote"] = {{"pid", rz.pid()}, {"pss_kb", r.pss_kb}, {"uss_kb", r.uss_kb}};
-          }
     }
     j["points"].push_back(point);
   }

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -31,8 +32,10 @@ namespace {
 struct Place {
   std::string base, root, outside;
   Place() {
-    char tmpl[] = "/tmp/stoke-archive-fuzz-XXXXXX";
-    base = mkdtemp(tmpl);
+    // TMPDIR: the long run extracts to a tmpfs (/dev/shm) at several times the speed of a disk.
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/stoke-archive-fuzz-XXXXXX";
+    base = mkdtemp(tmpl.data());
     root = base + "/code";
     outside = base + "/outside";
     fs::create_directories(outside);
