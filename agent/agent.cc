@@ -140,8 +140,9 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   // Code trees half-written when the agent died are dropped.
   auto partial = a->code_->cleanup_partial();
   if (!partial.ok()) return partial.error().context("clean the code store");
-  // Trees no version references any more (deleted functions, old versions
-  // removed): collected here, before serving, when no store() can race.
+  // Trees no current version references (deleted functions, versions
+  // replaced by an update): collected here, before serving, when no store()
+  // can race and nothing runs an old version.
   auto referenced = a->registry_->referenced_code();
   if (!referenced.ok()) return referenced.error().context("clean the code store");
   auto collected = a->code_->remove_unreferenced(referenced.value());
@@ -149,8 +150,9 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   if (collected.value() > 0) spdlog::info("removed {} unreferenced code tree(s)", collected.value());
   // Checkpoint images survive restarts; their index is read back here (and
   // images nothing names, or half-written ones, removed). Zygotes do not.
+  // (state_dir/zygotes held the runtime zygote's work files before each
+  // function zygote had a sandbox of its own: removed if an older agent left it.)
   std::filesystem::remove_all(settings.state_dir + "/zygotes", stale);
-  STOKE_TRY(make_private_dir(settings.state_dir + "/zygotes", 0700));
   if (settings.checkpoints) {
     a->images_ = std::make_unique<ImageStore>(settings.state_dir + "/images", runtime_shim_id(a->settings_.runtimes_dir));
     if (Status s = a->images_->open(); !s.ok()) return s.error().context("open the image store");

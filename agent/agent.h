@@ -84,6 +84,7 @@ struct AgentSettings {
   uint64_t max_code_unpacked_bytes = 256ULL << 20;
   std::chrono::seconds activation_max_age{7 * 24 * 3600};
   uint32_t activation_max_per_function = 10000;
+  uint64_t activation_max_bytes_per_function = 1ULL << 30;  // results + logs stored
   std::chrono::milliseconds activation_prune_interval{60'000};
 };
 

@@ -114,6 +114,12 @@ CREATE INDEX activations_by_function ON activations (function, start_ms, id);
 CREATE INDEX activations_by_start ON activations (start_ms, id);
 CREATE INDEX activations_running ON activations (state) WHERE state = 'running';
 )sql",
+    // 1 -> 2: each activation's stored size (result + logs), for the
+    // per-function byte cap of retention (finding #14).
+    R"sql(
+ALTER TABLE activations ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE activations SET stored_bytes = length(CAST(result_json AS BLOB)) + length(CAST(logs AS BLOB));
+)sql",
 };
 constexpr int kMigrationCount = static_cast<int>(std::size(kMigrations));
 static_assert(kMigrationCount == Registry::kSchemaVersion, "one migration step per schema version");
@@ -287,12 +293,13 @@ Status write_activation(SqliteDb& db, const char* verb, const v1::Activation& a,
   std::string sql = std::string(verb) +
                     " INTO activations (id, function, version, state, start_ms, end_ms, duration_ms, wait_ms, "
                     "init_ms, start_kind, status, result_json, logs, logs_truncated, cpu_user_ms, cpu_system_ms, "
-                    "memory_peak_bytes, billed_ms, gb_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
-                    "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+                    "memory_peak_bytes, billed_ms, gb_seconds, stored_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+                    "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
   auto st = db.prepare(sql);
   if (!st.ok()) return st.error();
   nlohmann::json logs = nlohmann::json::array();
   for (const auto& line : a.logs()) logs.push_back(line);
+  const std::string logs_text = dump_json(logs);
   const auto& u = a.usage();
   st->bind_text(1, a.activation_id())
       .bind_text(2, a.function())
@@ -306,13 +313,14 @@ Status write_activation(SqliteDb& db, const char* verb, const v1::Activation& a,
       .bind_int64(10, a.start_kind())
       .bind_int64(11, a.status())
       .bind_text(12, a.result_json())
-      .bind_text(13, dump_json(logs))
+      .bind_text(13, logs_text)
       .bind_int64(14, a.logs_truncated() ? 1 : 0)
       .bind_double(15, u.cpu_user_ms())
       .bind_double(16, u.cpu_system_ms())
       .bind_int64(17, static_cast<int64_t>(u.memory_peak_bytes()))
       .bind_int64(18, static_cast<int64_t>(u.billed_ms()))
-      .bind_double(19, u.gb_seconds());
+      .bind_double(19, u.gb_seconds())
+      .bind_int64(20, static_cast<int64_t>(a.result_json().size() + logs_text.size()));
   return st->run();
 }
 
@@ -535,7 +543,11 @@ Status Registry::delete_function(const std::string& name) {
 
 Result<std::set<std::string>> Registry::referenced_code() {
   std::lock_guard lock(mu_);
-  auto st = db_.prepare("SELECT DISTINCT code_sha256 FROM versions");
+  // Current versions only: nothing runs an older version's code once the
+  // agent restarts, so an update's previous trees are collected then.
+  auto st = db_.prepare(
+      "SELECT DISTINCT v.code_sha256 FROM versions v JOIN functions f "
+      "ON f.name = v.function AND f.current_version = v.version");
   if (!st.ok()) return st.error().context("list referenced code");
   std::set<std::string> out;
   for (;;) {
@@ -702,6 +714,45 @@ Result<uint64_t> Registry::prune_activations(int64_t started_before_ms, uint32_t
       if (!done.ok()) return done.error().context(step);
       removed += static_cast<uint64_t>(db_.changes());
     }
+  }
+  if (Status c = tx->commit(); !c.ok()) return c.error().context(step);
+  return removed;
+}
+
+Result<uint64_t> Registry::prune_activations_over_bytes(uint64_t keep_bytes_per_function, uint32_t batch) {
+  const std::string step = "prune activations over the per-function byte cap";
+  if (batch == 0 || keep_bytes_per_function == 0) return uint64_t{0};
+  std::lock_guard lock(mu_);
+  auto tx = SqliteTransaction::begin(db_);
+  if (!tx.ok()) return tx.error().context(step);
+  auto over = db_.prepare("SELECT function FROM activations GROUP BY function HAVING SUM(stored_bytes) > ?1");
+  if (!over.ok()) return over.error().context(step);
+  over->bind_int64(1, static_cast<int64_t>(keep_bytes_per_function));
+  std::vector<std::string> functions;
+  for (;;) {
+    auto row = over->step();
+    if (!row.ok()) return row.error().context(step);
+    if (!*row) break;
+    functions.push_back(over->column_text(0));
+  }
+  uint64_t removed = 0;
+  for (const auto& fn : functions) {
+    if (removed >= batch) break;
+    // Newest first, each row with the bytes of itself and every newer row:
+    // the oldest finished ones past the cap go. The newest record always
+    // stays, whatever its size (a client may be about to read it).
+    auto st = db_.prepare(
+        "DELETE FROM activations WHERE id IN (SELECT id FROM (SELECT id, state, stored_bytes, "
+        "SUM(stored_bytes) OVER (ORDER BY start_ms DESC, id DESC ROWS UNBOUNDED PRECEDING) AS upto "
+        "FROM activations WHERE function = ?1) WHERE upto > ?2 AND upto > stored_bytes AND state = 'finished' "
+        "LIMIT ?3)");
+    if (!st.ok()) return st.error().context(step);
+    st->bind_text(1, fn)
+        .bind_int64(2, static_cast<int64_t>(keep_bytes_per_function))
+        .bind_int64(3, static_cast<int64_t>(batch - removed));
+    auto done = st->step();
+    if (!done.ok()) return done.error().context(step);
+    removed += static_cast<uint64_t>(db_.changes());
   }
   if (Status c = tx->commit(); !c.ok()) return c.error().context(step);
   return removed;

@@ -10,12 +10,14 @@
 //
 // Deletion removes rows. delete_function() drops the function and all of its
 // versions in one transaction; creating the same name later starts again at
-// version 1. Activations are deleted only by prune_activations() (the
-// agent's retention policy), never by delete_function(): each activation row carries
+// version 1. Activations are deleted only by prune_activations() and
+// prune_activations_over_bytes() (the agent's retention policy), never by
+// delete_function(): each activation row carries
 // everything it reports (function name, version, times, result, logs), so a
 // deleted function's activations stay readable and listable by name. Code
-// blobs of deleted versions become unreferenced (see referenced_code()) and
-// are collected by CodeStore::remove_unreferenced.
+// blobs of deleted functions and of versions that are no longer current
+// become unreferenced (see referenced_code()) and are collected by
+// CodeStore::remove_unreferenced at the agent's next start.
 //
 // Enums are stored as their proto numbers, which proto3 keeps stable.
 //
@@ -83,7 +85,7 @@ class Registry {
  public:
   // PRAGMA user_version of a database this code writes; see migrate() in
   // registry.cc for the steps from older versions.
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
   static constexpr uint32_t kDefaultListLimit = 20;
   static constexpr uint32_t kMaxListLimit = 1000;
 
@@ -108,7 +110,8 @@ class Registry {
   Result<v1::FunctionList> list_functions();
   // Removes the function and its versions; its activations remain.
   Status delete_function(const std::string& name);
-  // code_sha256 of every kept version: what the code store must not collect.
+  // code_sha256 of every function's current version: what the code store must
+  // not collect (older versions keep their records, not their code).
   Result<std::set<std::string>> referenced_code();
 
   // Records a started activation (state running). Needs activation_id,
@@ -137,6 +140,10 @@ class Registry {
   // never held for long; call again while it returns `batch`. Running
   // activations are never deleted. Returns how many rows went.
   Result<uint64_t> prune_activations(int64_t started_before_ms, uint32_t keep_per_function, uint32_t batch = 5000);
+  // Deletes up to `batch` of the oldest finished activations of each function
+  // whose stored records (results and logs) exceed `keep_bytes_per_function`,
+  // never its newest; returns how many went.
+  Result<uint64_t> prune_activations_over_bytes(uint64_t keep_bytes_per_function, uint32_t batch = 5000);
 
   // At start, after a crash: every activation still running becomes
   // finished with status INTERNAL_ERROR, result {"error": reason} and end_ms

@@ -64,6 +64,38 @@ TEST_F(CodeLimits, ArchiveUnpackingPastMaxCodeUnpackedBytesIsRefusedAsInvalid) {
   EXPECT_EQ(trees, 0u);
 }
 
+// Per function, the code store holds the current version's tree: an update's
+// previous trees are collected at the agent's next start (no activation can
+// run an old version then), so updating a function over and over does not
+// fill the disk across restarts.
+TEST_F(CodeLimits, UpdatesLeaveOnlyTheCurrentVersionsCodeAfterARestart) {
+  std::string path = dir_.file("f.py");
+  auto trees = [&] {
+    size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir_.path() + "/state/code"))
+      n += e.path().filename().string().size() == 64 ? 1 : 0;
+    return n;
+  };
+  for (int v = 1; v <= 4; ++v) {
+    std::ofstream(path) << "def main(args):\n    return {'v': " << v << "}\n";
+    v1::Request r = test::create_request("churn", v1::PYTHON, path, "f.py");
+    if (v > 1) {
+      v1::Request u;
+      u.mutable_update_function()->set_name("churn");
+      *u.mutable_update_function()->mutable_config() = r.create_function().config();
+      r = u;
+    }
+    auto c = send(r);
+    ASSERT_FALSE(c.has_error() && c.error().code() != v1::Error::OK) << c.error().message();
+  }
+  EXPECT_EQ(trees(), 4u) << "each version's tree is stored";
+  agent_->restart();
+  EXPECT_EQ(trees(), 1u) << "only the current version's tree survives a restart";
+  auto a = invoke_with("churn");
+  ASSERT_EQ(a.status(), v1::SUCCESS) << a.result_json();
+  EXPECT_EQ(json::parse(a.result_json())["v"], 4);
+}
+
 class Retention : public test::AgentTest {
  protected:
   std::string extra_config() override {
@@ -114,6 +146,37 @@ TEST_F(Retention, ActivationsBeyondTheCountPerFunctionArePrunedNewestKept) {
   EXPECT_EQ(gone.error().code(), v1::Error::NOT_FOUND);
   get.mutable_get_activation()->set_activation_id(ids.back());
   EXPECT_EQ(json::parse(send(get).activation().result_json())["i"], 6);
+}
+
+class RetentionByBytes : public Retention {
+ protected:
+  std::string extra_config() override {
+    return "activation_max_bytes_per_function: 100000\nactivation_prune_interval_ms: 100\n"
+           "zygotes { enabled: false }\ncheckpoints: false\n";
+  }
+};
+
+// Each activation logs ~30 kB: of 8, the newest three fit in 100 kB; the
+// count limit (default 10,000) plays no part.
+TEST_F(RetentionByBytes, AFunctionsRecordsPastItsByteCapArePrunedOldestFirst) {
+  std::string path = dir_.file("f.py");
+  std::ofstream(path) << "def main(args):\n    print('x' * 30000)\n    return {'i': args.get('i')}\n";
+  auto c = send(test::create_request("chatty", v1::PYTHON, path, "f.py"));
+  ASSERT_FALSE(c.has_error() && c.error().code() != v1::Error::OK) << c.error().message();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 8; ++i) {
+    auto a = invoke_with("chatty", "{\"i\": " + std::to_string(i) + "}");
+    ASSERT_EQ(a.status(), v1::SUCCESS) << a.result_json();
+    ids.push_back(a.activation_id());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // distinct start_ms
+  }
+  std::vector<std::string> left;
+  for (int i = 0; i < 100; ++i) {
+    left = listed("chatty");
+    if (left.size() <= 3) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(left, std::vector<std::string>(ids.rbegin(), ids.rbegin() + 3));
 }
 
 class DumpBound : public test::AgentTest {

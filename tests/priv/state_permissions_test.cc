@@ -112,7 +112,7 @@ TEST_F(StatePermissions, RegistryAndCodeAreClosedToOtherLocalUsersEvenWhenLeftWi
   // From the filesystem: every file holding secrets 0600, every directory 0700.
   for (const char* f : {"registry.db", "registry.db-wal", "registry.db-shm"})
     EXPECT_EQ(mode_of(state() + "/" + f), 0600u) << f;
-  for (const char* d : {"", "/code", "/images", "/images/index", "/prewarm", "/zygotes"})
+  for (const char* d : {"", "/code", "/images", "/images/index", "/prewarm"})
     EXPECT_EQ(mode_of(state() + d), 0700u) << "state" << d;
 
   // As an unprivileged local user: nothing to read, list, or even stat.

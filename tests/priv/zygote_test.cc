@@ -248,7 +248,7 @@ TEST_F(Zygotes, StoppingTheAgentLeavesNoZygoteInstanceOrCgroup) {
   warm_up("tidy");
   zygote_result("tidy");
   std::vector<int> started = descendants_of(agent_->pid());
-  ASSERT_GE(started.size(), 3u) << "runtime zygote, function zygote, instances";
+  ASSERT_GE(started.size(), 3u) << "the zygote's maker, the zygote, instances";
   int pid = agent_->pid();
   int status = agent_->stop();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -256,8 +256,6 @@ TEST_F(Zygotes, StoppingTheAgentLeavesNoZygoteInstanceOrCgroup) {
   auto left = test::run_command({"/usr/bin/find", "/sys/fs/cgroup", "-maxdepth", "7", "-type", "d", "-name",
                                  "sb-" + std::to_string(pid) + "-*"});
   EXPECT_TRUE(left.out.empty()) << "cgroups outlived the agent: " << left.out;
-  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/state/zygotes/python/functions"))
-      << "the zygotes' code links outlived them";
 }
 
 TEST_F(Zygotes, NodeFunctionsRefuseAZygoteStartClearly) {

@@ -175,9 +175,13 @@ TEST(Registry, UpdateAddsVersionAndKeepsTheOldOnes) {
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(error_kind(missing.error()), ErrorKind::kNotFound);
 
+  // Only current versions' code is kept on disk (old versions' records stay):
+  // v3 is kShaA again, so kShaB (v2's) is collectable.
   auto code = reg->referenced_code();
   ASSERT_TRUE(code.ok());
-  EXPECT_EQ(*code, (std::set<std::string>{kShaA, kShaB}));
+  EXPECT_EQ(*code, (std::set<std::string>{kShaA}));
+  ASSERT_TRUE(reg->update_function("f", record(kShaB, 512ull << 20)).ok());
+  EXPECT_EQ(reg->referenced_code().value(), (std::set<std::string>{kShaB}));
 }
 
 TEST(Registry, ListReturnsCurrentVersionsByName) {
@@ -502,6 +506,37 @@ TEST(Registry, PruneDeletesFinishedActivationsPastAgeOrCountAndKeepsRunningOnes)
   EXPECT_FALSE(reg->get_activation("a3").ok());
   EXPECT_TRUE(reg->get_activation("a-running").ok());
   EXPECT_EQ(reg->count_activations().value(), 3u);
+}
+
+// A finished activation whose logs hold `log_bytes` bytes.
+v1::Activation with_logs(v1::Activation a, size_t log_bytes) {
+  a.add_logs(std::string(log_bytes, 'x'));
+  return a;
+}
+
+// Retention by bytes: each function keeps its newest records up to the cap;
+// its newest always stays; another function under the cap is untouched.
+TEST(Registry, PruneByBytesKeepsEachFunctionsNewestRecordsUnderItsCap) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(reg->finish_activation(with_logs(finished(running(numbered("a", i), "f", 1000 + i)), 10'000)).ok());
+  ASSERT_TRUE(reg->finish_activation(with_logs(finished(running("big", "h", 1000)), 100'000)).ok());
+  ASSERT_TRUE(reg->finish_activation(with_logs(finished(running("g0", "g", 1000)), 10'000)).ok());
+  ASSERT_TRUE(reg->begin_activation(running("f-running", "f", 10)).ok());
+
+  auto removed = reg->prune_activations_over_bytes(35'000);
+  ASSERT_TRUE(removed.ok()) << removed.error().message();
+  // f: a9, a8 and a7 fit in 35,000 bytes (each a little over 10,000); a0..a6 go.
+  EXPECT_EQ(removed.value(), 7u);
+  for (int i = 7; i < 10; ++i) EXPECT_TRUE(reg->get_activation(numbered("a", i)).ok()) << i;
+  for (int i = 0; i < 7; ++i) EXPECT_FALSE(reg->get_activation(numbered("a", i)).ok()) << i;
+  EXPECT_TRUE(reg->get_activation("f-running").ok());
+  EXPECT_TRUE(reg->get_activation("big").ok()) << "a function's newest record stays, whatever its size";
+  EXPECT_TRUE(reg->get_activation("g0").ok());
+  EXPECT_EQ(reg->prune_activations_over_bytes(35'000).value(), 0u);
+  EXPECT_EQ(reg->prune_activations_over_bytes(0).value(), 0u) << "0 turns the byte cap off";
 }
 
 TEST(Registry, PruneWorksInBatchesOfAtMostTheGivenSize) {
