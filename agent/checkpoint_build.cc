@@ -19,12 +19,9 @@ namespace {
 
 constexpr int kDumpFd = 4;  // where the runtime finds its dump file
 
-// An unnamed file in `dir` (gone when its last fd closes).
-Result<unique_fd> temp_file(const std::string& dir) {
-  unique_fd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
-  if (!fd) return sys_error("create a temp file in " + dir);
-  return fd;
-}
+// An unnamed file in `dir` (gone when its last fd closes), also where the
+// state dir's filesystem has no O_TMPFILE (overlayfs before Linux 6.6).
+Result<unique_fd> temp_file(const std::string& dir) { return unnamed_file_in(dir); }
 
 // The build's stdout and stderr: only the tail is ever shown (in the error of
 // a failed build), so it is kept in memory from a pipe instead of a file on

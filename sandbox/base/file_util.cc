@@ -1,6 +1,7 @@
 #include "sandbox/base/file_util.h"
 
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -103,6 +104,26 @@ Status restrict_file_mode(const std::string& path, unsigned mode) {
 bool path_exists(const std::string& path) {
   struct stat st;
   return ::lstat(path.c_str(), &st) == 0;
+}
+
+Result<unique_fd> named_then_unlinked_file_in(const std::string& dir) {
+  std::string path = dir + "/.unnamed-XXXXXX";
+  unique_fd fd(::mkostemp(path.data(), O_CLOEXEC));  // 0600
+  if (!fd) return sys_error("create a temp file in " + dir);
+  if (::unlink(path.c_str()) != 0) {
+    int saved = errno;
+    return sys_error("unlink the temp file " + path, saved);
+  }
+  return fd;
+}
+
+Result<unique_fd> unnamed_file_in(const std::string& dir) {
+  unique_fd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (fd) return fd;
+  // EOPNOTSUPP: the filesystem has no tmpfile; EISDIR/EINVAL: the kernel
+  // or filesystem does not know the flag.
+  if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) return named_then_unlinked_file_in(dir);
+  return sys_error("create a temp file in " + dir);
 }
 
 }  // namespace stoke

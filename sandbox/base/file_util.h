@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "sandbox/base/result.h"
+#include "sandbox/base/unique_fd.h"
 
 namespace stoke {
 
@@ -25,5 +26,11 @@ Status make_private_dir(const std::string& path, unsigned mode = 0700);
 // a missing file is not an error (it will be created later).
 Status restrict_file_mode(const std::string& path, unsigned mode);
 bool path_exists(const std::string& path);
+// An unnamed regular file in `dir` (mode 0600), gone when its last fd closes:
+// O_TMPFILE, or, where the filesystem has none (overlayfs before Linux 6.6,
+// the root of most containers; NFS; 9p), a named file unlinked at once.
+Result<unique_fd> unnamed_file_in(const std::string& dir);
+// The fallback alone (for its tests).
+Result<unique_fd> named_then_unlinked_file_in(const std::string& dir);
 
 }  // namespace stoke
