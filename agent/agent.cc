@@ -810,6 +810,8 @@ void Agent::status(uint64_t id, Server::Reply reply) {
   workers_->submit([this, r = std::move(r), reply = std::move(reply)](Worker& worker) mutable {
     v1::Status* s = r.mutable_status();
     s->set_cgroup_version(std::string(worker.spawner->cgroups().version()));
+    for (const auto& c : worker.spawner->cgroups().controllers()) s->add_cgroup_controllers(c);
+    for (const auto& p : worker.spawner->cgroups().parent_dirs()) s->add_cgroup_parents(p);
     auto fns = registry_->list_functions();
     if (fns.ok()) s->set_functions(static_cast<uint32_t>(fns->functions_size()));
     auto total = registry_->count_activations();

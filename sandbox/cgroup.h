@@ -85,6 +85,9 @@ class CgroupBackend {
  public:
   virtual ~CgroupBackend() = default;
   virtual std::string_view version() const = 0;  // "v1" or "v2"
+  // The controllers its groups use, of memory, cpu, cpuacct (v1) and pids:
+  // what this host gives it (v2: the delegated group's cgroup.controllers).
+  virtual std::vector<std::string> controllers() const = 0;
   // Create a fresh group named `name` (unique per sandbox) with limits set.
   virtual Result<std::unique_ptr<CgroupGroup>> create(const std::string& name,
                                                       const CgroupLimits& limits) = 0;

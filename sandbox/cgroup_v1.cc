@@ -193,6 +193,15 @@ class CgroupV1Backend final : public CgroupBackend {
 
   std::string_view version() const override { return "v1"; }
 
+  std::vector<std::string> controllers() const override {
+    std::vector<std::string> out;
+    if (cm_.memory >= 0) out.push_back("memory");
+    if (cm_.cpu >= 0) out.push_back("cpu");
+    if (cm_.cpuacct >= 0) out.push_back("cpuacct");
+    if (cm_.pids >= 0) out.push_back("pids");
+    return out;
+  }
+
   Result<std::unique_ptr<CgroupGroup>> create(const std::string& name, const CgroupLimits& limits) override {
     STOKE_TRY(check_name("group name", name));
     if (!(limits.cpus >= 0) || !std::isfinite(limits.cpus))

@@ -181,6 +181,15 @@ class CgroupV2Backend final : public CgroupBackend {
 
   std::string_view version() const override { return "v2"; }
 
+  std::vector<std::string> controllers() const override {
+    std::vector<std::string> out;
+    auto available = read_name_set(self_dir_ + "/cgroup.controllers");
+    if (!available) return out;
+    for (const char* c : {"memory", "cpu", "pids"})
+      if (available->count(c)) out.push_back(c);
+    return out;
+  }
+
   Result<std::unique_ptr<CgroupGroup>> create(const std::string& name, const CgroupLimits& limits) override {
     const std::string step = "cgroup v2 create " + name;
     STOKE_TRY(check_name("group name", name));

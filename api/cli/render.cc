@@ -109,6 +109,8 @@ nlohmann::json status_json(const v1::Status& s) {
           {"protocolVersion", s.protocol_version()},
           {"kernel", s.kernel()},
           {"cgroupVersion", s.cgroup_version()},
+          {"cgroupControllers", std::vector<std::string>(s.cgroup_controllers().begin(), s.cgroup_controllers().end())},
+          {"cgroupParents", std::vector<std::string>(s.cgroup_parents().begin(), s.cgroup_parents().end())},
           {"features", features},
           {"functions", s.functions()},
           {"activationsTotal", s.activations_total()},
