@@ -266,6 +266,8 @@ Result<std::vector<int>> read_pids(const std::vector<std::string>& procs_files) 
   return std::vector<int>(pids.begin(), pids.end());
 }
 
+bool parent_vanished(const Error& e) { return e.err == ENOENT || e.err == ENODEV; }
+
 void sleep_briefly(int attempt) {
   // 0.5 ms, 1 ms, 2 ms ... capped at 10 ms.
   long us = std::min(500L << std::min(attempt, 5), 10000L);
@@ -348,7 +350,7 @@ Result<bool> make_child_dir(const std::string& parent, const std::string& child,
     if (errno != ENOENT || attempt >= 100) return sys_error("mkdir " + dir);
     spdlog::debug("cgroup: {} vanished under us; recreating it", parent);
     Status made = make_parent();
-    if (!made.ok() && (made.error().err != ENOENT || attempt >= 100)) return made.error();
+    if (!made.ok() && (!parent_vanished(made.error()) || attempt >= 100)) return made.error();
   }
 }
 

@@ -24,6 +24,12 @@ Status kill_until_empty(const std::vector<std::string>& procs_files);
 Status wait_until_empty(const std::vector<std::string>& procs_files);
 Result<bool> make_child_dir(const std::string& parent, const std::string& child,
                             const std::function<Status()>& make_parent);
+// Whether an error means the (empty) parent group was removed by another
+// owner under us: ENOENT, or ENODEV from a file of a group being removed
+// (seen on cgroup v2's cgroup.subtree_control). Making it again helps.
+bool parent_vanished(const Error& e);
+// Backs off before a retry: 0.5 ms, 1 ms, 2 ms ... capped at 10 ms.
+void sleep_briefly(int attempt);
 Status remove_group_dir(const std::string& dir, const std::vector<std::string>& procs_files);
 void remove_parent_if_empty(const std::string& dir);
 Result<std::vector<std::string>> list_subdirs(const std::string& dir);
