@@ -163,11 +163,22 @@ void ActivationRun::read_result() {
 }
 
 void ActivationRun::read_logs() {
+  // Readiness, then a read on this thread: an asynchronous read in flight
+  // takes the bytes out of the pipe when it completes, which can be after the
+  // result arrived (in the v2 VM a warm activation's logs went missing that
+  // way); the drain at the result would then find the pipe empty and the
+  // bytes would land nowhere.
   auto self = shared_from_this();
-  log_op_ = loop_.read(instance_.log_fd(), log_buf_.get(), kChunk, [self](int res) {
+  log_op_ = loop_.poll(instance_.log_fd(), POLLIN, [self](int res) {
     self->log_op_ = 0;
-    if (self->finished_ || res <= 0) return;
-    self->take_log_bytes(self->log_buf_.get(), static_cast<size_t>(res));
+    if (self->finished_ || res < 0) return;
+    // At most one chunk per loop turn: a flood waits for the next turn.
+    ssize_t n;
+    do n = ::read(self->instance_.log_fd(), self->log_buf_.get(), kChunk);
+    while (n < 0 && errno == EINTR);
+    if (n == 0) return;  // every writer is gone
+    if (n < 0 && errno != EAGAIN) return;
+    if (n > 0) self->take_log_bytes(self->log_buf_.get(), static_cast<size_t>(n));
     // Past the budget the pipe is left full: the function's own writes block
     // (its deadline still runs), and the agent stops copying its output.
     if (!self->stopped_reading_logs_) self->read_logs();
