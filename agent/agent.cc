@@ -1,8 +1,10 @@
 #include "agent/agent.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <signal.h>
 #include <sys/random.h>
+#include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -177,6 +179,19 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   a->netns_ = netns.value();
   SpawnerOptions spawner_options;
   spawner_options.netns_pool = a->netns_;
+  if (!settings.cgroup_root.empty()) {
+    // A group given to the agent: v2 only (a v1 host has one per hierarchy).
+    struct statfs fs {};
+    if (::statfs("/sys/fs/cgroup", &fs) != 0 || fs.f_type != CGROUP2_SUPER_MAGIC)
+      return plain_error("cgroup_root " + settings.cgroup_root, "is for hosts with cgroup v2 alone at /sys/fs/cgroup");
+    if (!path_exists(settings.cgroup_root + "/cgroup.controllers"))
+      return plain_error("cgroup_root " + settings.cgroup_root, "is not a cgroup v2 group (no cgroup.controllers)");
+    spawner_options.cgroup.version = "v2";
+    spawner_options.cgroup.v2_self_dir = settings.cgroup_root;
+    // The agent does not live there: nothing of its own to move out of the way.
+    spawner_options.cgroup.v2_move_self_to_leaf = false;
+    spdlog::info("sandboxes' cgroups go beneath {}/stoke (cgroup_root)", settings.cgroup_root);
+  }
   auto workers = WorkerPool::start(settings.worker_threads, spawner_options);
   if (!workers.ok()) return workers.error();
   a->workers_ = std::move(workers.value());

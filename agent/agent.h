@@ -86,6 +86,9 @@ struct AgentSettings {
   uint32_t activation_max_per_function = 10000;
   uint64_t activation_max_bytes_per_function = 1ULL << 30;  // results + logs stored
   std::chrono::milliseconds activation_prune_interval{60'000};
+  // cgroup v2: a delegated group to make sandboxes' groups in ("" = beneath
+  // the agent's own group).
+  std::string cgroup_root;
 };
 
 class Agent {

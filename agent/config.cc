@@ -91,6 +91,20 @@ Status check_places(const AgentConfig& c) {
                    "shorter than " + std::to_string(kSunPath));
   if (c.socket_group().find_first_of(std::string(":/ \t\n\0", 6)) != std::string::npos)
     return invalid("socket_group (" + quoted(c.socket_group()) + ") is not a group name");
+  if (!c.cgroup_root().empty()) {
+    const std::string& root = c.cgroup_root();
+    STOKE_TRY(check_path("cgroup_root", root));
+    const std::string prefix = "/sys/fs/cgroup/";
+    bool below = root.rfind(prefix, 0) == 0 && root.size() > prefix.size();
+    // Every component a real name: no "", "." or "..".
+    for (size_t at = prefix.size(); below && at <= root.size();) {
+      size_t end = std::min(root.find('/', at), root.size());
+      std::string part = root.substr(at, end - at);
+      if (part.empty() || part == "." || part == "..") below = false;
+      at = end + 1;
+    }
+    if (!below) return invalid("cgroup_root (" + quoted(root) + ") must be a group below /sys/fs/cgroup/");
+  }
   return {};
 }
 

@@ -68,6 +68,7 @@ stoke::agent::AgentSettings settings_from(const stoke::agent::AgentConfig& c) {
   s.activation_max_age = std::chrono::seconds(c.activation_max_age_s());
   s.activation_max_per_function = c.activation_max_per_function();
   s.activation_max_bytes_per_function = c.activation_max_bytes_per_function();
+  s.cgroup_root = c.cgroup_root();
   s.activation_prune_interval = std::chrono::milliseconds(c.activation_prune_interval_ms());
   auto ram = stoke::agent::total_ram_bytes();
   s.memory_budget_bytes = stoke::agent::node_memory_budget(c, ram.ok() ? ram.value() : (8ULL << 30));

@@ -64,8 +64,10 @@ struct CgroupOptions {
   std::string version = "auto";
   // Name of the directory stoke creates beneath the caller's own cgroup.
   std::string parent_name = "stoke";
-  // Testing hooks: a fake cgroupfs. When set, these replace what is read from
-  // /proc/self/mountinfo and /proc/self/cgroup.
+  // The caller's group, when it is not the caller's own: a fake cgroupfs in
+  // tests, or on v2 a group delegated to the agent (config cgroup_root). When
+  // set, these replace what is read from /proc/self/mountinfo and
+  // /proc/self/cgroup.
   //   v1: controller name ("memory", "cpu", "cpuacct", "pids") -> directory that
   //       stands for the caller's own group in that hierarchy.
   //   v2: v2_self_dir is the caller's own group directory.

@@ -307,3 +307,24 @@ TEST(AgentConfig, NodeMemoryBudgetDefaultsToThreeQuartersOfRam) {
 
 }  // namespace
 }  // namespace stoke::agent
+
+namespace stoke::agent {
+namespace {
+
+TEST(AgentConfig, CgroupRootMustBeAGroupBelowTheCgroupFilesystem) {
+  for (const char* bad : {"relative/group", "/tmp/x", "/sys/fs/cgroup", "/sys/fs/cgroup/", "/sys/fs/cgroup/../etc",
+                          "/sys/fs/cgroup/a/.."}) {
+    AgentConfig c = default_config();
+    c.set_cgroup_root(bad);
+    Status s = validate_config(c);
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_NE(s.error().message().find("cgroup_root"), std::string::npos) << s.error().message();
+  }
+  AgentConfig c = default_config();
+  c.set_cgroup_root("/sys/fs/cgroup/stoke.slice/given");
+  Status s = validate_config(c);
+  EXPECT_TRUE(s.ok()) << s.error().message();
+}
+
+}  // namespace
+}  // namespace stoke::agent
