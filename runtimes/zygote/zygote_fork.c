@@ -73,19 +73,26 @@ struct stoke_fork {
 
 static int status_fd = -1;
 
+// The status pipe carries records, each written whole by one write(2) (all
+// shorter than PIPE_BUF, so never interleaved): 'p' + int32 pid from the
+// joiner, 'k' from the instance once set up, 'e' + length byte + words from a
+// step that failed. The joiner and the instance write independently, so the
+// records arrive in either order.
 __attribute__((noreturn, format(printf, 1, 2))) static void die(const char* fmt, ...) {
-  char buf[256];
+  char buf[2 + 200];
   int saved = errno;
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(buf, sizeof buf - 64, fmt, ap);
+  int n = vsnprintf(buf + 2, 140, fmt, ap);
   va_end(ap);
   if (n < 0) n = 0;
-  if (n > (int)sizeof buf - 65) n = (int)sizeof buf - 65;  // what vsnprintf wrote, without its NUL
-  n += snprintf(buf + n, sizeof buf - (size_t)n, ": %s", strerror(saved));
-  if (n > (int)sizeof buf - 1) n = (int)sizeof buf - 1;  // snprintf says what it would have written
+  if (n > 139) n = 139;  // what vsnprintf wrote, without its NUL
+  n += snprintf(buf + 2 + n, sizeof buf - 2 - (size_t)n, ": %s", strerror(saved));
+  if (n > (int)sizeof buf - 3) n = (int)sizeof buf - 3;  // snprintf says what it would have written
+  buf[0] = 'e';
+  buf[1] = (char)n;
   if (status_fd >= 0) {
-    ssize_t w = write(status_fd, buf, (size_t)n);
+    ssize_t w = write(status_fd, buf, (size_t)n + 2);
     (void)w;
   }
   _exit(127);
@@ -253,29 +260,43 @@ __attribute__((visibility("default"))) int stoke_zygote_fork(struct stoke_fork* 
     snprintf(r->error, sizeof r->error, "clone: %s", strerror(clone_errno));
     return -1;
   }
-  // Until every writer is gone: "p" + the instance's pid from the joiner,
-  // then "k" from the instance once set up; or a failed step's words.
-  char buf[256];
+  // Until every writer is gone (see die() for the records).
+  char buf[512];
   size_t got = 0;
   for (;;) {
-    ssize_t n = read(status[0], buf + got, sizeof buf - 1 - got);
+    ssize_t n = read(status[0], buf + got, sizeof buf - got);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     got += (size_t)n;
-    if (got == sizeof buf - 1) break;
+    if (got == sizeof buf) break;
   }
   close(status[0]);
   int wstatus;
   while (waitpid((pid_t)joiner, &wstatus, 0) < 0 && errno == EINTR) {
   }
-  buf[got] = '\0';
   int32_t pid = -1;
-  const char* rest = buf;
-  if (got >= 1 + sizeof pid && buf[0] == 'p') {
-    memcpy(&pid, buf + 1, sizeof pid);
-    rest = buf + 1 + sizeof pid;
+  int set_up = 0;
+  char failure[201] = "";
+  for (size_t at = 0; at < got;) {
+    if (buf[at] == 'k') {
+      set_up = 1;
+      at += 1;
+    } else if (buf[at] == 'p' && got - at >= 1 + sizeof pid) {
+      memcpy(&pid, buf + at + 1, sizeof pid);
+      at += 1 + sizeof pid;
+    } else if (buf[at] == 'e' && got - at >= 2 && got - at >= 2 + (size_t)(unsigned char)buf[at + 1]) {
+      size_t len = (unsigned char)buf[at + 1];
+      if (failure[0] == '\0') {
+        memcpy(failure, buf + at + 2, len);
+        failure[len] = '\0';
+      }
+      at += 2 + len;
+    } else {
+      snprintf(failure, sizeof failure, "unreadable status from the instance's setup");
+      break;
+    }
   }
-  if (pid > 0 && strcmp(rest, "k") == 0) {
+  if (pid > 0 && set_up && failure[0] == '\0') {
     // Our child (CLONE_PARENT) and not reaped: the pid cannot be reused yet.
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (pidfd < 0) {
@@ -288,8 +309,8 @@ __attribute__((visibility("default"))) int stoke_zygote_fork(struct stoke_fork* 
     r->pidfd = pidfd;
     return (int)pid;
   }
-  if (*rest == '\0') snprintf(r->error, sizeof r->error, "the instance died while being set up");
-  else snprintf(r->error, sizeof r->error, "instance setup: %.200s", rest);
+  if (failure[0] == '\0') snprintf(r->error, sizeof r->error, "the instance died while being set up");
+  else snprintf(r->error, sizeof r->error, "instance setup: %s", failure);
   if (pid > 0) {
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
