@@ -800,4 +800,9 @@ Status Registry::check_integrity() {
   return plain_error("registry integrity check", detail.empty() ? "no answer" : detail);
 }
 
+uint64_t Registry::statements_parsed() {
+  std::lock_guard lock(mu_);
+  return db_.statements_prepared();
+}
+
 }  // namespace stoke::agent

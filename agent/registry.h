@@ -154,6 +154,8 @@ class Registry {
   Result<int> schema_version();
   // PRAGMA integrity_check; an error quoting SQLite's findings unless "ok".
   Status check_integrity();
+  // Statements SQLite has parsed since open (the rest came from the cache).
+  uint64_t statements_parsed();
 
  private:
   explicit Registry(SqliteDb db) : db_(std::move(db)) {}

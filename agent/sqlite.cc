@@ -5,7 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <functional>
+#include <string>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "sandbox/base/file_util.h"
 #include "sandbox/base/unique_fd.h"
@@ -24,21 +28,77 @@ Error sqlite_error(sqlite3* db, int rc, std::string step) {
   return Error{std::move(step), err, std::move(detail)};
 }
 
+// ---- statement cache --------------------------------------------------------
+
+// Idle statements by their SQL text. Not thread-safe, like the connection.
+class StatementCache {
+ public:
+  ~StatementCache() {
+    for (auto& [sql, stmts] : idle_)
+      for (sqlite3_stmt* s : stmts) sqlite3_finalize(s);
+  }
+
+  sqlite3_stmt* take(std::string_view sql) {
+    auto it = idle_.find(sql);
+    if (it == idle_.end() || it->second.empty()) return nullptr;
+    sqlite3_stmt* s = it->second.back();
+    it->second.pop_back();
+    --count_;
+    return s;
+  }
+
+  // Takes ownership: keeps the statement for reuse or finalizes it.
+  void give_back(sqlite3_stmt* s) {
+    // Reset ends the statement's read transaction (a statement left
+    // mid-step would hold WAL checkpoints back); its error, if any, was
+    // reported by step() already.
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    const char* sql = sqlite3_sql(s);
+    if (sql == nullptr || count_ >= SqliteDb::kMaxCachedStatements) {
+      sqlite3_finalize(s);
+      return;
+    }
+    idle_[sql].push_back(s);
+    ++count_;
+  }
+
+  uint64_t prepared = 0;
+
+ private:
+  // Looked up by string_view without building a string (C++20 transparent lookup).
+  struct TextHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view v) const { return std::hash<std::string_view>{}(v); }
+  };
+  std::unordered_map<std::string, std::vector<sqlite3_stmt*>, TextHash, std::equal_to<>> idle_;
+  size_t count_ = 0;
+};
+
 // ---- statement --------------------------------------------------------------
 
 SqliteStatement::SqliteStatement(SqliteStatement&& o) noexcept
-    : stmt_(std::exchange(o.stmt_, nullptr)), bind_rc_(o.bind_rc_) {}
+    : stmt_(std::exchange(o.stmt_, nullptr)), home_(std::move(o.home_)), bind_rc_(o.bind_rc_) {}
 
 SqliteStatement& SqliteStatement::operator=(SqliteStatement&& o) noexcept {
   if (this != &o) {
-    sqlite3_finalize(stmt_);
+    release();
     stmt_ = std::exchange(o.stmt_, nullptr);
+    home_ = std::move(o.home_);
     bind_rc_ = o.bind_rc_;
   }
   return *this;
 }
 
-SqliteStatement::~SqliteStatement() { sqlite3_finalize(stmt_); }
+SqliteStatement::~SqliteStatement() { release(); }
+
+void SqliteStatement::release() {
+  if (stmt_ == nullptr) return;
+  if (home_ != nullptr) home_->give_back(stmt_);
+  else sqlite3_finalize(stmt_);
+  stmt_ = nullptr;
+  home_.reset();
+}
 
 SqliteStatement& SqliteStatement::bind_int64(int index, int64_t value) {
   int rc = sqlite3_bind_int64(stmt_, index, value);
@@ -98,18 +158,30 @@ bool SqliteStatement::column_is_null(int col) const { return sqlite3_column_type
 
 // ---- connection -------------------------------------------------------------
 
-SqliteDb::SqliteDb(SqliteDb&& o) noexcept : db_(std::exchange(o.db_, nullptr)) {}
+SqliteDb::SqliteDb(sqlite3* db) : db_(db), cache_(std::make_shared<StatementCache>()) {}
+
+SqliteDb::SqliteDb(SqliteDb&& o) noexcept
+    : db_(std::exchange(o.db_, nullptr)), cache_(std::move(o.cache_)) {}
 
 SqliteDb& SqliteDb::operator=(SqliteDb&& o) noexcept {
   if (this != &o) {
+    cache_.reset();
     sqlite3_close_v2(db_);
     db_ = std::exchange(o.db_, nullptr);
+    cache_ = std::move(o.cache_);
   }
   return *this;
 }
 
-// close_v2 defers the close if a statement is still alive instead of failing.
-SqliteDb::~SqliteDb() { sqlite3_close_v2(db_); }
+// The idle statements go first (the cache's destructor, unless a live
+// statement still shares it); close_v2 defers the close while any statement
+// is alive instead of failing.
+SqliteDb::~SqliteDb() {
+  cache_.reset();
+  sqlite3_close_v2(db_);
+}
+
+uint64_t SqliteDb::statements_prepared() const { return cache_ ? cache_->prepared : 0; }
 
 Result<SqliteDb> SqliteDb::open(const std::string& path) {
   // Not through the process umask (the agent has threads; systemd's UMask
@@ -144,13 +216,16 @@ Status SqliteDb::exec(const std::string& sql) {
 }
 
 Result<SqliteStatement> SqliteDb::prepare(std::string_view sql) {
+  if (cache_ == nullptr) cache_ = std::make_shared<StatementCache>();
+  if (sqlite3_stmt* cached = cache_->take(sql)) return SqliteStatement(cached, cache_);
   sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
   if (rc != SQLITE_OK) {
     sqlite3_finalize(stmt);
     return sqlite_error(db_, rc, "prepare '" + std::string(sql.substr(0, 60)) + "'");
   }
-  return SqliteStatement(stmt);
+  ++cache_->prepared;
+  return SqliteStatement(stmt, cache_);
 }
 
 Result<int64_t> SqliteDb::query_int64(std::string_view sql) {
@@ -178,7 +253,9 @@ void SqliteDb::set_busy_timeout(int ms) { sqlite3_busy_timeout(db_, ms); }
 // ---- transaction ------------------------------------------------------------
 
 Result<SqliteTransaction> SqliteTransaction::begin(SqliteDb& db) {
-  STOKE_TRY(db.exec("BEGIN IMMEDIATE"));
+  auto begin = db.prepare("BEGIN IMMEDIATE");
+  if (!begin.ok()) return begin.error();
+  STOKE_TRY(begin->run());
   return SqliteTransaction(&db);
 }
 
@@ -192,7 +269,9 @@ SqliteTransaction::~SqliteTransaction() {
 
 Status SqliteTransaction::commit() {
   if (db_ == nullptr) return plain_error("commit", "no transaction is open");
-  STOKE_TRY(db_->exec("COMMIT"));
+  auto commit = db_->prepare("COMMIT");
+  if (!commit.ok()) return commit.error();
+  STOKE_TRY(commit->run());
   db_ = nullptr;
   return {};
 }

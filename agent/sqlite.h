@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -23,10 +24,17 @@ namespace stoke::agent {
 // (db may be null when there is no connection yet).
 Error sqlite_error(sqlite3* db, int rc, std::string step);
 
+class StatementCache;
+
+// A prepared statement. One that came from SqliteDb::prepare goes back to its
+// connection's cache when destroyed (reset, bindings cleared), so the next
+// prepare of the same text skips SQLite's parser and planner: the registry's
+// statements run on every activation.
 class SqliteStatement {
  public:
   SqliteStatement() = default;
-  explicit SqliteStatement(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  explicit SqliteStatement(sqlite3_stmt* stmt, std::shared_ptr<StatementCache> home = nullptr)
+      : stmt_(stmt), home_(std::move(home)) {}
   SqliteStatement(SqliteStatement&& o) noexcept;
   SqliteStatement& operator=(SqliteStatement&& o) noexcept;
   SqliteStatement(const SqliteStatement&) = delete;
@@ -54,7 +62,10 @@ class SqliteStatement {
   bool column_is_null(int col) const;
 
  private:
+  void release();
+
   sqlite3_stmt* stmt_ = nullptr;
+  std::shared_ptr<StatementCache> home_;  // where it goes back to; null: finalized
   int bind_rc_ = 0;  // first failing sqlite3_bind_* result, 0 when all succeeded
 };
 
@@ -77,7 +88,14 @@ class SqliteDb {
 
   // Runs one or more ';'-separated statements that return no rows we need.
   Status exec(const std::string& sql);
+  // A statement for one SQL text, from the cache when one is idle. The cache
+  // holds at most kMaxCachedStatements idle statements; it is shared with the
+  // statements (not tied to this object's address), so moving a SqliteDb or
+  // destroying it before its statements is safe.
   Result<SqliteStatement> prepare(std::string_view sql);
+  static constexpr size_t kMaxCachedStatements = 128;
+  // Statements parsed by SQLite since open (cache misses): for tests.
+  uint64_t statements_prepared() const;
   // Result of a one-row, one-column query such as "PRAGMA user_version".
   Result<int64_t> query_int64(std::string_view sql);
   Result<std::string> query_text(std::string_view sql);
@@ -89,8 +107,9 @@ class SqliteDb {
   sqlite3* get() const { return db_; }
 
  private:
-  explicit SqliteDb(sqlite3* db) : db_(db) {}
+  explicit SqliteDb(sqlite3* db);
   sqlite3* db_ = nullptr;
+  std::shared_ptr<StatementCache> cache_;
 };
 
 // BEGIN IMMEDIATE on construction (the write lock is taken up front, so two

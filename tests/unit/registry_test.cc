@@ -68,6 +68,29 @@ v1::Activation finished(v1::Activation a) {
   return a;
 }
 
+// The warm path records two registry writes and a read per activation: after
+// the first round, SQLite parses nothing more (statements come from the cache).
+TEST(Registry, ActivationsAfterTheFirstParseNoSql) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("registry.db"));
+  ASSERT_NE(reg, nullptr);
+  ASSERT_TRUE(reg->create_function("hot", record()).ok());
+  auto round = [&](int i) {
+    std::string id = "act-" + std::to_string(i);
+    ASSERT_TRUE(reg->get_function("hot").ok());
+    ASSERT_TRUE(reg->begin_activation(running(id, "hot", 1000 + i)).ok());
+    ASSERT_TRUE(reg->finish_activation(finished(running(id, "hot", 1000 + i))).ok());
+    ASSERT_TRUE(reg->get_activation(id).ok());
+  };
+  round(0);
+  uint64_t after_first = reg->statements_parsed();
+  for (int i = 1; i <= 20; ++i) round(i);
+  EXPECT_EQ(reg->statements_parsed(), after_first);
+  auto count = reg->count_activations();
+  ASSERT_TRUE(count.ok());
+  EXPECT_EQ(*count, 21u);
+}
+
 TEST(Registry, CreateThenGetReturnsVersionOneWithEveryField) {
   test::TempDir dir;
   auto reg = open_registry(dir.file("state.db"));
