@@ -156,7 +156,14 @@ class Agent {
   // Admission under the memory budget: reserve (evicting idle instances, least
   // recently used first), or wait, or fail.
   void start_cold(const std::shared_ptr<Running>& run);
-  bool reserve(uint64_t bytes);
+  // For an activation (of `function`), platform-owned memory yields, in this
+  // order, until the request fits: idle instances (least recently used),
+  // prewarmed runtimes (oldest), instances forked ahead by other functions'
+  // zygotes, then other functions' zygotes with nobody waiting on them (least
+  // recently used). A pool's own request (yield_pools false) takes only free
+  // memory: pools never push each other out.
+  bool reserve(uint64_t bytes, const std::string& function = {}, bool yield_pools = true);
+  bool make_room(uint64_t bytes, const std::string& function);
   void release(uint64_t bytes);
   void retire_idle(const std::string& function);    // every idle instance of it
   void function_changed(const std::string& function);  // updated or deleted
@@ -183,7 +190,8 @@ class Agent {
   void fork_ahead(const std::string& function);
   void start_zygote_instance(const std::shared_ptr<Running>& run, std::unique_ptr<Instance> instance);
   void wait_for_zygote(const std::shared_ptr<Running>& run);
-  void retire_zygote(const std::string& function);
+  // wake: serve activations waiting for memory with what came back.
+  void retire_zygote(const std::string& function, bool wake = true);
   void zygote_died(const std::string& function);  // retire it and, unless it never forked, make a new one
   void fill_zygote_status(v1::Status& st);
   // Checkpoint images (image_pool.cc).

@@ -16,31 +16,70 @@ using detail::error_json;
 using detail::ms_between;
 using detail::ms_since;
 
-bool Agent::reserve(uint64_t bytes) {
-  if (reserved_bytes_ + bytes > settings_.memory_budget_bytes) {
-    // Make room from idle instances, least recently used first.
-    std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> lru;
-    for (const auto& [fn, list] : idle_)
-      for (const auto& idle : list) lru.emplace_back(idle.parked, fn);
-    std::sort(lru.begin(), lru.end());
-    for (const auto& [parked, fn] : lru) {
-      if (reserved_bytes_ + bytes <= settings_.memory_budget_bytes) break;
-      auto it = idle_.find(fn);
-      if (it == idle_.end()) continue;
-      auto& list = it->second;
-      auto victim = std::min_element(list.begin(), list.end(),
-                                     [](const IdleInstance& a, const IdleInstance& b) { return a.parked < b.parked; });
-      spdlog::info("function {}: idle instance evicted to make room under the memory budget", fn);
-      loop_->cancel_timer(victim->keep_alive_timer);
-      account_idle(*victim);
-      retire(std::move(victim->instance), victim->memory_bytes);
-      list.erase(victim);
-      if (list.empty()) idle_.erase(it);
-    }
-  }
+bool Agent::reserve(uint64_t bytes, const std::string& function, bool yield_pools) {
+  if (reserved_bytes_ + bytes > settings_.memory_budget_bytes && yield_pools) make_room(bytes, function);
   if (reserved_bytes_ + bytes > settings_.memory_budget_bytes) return false;
   reserved_bytes_ += bytes;
   return true;
+}
+
+bool Agent::make_room(uint64_t bytes, const std::string& function) {
+  auto fits = [&] { return reserved_bytes_ + bytes <= settings_.memory_budget_bytes; };
+  // Idle instances, least recently used first.
+  std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> lru;
+  for (const auto& [fn, list] : idle_)
+    for (const auto& idle : list) lru.emplace_back(idle.parked, fn);
+  std::sort(lru.begin(), lru.end());
+  for (const auto& [parked, fn] : lru) {
+    if (fits()) return true;
+    auto it = idle_.find(fn);
+    if (it == idle_.end()) continue;
+    auto& list = it->second;
+    auto victim = std::min_element(list.begin(), list.end(),
+                                   [](const IdleInstance& a, const IdleInstance& b) { return a.parked < b.parked; });
+    spdlog::info("function {}: idle instance evicted to make room under the memory budget", fn);
+    loop_->cancel_timer(victim->keep_alive_timer);
+    account_idle(*victim);
+    retire(std::move(victim->instance), victim->memory_bytes);
+    list.erase(victim);
+    if (list.empty()) idle_.erase(it);
+  }
+  // Prewarmed runtimes, oldest first (they are refilled when memory allows).
+  for (;;) {
+    if (fits()) return true;
+    std::vector<Prewarmed>* oldest = nullptr;
+    for (auto& [rt, pool] : prewarmed_)
+      if (!pool.empty() && (oldest == nullptr || pool.front().since < oldest->front().since)) oldest = &pool;
+    if (oldest == nullptr) break;
+    spdlog::info("a prewarmed runtime yields its memory to an activation");
+    Prewarmed victim = std::move(oldest->front());
+    oldest->erase(oldest->begin());
+    idle_gb_seconds_ += ms_since(victim.since) / 1000.0 * static_cast<double>(victim.memory_bytes) / double(1ULL << 30);
+    retire(std::move(victim.instance), victim.memory_bytes);
+  }
+  // Instances other functions' zygotes forked ahead of demand.
+  for (auto& [fn, e] : zygotes_) {
+    if (fn == function) continue;
+    while (!e.ahead.empty() && !fits()) {
+      spdlog::info("function {}: an instance forked ahead yields its memory to an activation", fn);
+      retire(std::move(e.ahead.back()), e.spec.memory_bytes);
+      e.ahead.pop_back();
+    }
+  }
+  // Other functions' ready zygotes nobody waits on, least recently used first.
+  while (!fits()) {
+    auto victim = zygotes_.end();
+    for (auto it = zygotes_.begin(); it != zygotes_.end(); ++it) {
+      const ZygoteEntry& e = it->second;
+      if (it->first == function || !e.zygote || e.forking_ahead || !e.waiting.empty() || !e.waiting_ahead.empty())
+        continue;
+      if (victim == zygotes_.end() || e.last_used < victim->second.last_used) victim = it;
+    }
+    if (victim == zygotes_.end()) break;
+    spdlog::info("function {}: zygote stopped to make room for an activation under the memory budget", victim->first);
+    retire_zygote(victim->first, /*wake=*/false);
+  }
+  return fits();
 }
 
 void Agent::release(uint64_t bytes) {
@@ -48,7 +87,7 @@ void Agent::release(uint64_t bytes) {
   // Whoever waits for memory, in order, while it fits.
   while (!memory_waiting_.empty() && !stopping_) {
     auto next = memory_waiting_.front();
-    if (!reserve(next->spec.memory_bytes)) break;
+    if (!reserve(next->spec.memory_bytes, next->spec.function)) break;
     memory_waiting_.pop_front();
     loop_->cancel_timer(next->memory_timer);
     next->reserved = true;
@@ -61,7 +100,7 @@ void Agent::start_cold(const std::shared_ptr<Running>& run) {
       (run->force_prewarm || (!zygote_ready_for(*run) && !image_ready_for(*run))) && take_prewarmed(run))
     return;
   const uint64_t need = run->spec.memory_bytes;
-  if (reserve(need)) {
+  if (reserve(need, run->spec.function)) {
     run->reserved = true;
     spawn_instance(run);
     return;
@@ -93,7 +132,7 @@ void Agent::refill_prewarm() {
   for (auto [runtime, target] : {std::pair{v1::PYTHON, settings_.prewarm_python}, std::pair{v1::NODE, settings_.prewarm_node}}) {
     while (prewarmed_[runtime].size() + prewarm_starting_[runtime] < target) {
       const uint64_t memory = settings_.default_memory_bytes;
-      if (!reserve(memory)) return;  // the budget is for activations first
+      if (!reserve(memory, {}, /*yield_pools=*/false)) return;  // the budget is for activations first
       ++prewarm_starting_[runtime];
       InstanceSpec spec;
       spec.function = "(prewarm)";
@@ -162,11 +201,15 @@ void Agent::refill_prewarm() {
 bool Agent::take_prewarmed(const std::shared_ptr<Running>& run) {
   auto& pool = prewarmed_[run->spec.runtime];
   if (pool.empty()) return false;
-  const uint64_t have = pool.back().memory_bytes, need = run->spec.memory_bytes;
-  if (need > have && !reserve(need - have)) return false;
-  if (need < have) reserved_bytes_ -= std::min(have - need, reserved_bytes_);
+  // Out of the pool before reserving: making room may yield prewarmed runtimes.
   Prewarmed taken = std::move(pool.back());
   pool.pop_back();
+  const uint64_t have = taken.memory_bytes, need = run->spec.memory_bytes;
+  if (need > have && !reserve(need - have, run->spec.function)) {
+    prewarmed_[run->spec.runtime].push_back(std::move(taken));
+    return false;
+  }
+  if (need < have) reserved_bytes_ -= std::min(have - need, reserved_bytes_);
   idle_gb_seconds_ += ms_since(taken.since) / 1000.0 * static_cast<double>(taken.memory_bytes) / double(1ULL << 30);
   run->instance = std::move(taken.instance);
   run->reserved = true;

@@ -326,7 +326,7 @@ void Agent::zygote_untrusted(const InstanceSpec& spec) {
   if (it != zygotes_.end() && it->second.version == spec.version) retire_zygote(spec.function);
 }
 
-void Agent::retire_zygote(const std::string& function) {
+void Agent::retire_zygote(const std::string& function, bool wake) {
   std::vector<std::string> victims;
   if (function.empty()) {
     for (const auto& [fn, e] : zygotes_) victims.push_back(fn);
@@ -353,7 +353,7 @@ void Agent::retire_zygote(const std::string& function) {
       spawn_cold(run);
     }
   }
-  if (!victims.empty()) release(0);
+  if (!victims.empty() && wake) release(0);
 }
 
 void Agent::fill_zygote_status(v1::Status& st) {

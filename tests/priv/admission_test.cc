@@ -1,5 +1,7 @@
-// Admission under the node's memory budget: idle instances are evicted least
-// recently used first, then an activation waits (bounded), then it is refused.
+// Admission under the node's memory budget: platform-owned memory (idle
+// instances, prewarmed runtimes, instances forked ahead, zygotes) yields to
+// an activation, then an activation waits (bounded), then it is refused.
+#include <functional>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -124,6 +126,45 @@ TEST_F(AdmissionShortWait, ActivationIsRefusedWhenNoMemoryFreesInTime) {
   auto r1 = client.wait_for(first.value());
   ASSERT_TRUE(r1.ok());
   EXPECT_EQ(r1->activation().status(), v1::SUCCESS);
+}
+
+// A small node whose pools hold most of the budget: 320 MiB, two 64 MiB
+// prewarmed runtimes, a function zygote and its instances.
+class AdmissionOnASmallNode : public Admission {
+ protected:
+  std::string extra_config() override {
+    return "node_memory_budget_bytes: 335544320\ndefault_memory_bytes: 67108864\nadmission_wait_ms: 5000\n"
+           "pools { python: 2 node: 0 }\nzygotes { enabled: true }\ncheckpoints: false\n";
+  }
+  bool wait_until(const std::function<bool(const v1::Status&)>& done) {
+    for (int i = 0; i < 150; ++i) {
+      if (done(status())) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+};
+
+TEST_F(AdmissionOnASmallNode, PoolsYieldTheirMemoryBeforeAnActivationWaitsOrIsRefused) {
+  create("small", 64 << 20);
+  create("big", 256 << 20);
+  ASSERT_EQ(invoke("small").activation().status(), v1::SUCCESS);
+  ASSERT_TRUE(wait_until([](const v1::Status& st) {
+    bool zygote = false;
+    for (const auto& z : st.zygotes()) zygote |= z.function() == "small";
+    return zygote && st.pools().at("prewarm_python") == 2;
+  })) << "no zygote for small or no prewarmed runtimes\n" << agent_->log_text();
+  // Prewarmed 128 + small's zygote 64 + its idle instance 64: 256 of 320 MiB.
+  ASSERT_GE(status().reserved_memory_bytes(), 256u << 20);
+
+  auto big = invoke("big");
+  ASSERT_TRUE(big.has_activation()) << (big.has_error() ? big.error().message() : "") << "\n" << agent_->log_text();
+  EXPECT_EQ(big.activation().status(), v1::SUCCESS) << big.activation().result_json();
+  EXPECT_LT(big.activation().wait_ms(), 2000) << "it waited for memory the pools held";
+  // The platform's instances gave way; small still answers, and gets its
+  // pools back once memory allows.
+  EXPECT_EQ(invoke("small").activation().status(), v1::SUCCESS);
+  EXPECT_LE(status().reserved_memory_bytes(), 320u << 20);
 }
 
 }  // namespace
