@@ -89,6 +89,10 @@ class CgroupV2Group final : public CgroupGroup {
         STOKE_TRY(write_file(dir_ + "/memory.swap.max", "0"));
       else
         spdlog::debug("cgroup v2: {} has no memory.swap.max; not limiting swap", dir_);
+      // An OOM kills the whole group (4.19+), not one process of it: a sandbox
+      // never goes on with part of its processes gone, and none is left to
+      // hold the runtime's pipes open.
+      if (file_exists(dir_ + "/memory.oom.group")) STOKE_TRY(write_file(dir_ + "/memory.oom.group", "1"));
     }
     if (controllers_.count("cpu")) {
       std::string quota = "max";

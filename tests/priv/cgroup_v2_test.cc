@@ -273,6 +273,39 @@ TEST_F(CgroupV2Priv, V2GroupAppliesLimitsWhenControllersAreAvailable) {
   ASSERT_TRUE((*group)->destroy().ok());
 }
 
+TEST_F(CgroupV2Priv, V2OomKillsEveryProcessOfTheGroupNotOnlyTheOneThatAllocated) {
+  if (!has_controller("memory")) GTEST_SKIP() << "controller 'memory' not available in " << self_dir_;
+  auto group = backend_->create("oomgroup", {.memory_bytes = 32 * kMiB});
+  if (!group.ok() && group.error().err == EBUSY)
+    GTEST_SKIP() << "own group has processes (no-internal-processes rule): " << group.error().message();
+  ASSERT_TRUE(group.ok()) << group.error().message();
+  std::string dir = (*group)->paths().at(0);
+  EXPECT_EQ(slurp(dir + "/memory.oom.group"), "1");
+  auto fds = (*group)->attach_fds();
+  pid_t bystander = ::fork();
+  ASSERT_GE(bystander, 0);
+  if (bystander == 0) {
+    attach_or_die(fds);
+    for (;;) ::pause();
+  }
+  pid_t hog = ::fork();
+  ASSERT_GE(hog, 0);
+  if (hog == 0) {
+    attach_or_die(fds);
+    touch_memory(256 * kMiB);
+    ::_exit(0);
+  }
+  int hog_status = reap(hog);
+  EXPECT_TRUE(WIFSIGNALED(hog_status) && WTERMSIG(hog_status) == SIGKILL) << hog_status;
+  // The bystander used almost nothing, yet goes with the group.
+  int bystander_status = reap(bystander);
+  EXPECT_TRUE(WIFSIGNALED(bystander_status) && WTERMSIG(bystander_status) == SIGKILL) << bystander_status;
+  auto u = (*group)->usage();
+  ASSERT_TRUE(u.ok()) << u.error().message();
+  EXPECT_GE(u->oom_kills, 1u);
+  ASSERT_TRUE((*group)->destroy().ok());
+}
+
 TEST_F(CgroupV2Priv, V2RemoveStaleKillsAndRemovesAGroupLeftByACrashedOwner) {
   pid_t child = -1;
   {
