@@ -192,13 +192,17 @@ void Server::close_listener() {
   listening_ = false;
   if (owns_path_) unlink(path_.c_str());
   owns_path_ = false;
-  // shutdown() wakes the pending accept with an error; the fd closes with us.
-  ::shutdown(listener_.get(), SHUT_RDWR);
+  // The pending accept is cancelled (its callback sees -ECANCELED); the fd
+  // closes with us. Never shutdown(): a socket systemd handed us is the same
+  // socket as systemd's own, and shutting it down would leave stoked.socket
+  // "listening" on a socket that refuses every connection, so the next client
+  // could never start the agent again (found under systemd in the v2 VM).
+  if (accept_op_ != 0) loop_.cancel(accept_op_);
 }
 
 void Server::accept_next() {
   if (!listening_) return;
-  loop_.accept(listener_.get(), [this, alive = alive_](int fd) {
+  accept_op_ = loop_.accept(listener_.get(), [this, alive = alive_](int fd) {
     if (!*alive) {
       if (fd >= 0) ::close(fd);
       return;

@@ -108,6 +108,7 @@ class Server {
   uint64_t next_conn_ = 1;
   std::unordered_map<uint64_t, std::shared_ptr<Connection>> connections_;
   bool listening_ = true;
+  uint64_t accept_op_ = 0;  // the pending accept, cancelled by close_listener()
 };
 
 }  // namespace stoke::agent
