@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/statfs.h>
 #include <sys/utsname.h>
@@ -10,6 +11,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -22,6 +24,7 @@
 #include "api/wire/protocol.h"
 #include "api/wire/responses.h"
 #include "sandbox/base/file_util.h"
+#include "sandbox/base/unique_fd.h"
 
 namespace stoke::agent {
 
@@ -103,6 +106,25 @@ void fill_billing(v1::Usage& usage, double billed_source_ms, uint64_t unit_ms, u
   usage.set_gb_seconds(static_cast<double>(billed) / 1000.0 * static_cast<double>(memory_bytes) / double(1ULL << 30));
 }
 
+// One agent per state dir: a second one would share the registry and take
+// the first one's sandboxes for a crashed agent's leftovers. The lock is the
+// kernel's (flock), so it goes with the process however it ends; a child that
+// still holds the inherited description for a moment after a crash is waited
+// out.
+static Result<unique_fd> lock_state_dir(const std::string& state_dir) {
+  std::string path = state_dir + "/agent.lock";
+  unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) return sys_error("open " + path);
+  for (int attempt = 0;; ++attempt) {
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) return fd;
+    if (errno != EWOULDBLOCK) return sys_error("lock " + path);
+    if (attempt == 100)  // 5 s
+      return plain_error("start", "another stoked is running on the state dir " + state_dir + " (" + path +
+                                      " is locked); stop it first or give this one its own state_dir");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
 Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   std::unique_ptr<Agent> a(new Agent());
   a->settings_ = settings;
@@ -113,6 +135,9 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   // sandboxes get their code, runtimes and images through binds the spawner
   // clones as host root, so no other uid ever needs to walk this tree.
   STOKE_TRY(make_private_dir(settings.state_dir, 0700));
+  auto lock = lock_state_dir(settings.state_dir);
+  if (!lock.ok()) return lock.error();
+  a->state_lock_ = std::move(lock.value());
 
   auto loop = EventLoop::create();
   if (!loop.ok()) return loop.error();

@@ -29,6 +29,7 @@
 #include "agent/server.h"
 #include "agent/worker_pool.h"
 #include "agent/zygote.h"
+#include "sandbox/base/unique_fd.h"
 #include "sandbox/id_map.h"
 #include "sandbox/netns_pool.h"
 
@@ -211,6 +212,8 @@ class Agent {
   void heartbeat_tick();
   void prune_activations_tick();  // retention, on a worker, every activation_prune_interval
 
+  // Held for the agent's life, released last (declared first).
+  unique_fd state_lock_;
   AgentSettings settings_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<Registry> registry_;

@@ -445,6 +445,7 @@ Result<v1::Function> Registry::create_function(const std::string& name, const Fu
   st = insert_version(db_, name, 1, now, record);
   if (!st.ok()) return st.error().context(step);
   st = tx->commit();
+  current_.erase(name);
   if (!st.ok()) return st.error().context(step);
   return record_to_function(name, 1, now, record);
 }
@@ -475,6 +476,7 @@ Result<v1::Function> Registry::update_function(const std::string& name, const Fu
   st = upd->run();
   if (!st.ok()) return st.error().context(step);
   st = tx->commit();
+  current_.erase(name);
   if (!st.ok()) return st.error().context(step);
   return record_to_function(name, version, now, record);
 }
@@ -483,6 +485,7 @@ Result<v1::Function> Registry::get_function(const std::string& name) {
   std::string step = "get function " + quoted(name);
   STOKE_TRY(check_name(step, name));
   std::lock_guard lock(mu_);
+  if (auto hit = current_.find(name); hit != current_.end()) return hit->second;
   auto st = db_.prepare(std::string("SELECT ") + kVersionColumns +
                         " FROM functions f JOIN versions v ON v.function = f.name AND v.version = f.current_version"
                         " WHERE f.name = ?1");
@@ -491,7 +494,12 @@ Result<v1::Function> Registry::get_function(const std::string& name) {
   auto row = st->step();
   if (!row.ok()) return row.error().context(step);
   if (!*row) return kind_error(ErrorKind::kNotFound, step);
-  return row_to_function(*st);
+  auto fn = row_to_function(*st);
+  if (fn.ok()) {
+    if (current_.size() >= kCurrentCacheEntries) current_.clear();  // bounded; refilled on demand
+    current_.emplace(name, fn.value());
+  }
+  return fn;
 }
 
 Result<v1::Function> Registry::get_function_version(const std::string& name, uint32_t version) {
@@ -537,6 +545,7 @@ Status Registry::delete_function(const std::string& name) {
   st = vers->run();
   if (!st.ok()) return st.error().context(step);
   st = tx->commit();
+  current_.erase(name);
   if (!st.ok()) return st.error().context(step);
   return {};
 }

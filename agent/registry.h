@@ -34,6 +34,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <unordered_map>
 
 #include "agent/sqlite.h"
 #include "proto/stoke/v1/api.pb.h"
@@ -163,6 +164,12 @@ class Registry {
 
   std::mutex mu_;
   SqliteDb db_;
+  // Current versions as read, for the invoke path (one lookup per
+  // activation). This registry is the database's only writer (the agent
+  // holds the state dir's lock): entries are dropped when their function is
+  // created, updated or deleted, so a hit is always what a read would give.
+  static constexpr size_t kCurrentCacheEntries = 4096;
+  std::unordered_map<std::string, v1::Function> current_;
 };
 
 }  // namespace stoke::agent

@@ -359,6 +359,20 @@ TEST_F(AgentE2E, Kill9MidInvokeLosesNothingAndLeaksNoSandbox) {
   EXPECT_EQ(invoke("victim", {}).status(), v1::SUCCESS);
 }
 
+TEST_F(AgentE2E, ASecondAgentOnTheSameStateDirRefusesToStartAndTheFirstServesOn) {
+  create("first", 64 << 20, 10000);
+  std::string config = dir_.file("second.conf");
+  std::ofstream(config) << "state_dir: \"" << dir_.path() << "/state\"\n"
+                        << "socket_path: \"" << dir_.file("second.sock") << "\"\n";
+  auto second = test::run_command({test::stoked_bin(), "--config", config}, "", 30000);
+  EXPECT_FALSE(second.timed_out) << "the second agent started";
+  EXPECT_NE(second.exit_code, 0);
+  EXPECT_NE(second.err.find("another stoked is running on the state dir"), std::string::npos) << second.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("second.sock")));
+  // The first one's sandboxes, registry and socket are untouched.
+  EXPECT_EQ(invoke("first", {}).status(), v1::SUCCESS) << agent_->log_text();
+}
+
 TEST_F(AgentE2E, SigtermCancelsInFlightWorkWithARecordedStatus) {
   create("slow", 64 << 20, 60000);
   auto client = agent_->connect();
@@ -505,6 +519,74 @@ TEST(AgentSystemd, StokedSendsReadyWatchdogAndStoppingToNotifySocket) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   EXPECT_TRUE(receive_until("STOPPING=1")) << all;
   close(sock);
+}
+
+// Socket activation: the listening socket stoked.socket hands over is
+// systemd's too. When the agent stops, that socket must go on accepting
+// (connections wait in its backlog for the next agent), so the agent may close
+// its copy but never shut the socket down.
+TEST(AgentSystemd, AHandedListeningSocketStillAcceptsAfterTheAgentStops) {
+  std::string why = test::priv_skip_reason();
+  if (!why.empty()) GTEST_SKIP() << why;
+  if (!test::is_executable(test::stoked_bin())) GTEST_SKIP() << "stoked is not built";
+  test::TempDir dir;
+  std::string path = dir.file("stoke.sock");
+  int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, path.c_str());
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(listener, 16), 0);
+  std::string config = dir.file("stoked.conf");
+  std::ofstream(config) << "state_dir: \"" << dir.path() << "/state\"\nsocket_path: \"" << path << "\"\n";
+  std::string log = dir.file("stoked.log");
+  std::string bin = test::stoked_bin();
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // As systemd does: the socket at fd 3, LISTEN_PID naming the agent.
+    int out = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (out < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) _exit(90);
+    // dup2 onto itself keeps FD_CLOEXEC: clear it in every case.
+    if ((listener != 3 && dup2(listener, 3) < 0) || fcntl(3, F_SETFD, 0) < 0) _exit(90);
+    char pid_text[32];
+    snprintf(pid_text, sizeof pid_text, "%d", getpid());
+    setenv("LISTEN_PID", pid_text, 1);
+    setenv("LISTEN_FDS", "1", 1);
+    setenv("LISTEN_FDNAMES", "stoke-api", 1);
+    execl(bin.c_str(), bin.c_str(), "--config", config.c_str(), static_cast<char*>(nullptr));
+    _exit(91);
+  }
+  // Ready when it says it listens (a client connecting before that would
+  // wait in a backlog nobody may ever serve if the agent failed).
+  bool listening = false;
+  for (int i = 0; i < 1000 && !listening; ++i) {
+    int st = 0;
+    if (waitpid(pid, &st, WNOHANG) == pid) FAIL() << "stoked exited at start:\n" << test::read_file(log);
+    listening = test::read_file(log).find(" listening on ") != std::string::npos;
+    if (!listening) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (!listening) kill(pid, SIGKILL);
+  ASSERT_TRUE(listening) << test::read_file(log);
+  ASSERT_TRUE(wire::Client::connect(path, "test").ok()) << test::read_file(log);
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << test::read_file(log);
+  EXPECT_TRUE(std::filesystem::exists(path)) << "the agent removed a socket it did not create";
+
+  // The next client's connection waits in the backlog, and systemd's copy
+  // (ours here) can still accept it.
+  int client = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(client, 0);
+  EXPECT_EQ(connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0)
+      << "connect after the agent stopped: " << std::strerror(errno);
+  int accepted = accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  EXPECT_GE(accepted, 0) << "accept after the agent stopped: " << std::strerror(errno);
+  if (accepted >= 0) close(accepted);
+  close(client);
+  close(listener);
 }
 
 }  // namespace
