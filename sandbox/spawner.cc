@@ -528,6 +528,17 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   }
   laps.lap("prepare child plan");
 
+  // The oom_score_adj window (see OomRaise) opens before the clone, not after:
+  // a child cloned by another worker while this spawn waits for its child's
+  // execve inherits (until its own execve) the write end of this spawn's exec
+  // pipe, which then never closes; had that other worker's child been made
+  // before it waited for this window, the two would wait on each other until
+  // the timeout below. Found under systemd (OOMScoreAdjust=-500), where every
+  // spawn raises: concurrent starts stalled 5 s and one of them failed.
+  std::optional<OomRaise> oom_raise;
+  oom_raise.emplace();
+  if (spec.oom_score_adj <= oom_raise->own()) oom_raise.reset();
+
   // No signal handler of ours may run on the child's stack before execve.
   sigset_t all, old;
   sigfillset(&all);
@@ -591,10 +602,8 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   if (!group.ok()) return fail_spawn(group.error().context("create cgroup"));
   sb->group_ = std::move(group.value());
   // Inherited unless it differs; lowering would need CAP_SYS_RESOURCE. The
-  // agent's value is read now, not at create(): someone may have changed it.
-  std::optional<OomRaise> oom_raise;
-  oom_raise.emplace();
-  if (spec.oom_score_adj <= oom_raise->own()) oom_raise.reset();
+  // agent's value was read when the window opened, not at create(): someone
+  // may have changed it.
   if (oom_raise) {
     if (Status raised = oom_raise->raise(pid, spec.oom_score_adj); !raised.ok())
       return fail_spawn(raised.error().context("raise the sandbox's oom_score_adj"));
@@ -611,8 +620,15 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   int ready;
   do ready = ::poll(&last, 1, kLastStepsMs);
   while (ready < 0 && errno == EINTR);
-  if (ready == 0)
-    return fail_spawn(plain_error("sandbox setup", "the child did not exec within " + std::to_string(kLastStepsMs) + " ms"));
+  if (ready == 0) {
+    // Where it stands: the last step it finished (the array is shared with
+    // the child, which writes each step's time as it completes it).
+    std::string last_step = "none";
+    for (int step = 0; step < kStepCount; ++step)
+      if (__atomic_load_n(&step_done_ns[step], __ATOMIC_RELAXED) != 0) last_step = child_step_name(step);
+    return fail_spawn(plain_error("sandbox setup", "the child did not exec within " + std::to_string(kLastStepsMs) +
+                                                       " ms (last step done: " + last_step + ")"));
+  }
   ChildError ce{};
   ssize_t n;
   do {

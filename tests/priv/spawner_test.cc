@@ -8,13 +8,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
 #include "sandbox/base/file_util.h"
 #include "sandbox/id_map.h"
 #include "tests/util/run_util.h"
+#include "tests/util/sanitizers.h"
 
 namespace stoke {
 namespace {
@@ -110,6 +113,45 @@ TEST_F(SpawnerTest, ThousandSandboxesLeaveNoCgroupMountZombieOrFd) {
   EXPECT_TRUE(stoke_cgroups_named("sb-" + std::to_string(getpid()) + "-*").empty());
   spawner_.reset();
   EXPECT_TRUE(stoke_cgroups_named("stoke-spawner-test-" + std::to_string(getpid())).empty());
+}
+
+// A spawner below its sandboxes' oom_score_adj (the agent under systemd runs
+// at -500) raises each child before its execve. Two workers doing that at
+// once must never wait on each other's children: a child of one inherited the
+// other's exec pipe while its own spawner waited for the raise window, and
+// both stalled until a 5 s timeout failed one of them.
+TEST_F(SpawnerTest, ConcurrentSpawnsThatRaiseOomScoreNeverWaitOnEachOther) {
+  // Sandboxes above this process (lowering our own would need
+  // CAP_SYS_RESOURCE, which a container's root may lack): every spawn raises.
+  SandboxSpec raised = spec({"/bin/true"});
+  raised.oom_score_adj = std::stoi(read_all("/proc/self/oom_score_adj")) + 500;
+  SpawnerOptions o;
+  o.cgroup.parent_name = "stoke-spawner-test-" + std::to_string(getpid());
+  auto second = Spawner::create(o);
+  ASSERT_TRUE(second.ok()) << second.error().message();
+  std::atomic<int> failed{0}, slow{0};
+  std::string first_error;
+  std::mutex error_mu;
+  auto work = [&](Spawner& spawner) {
+    for (int i = 0; i < 20; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      auto sb = spawner.spawn(raised);
+      if (!sb.ok()) {
+        ++failed;
+        std::lock_guard lock(error_mu);
+        if (first_error.empty()) first_error = sb.error().message();
+        continue;
+      }
+      (void)sb.value()->wait(std::chrono::steady_clock::now() + std::chrono::seconds(30));
+      if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(2)) ++slow;
+    }
+  };
+  std::thread a(work, std::ref(*spawner_));
+  std::thread b(work, std::ref(*second.value()));
+  a.join();
+  b.join();
+  EXPECT_EQ(failed.load(), 0) << first_error;
+  EXPECT_EQ(slow.load(), 0) << "spawns waited for each other";
 }
 
 TEST_F(SpawnerTest, SpawnWorksFromAMultithreadedProcessWithABigHeap) {
@@ -237,7 +279,7 @@ TEST(SpawnerRecovery, GroupsOfADeadSpawnerAreRemovedByTheNextOne) {
   const std::string leftover = "sb-" + std::to_string(dead) + "-1";
   auto group = backend.value()->create(leftover, {});
   ASSERT_TRUE(group.ok()) << group.error().message();
-  group.value().release();  // as if its owner had been killed: never destroyed
+  test::abandon(std::move(group.value()));  // as if its owner had been killed: never destroyed
   ASSERT_TRUE(group_exists_anywhere(leftover));
 
   auto spawner = Spawner::create({.cgroup = o});
