@@ -311,10 +311,31 @@ class CgroupV2Backend final : public CgroupBackend {
       why += move_self_to_leaf_
                  ? "; others remain after this process moved to " + parent_dir_ + "/" + kSupervisorLeaf
                  : "; set v2_move_self_to_leaf to move this process out of the way";
+      why += " (in " + self_dir_ + ": " + describe_members(self_dir_) + ")";
       return Error{s.error().step, EBUSY, why};
     }
     if (!s) return s;
     return enable_controllers(parent_dir_, controllers);
+  }
+
+  // "pid 12 (name), ..." of a group's first members, for an error an operator can act on.
+  static std::string describe_members(const std::string& dir) {
+    auto pids = read_pids({dir + "/cgroup.procs"});
+    if (!pids) return "members unreadable";
+    if (pids->empty()) return "no process now";
+    std::string out;
+    size_t shown = 0;
+    for (int pid : *pids) {
+      if (shown++ == 5) {
+        out += ", ...";
+        break;
+      }
+      auto comm = read_file("/proc/" + std::to_string(pid) + "/comm");
+      std::string name = comm ? *comm : std::string("?");
+      while (!name.empty() && name.back() == '\n') name.pop_back();
+      out += (out.empty() ? "" : ", ") + std::string("pid ") + std::to_string(pid) + " (" + name + ")";
+    }
+    return out;
   }
 
   // Move this whole process (all threads: its pid to cgroup.procs) into the leaf.
@@ -337,6 +358,7 @@ class CgroupV2Backend final : public CgroupBackend {
 Result<std::unique_ptr<CgroupBackend>> open_cgroup_v2(const CgroupOptions& options) {
   STOKE_TRY(check_name("parent_name", options.parent_name));
   std::string self = options.v2_self_dir;
+  bool in_own_group = false;  // this process is in `self` itself, not in its leaf
   if (self.empty()) {
     auto detected = detect_self_dirs();
     if (!detected) return detected.error().context("cgroup v2");
@@ -350,10 +372,29 @@ Result<std::unique_ptr<CgroupBackend>> open_cgroup_v2(const CgroupOptions& optio
     std::string suffix = "/" + options.parent_name + "/" + kSupervisorLeaf;
     if (self.size() > suffix.size() && self.compare(self.size() - suffix.size(), suffix.size(), suffix) == 0)
       self.resize(self.size() - suffix.size());
+    else
+      in_own_group = true;
   }
   while (self.size() > 1 && self.back() == '/') self.pop_back();
   if (!file_exists(self + "/cgroup.controllers"))
     return sys_error("cgroup v2: " + self + " is not a cgroup2 group (no cgroup.controllers)", ENOENT);
+  // (Not from the root group, the one without cgroup.type: the rule does not
+  // apply there.)
+  if (in_own_group && options.v2_move_self_to_leaf && file_exists(self + "/cgroup.type")) {
+    // Into the leaf now, before any child exists: a sandbox's first process
+    // is cloned into our group and joins its own one a moment later, so a
+    // later move would leave it behind in our group, and enabling controllers
+    // for children would fail (EBUSY) while it is there. Found under systemd,
+    // whose restart of a Delegate=yes unit puts the new agent back into the
+    // unit's group with its controllers for children turned off.
+    std::string parent = self + "/" + options.parent_name, leaf = parent + "/" + kSupervisorLeaf;
+    Status moved = {};
+    if (::mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST) moved = sys_error("mkdir " + parent);
+    else if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) moved = sys_error("mkdir " + leaf);
+    else moved = write_file(leaf + "/cgroup.procs", std::to_string(::getpid()));
+    if (moved.ok()) spdlog::debug("cgroup v2: moved this process into {} (no-internal-processes rule)", leaf);
+    else spdlog::debug("cgroup v2: not moved into {} yet: {}", leaf, moved.error().message());
+  }
   spdlog::debug("cgroup v2: stoke's groups go under {}/{}", self, options.parent_name);
   return std::unique_ptr<CgroupBackend>(new CgroupV2Backend(std::move(self), options));
 }
