@@ -7,6 +7,7 @@
 #include <optional>
 
 #include <gtest/gtest.h>
+#include "tests/util/sanitizers.h"
 
 namespace stoke::test {
 
@@ -99,9 +100,11 @@ void Bystander::expect_kept_p99(const LatencySummary& reference, const LatencySu
   EXPECT_EQ(during.failures, 0u) << "the bystander's calls failed during the attack";
   EXPECT_GT(during.calls, 0u) << "the bystander made no call during the attack";
   double bound = std::max(factor * reference.p99_ms, floor_ms);
-  EXPECT_LE(during.p99_ms, bound) << "bystander p99 " << during.p99_ms << " ms during the attack (p50 "
+  if (!test::kUnderSanitizer) {  // an instrumented agent: figures printed, not held to the bound
+    EXPECT_LE(during.p99_ms, bound) << "bystander p99 " << during.p99_ms << " ms during the attack (p50 "
                                   << during.p50_ms << ", max " << during.max_ms << ") against " << reference.p99_ms
                                   << " ms before (bound " << bound << " ms)";
+  }
   std::printf("bystander: before p50 %.2f p99 %.2f ms; during %zu calls p50 %.2f p99 %.2f max %.2f ms\n",
               reference.p50_ms, reference.p99_ms, during.calls, during.p50_ms, during.p99_ms, during.max_ms);
 }

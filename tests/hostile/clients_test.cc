@@ -21,6 +21,7 @@
 
 #include "api/wire/frame.h"
 #include "tests/hostile/bystander.h"
+#include "tests/util/sanitizers.h"
 
 namespace stoke {
 namespace {
@@ -246,7 +247,9 @@ TEST_F(HostileClients, PipelinedRequestsNeverReadKeepAgentMemoryBounded) {
   long peak = peak_rss_kb_during(agent_->pid(), [&] { sent = push_for(fd, batch, milliseconds(5000)); });
   auto during = bystander.stop();
   std::printf("attacker sent %zu bytes of requests; agent VmRSS %ld -> peak %ld KiB\n", sent, rss_before, peak);
-  EXPECT_LT(peak - rss_before, 32 * 1024) << "the agent's memory grew with requests whose replies are never read";
+  if (!test::kUnderSanitizer) {  // ASan's quarantine keeps freed memory: RSS says nothing there
+    EXPECT_LT(peak - rss_before, 32 * 1024) << "the agent's memory grew with requests whose replies are never read";
+  }
   test::Bystander::expect_kept_p99(reference, during);
   // Back-pressure, not an error storm: the connection is still open.
   EXPECT_NE(peek(fd), Peek::kClosed);
@@ -306,7 +309,9 @@ TEST_F(HostileClientsSmallOutput, ClientThatNeverReadsLargeRepliesIsDisconnected
   EXPECT_EQ(disconnected, rounds) << "a client that does not read its replies stayed connected";
   EXPECT_NE(agent_->log_text().find("does not read its replies"), std::string::npos)
       << "no disconnect was logged for a client that does not read";
-  EXPECT_LT(peak - rss_before, 64 * 1024);
+  if (!test::kUnderSanitizer) {
+    EXPECT_LT(peak - rss_before, 64 * 1024);
+  }
   test::Bystander::expect_kept_p99(reference, during);
   EXPECT_TRUE(agent_->running());
 }
@@ -400,7 +405,9 @@ TEST_F(HostileClientsShortFrameTimeout, HugeDeclaredFramesAreRefusedAndPartialOn
   });
   auto during = bystander.stop();
   std::printf("agent VmRSS %ld -> peak %ld KiB with 8 stalled partial frames\n", rss_before, peak);
-  EXPECT_LT(peak - rss_before, 40 * 1024) << "partial frames were buffered beyond max_buffered_bytes";
+  if (!test::kUnderSanitizer) {
+    EXPECT_LT(peak - rss_before, 40 * 1024) << "partial frames were buffered beyond max_buffered_bytes";
+  }
   for (int fd : big) {
     EXPECT_TRUE(closed_by_agent_within(fd, milliseconds(3000))) << "a stalled partial frame was kept";
     ::close(fd);

@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "sandbox/cgroup.h"
+#include "tests/util/sanitizers.h"
 
 namespace stoke {
 namespace {
@@ -323,7 +324,7 @@ TEST_F(CgroupV1Priv, V1RemoveStaleKillsAndRemovesAGroupLeftByACrashedOwner) {
     ASSERT_GT(child, 0);
     ASSERT_TRUE(wait_ready(ready));
     // The owner "crashes": its group object is never destroyed.
-    (void)group.value().release();
+    test::abandon(std::move(group.value()));
   }
   auto fresh = open_cgroup_v1(options_);
   ASSERT_TRUE(fresh.ok()) << fresh.error().message();

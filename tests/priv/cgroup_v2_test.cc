@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "sandbox/cgroup.h"
+#include "tests/util/sanitizers.h"
 
 namespace stoke {
 namespace {
@@ -327,7 +328,7 @@ TEST_F(CgroupV2Priv, V2RemoveStaleKillsAndRemovesAGroupLeftByACrashedOwner) {
     char c;
     ASSERT_EQ(::read(p[0], &c, 1), 1);
     ::close(p[0]);
-    (void)group.value().release();  // the owner "crashes"
+    test::abandon(std::move(group.value()));  // the owner "crashes"
   }
   auto fresh = open_cgroup_backend(options_);
   ASSERT_TRUE(fresh.ok()) << fresh.error().message();

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/util/run_util.h"
+#include "tests/util/sanitizers.h"
 
 namespace stoke::test {
 namespace {
@@ -245,7 +246,7 @@ TEST_F(SandboxLimits, KilledCommandExitsWith128PlusSignal) {
 TEST_F(SandboxLimits, MissingBinaryIsOneClearSentence) {
   RunResult r = run_command(stoke_run_argv({}, {"/nonexistent/stoke-no-such-binary"}), "", 30000);
   EXPECT_TRUE(r.exit_code == 125 || r.exit_code == 127) << "exit " << r.exit_code;
-  EXPECT_TRUE(is_one_line(r.err)) << "stderr: " << r.err;
+  EXPECT_TRUE(is_one_line(test::without_sanitizer_notes(r.err))) << "stderr: " << r.err;
   EXPECT_NE(r.err.find("stoke-no-such-binary"), std::string::npos) << "stderr: " << r.err;
 }
 
