@@ -734,6 +734,7 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
         u->set_cpu_user_ms(static_cast<double>(now->cpu_user_ns - inst.usage_so_far.cpu_user_ns) / 1e6);
         u->set_cpu_system_ms(static_cast<double>(now->cpu_system_ns - inst.usage_so_far.cpu_system_ns) / 1e6);
         u->set_memory_peak_bytes(now->memory_peak_bytes);
+        u->set_pids_peak(now->pids_peak);
         inst.usage_so_far = now.value();
         (void)inst.sandbox().cgroup().reset_peak();
       } else {
@@ -750,6 +751,7 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
         u->set_cpu_user_ms(static_cast<double>(st->usage.cpu_user_ns) / 1e6);
         u->set_cpu_system_ms(static_cast<double>(st->usage.cpu_system_ns) / 1e6);
         u->set_memory_peak_bytes(st->usage.memory_peak_bytes);
+        u->set_pids_peak(st->usage.pids_peak);
         if (st->oom && outcome.status != v1::SUCCESS && outcome.status != v1::APPLICATION_ERROR) {
           outcome.status = v1::OOM;
           outcome.result_json = error_json("the function ran out of memory (limit " +

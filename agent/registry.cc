@@ -120,6 +120,10 @@ CREATE INDEX activations_running ON activations (state) WHERE state = 'running';
 ALTER TABLE activations ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
 UPDATE activations SET stored_bytes = length(CAST(result_json AS BLOB)) + length(CAST(logs AS BLOB));
 )sql",
+    // 2 -> 3: the sandbox's peak task count (cgroup pids.peak); 0 for older records.
+    R"sql(
+ALTER TABLE activations ADD COLUMN pids_peak INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 constexpr int kMigrationCount = static_cast<int>(std::size(kMigrations));
 static_assert(kMigrationCount == Registry::kSchemaVersion, "one migration step per schema version");
@@ -251,9 +255,9 @@ Status insert_version(SqliteDb& db, const std::string& name, uint32_t version, i
 // query stops before result_json and logs, which it omits.
 constexpr const char* kActivationColumns =
     "id, function, version, start_ms, end_ms, duration_ms, wait_ms, init_ms, start_kind, status, "
-    "logs_truncated, cpu_user_ms, cpu_system_ms, memory_peak_bytes, billed_ms, gb_seconds";
+    "logs_truncated, cpu_user_ms, cpu_system_ms, memory_peak_bytes, billed_ms, gb_seconds, pids_peak";
 constexpr const char* kActivationBodyColumns = "result_json, logs";
-constexpr int kActivationBodyFirst = 16;
+constexpr int kActivationBodyFirst = 17;
 
 Result<v1::Activation> row_to_activation(const SqliteStatement& st, bool with_body) {
   v1::Activation a;
@@ -274,6 +278,7 @@ Result<v1::Activation> row_to_activation(const SqliteStatement& st, bool with_bo
   u->set_memory_peak_bytes(static_cast<uint64_t>(st.column_int64(13)));
   u->set_billed_ms(static_cast<uint64_t>(st.column_int64(14)));
   u->set_gb_seconds(st.column_double(15));
+  u->set_pids_peak(static_cast<uint64_t>(st.column_int64(16)));
   if (with_body) {
     a.set_result_json(st.column_text(kActivationBodyFirst));
     auto logs = nlohmann::json::parse(st.column_text(kActivationBodyFirst + 1), nullptr, false);
@@ -293,8 +298,8 @@ Status write_activation(SqliteDb& db, const char* verb, const v1::Activation& a,
   std::string sql = std::string(verb) +
                     " INTO activations (id, function, version, state, start_ms, end_ms, duration_ms, wait_ms, "
                     "init_ms, start_kind, status, result_json, logs, logs_truncated, cpu_user_ms, cpu_system_ms, "
-                    "memory_peak_bytes, billed_ms, gb_seconds, stored_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
-                    "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
+                    "memory_peak_bytes, billed_ms, gb_seconds, stored_bytes, pids_peak) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+                    "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
   auto st = db.prepare(sql);
   if (!st.ok()) return st.error();
   nlohmann::json logs = nlohmann::json::array();
@@ -320,7 +325,8 @@ Status write_activation(SqliteDb& db, const char* verb, const v1::Activation& a,
       .bind_int64(17, static_cast<int64_t>(u.memory_peak_bytes()))
       .bind_int64(18, static_cast<int64_t>(u.billed_ms()))
       .bind_double(19, u.gb_seconds())
-      .bind_int64(20, static_cast<int64_t>(a.result_json().size() + logs_text.size()));
+      .bind_int64(20, static_cast<int64_t>(a.result_json().size() + logs_text.size()))
+      .bind_int64(21, static_cast<int64_t>(u.pids_peak()));
   return st->run();
 }
 

@@ -86,7 +86,7 @@ class Registry {
  public:
   // PRAGMA user_version of a database this code writes; see migrate() in
   // registry.cc for the steps from older versions.
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
   static constexpr uint32_t kDefaultListLimit = 20;
   static constexpr uint32_t kMaxListLimit = 1000;
 

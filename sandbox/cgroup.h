@@ -32,6 +32,9 @@ struct CgroupUsage {
   uint64_t cpu_system_ns = 0;
   uint64_t memory_peak_bytes = 0;
   uint64_t oom_kills = 0;  // processes the OOM killer took inside the group
+  // Most tasks (processes and threads) the group held at once, for its life
+  // (pids.peak, Linux 6.1+ on v2; 0 where the kernel has none).
+  uint64_t pids_peak = 0;
 };
 
 // One sandbox's group (in v1: one directory per hierarchy used).

@@ -143,6 +143,10 @@ class CgroupV1Group final : public CgroupGroup {
       if (!oom) return oom.error();
       if (auto it = oom->find("oom_kill"); it != oom->end()) u.oom_kills = it->second;  // since 4.13
     }
+    if (cm_.pids >= 0) {
+      if (auto peak = read_u64(dirs_[cm_.pids] + "/pids.peak"); peak) u.pids_peak = *peak;
+      else if (peak.error().err != ENOENT) return peak.error();
+    }
     return u;
   }
 

@@ -136,6 +136,11 @@ class CgroupV2Group final : public CgroupGroup {
     } else if (events.error().err != ENOENT) {
       return events.error();
     }
+    if (auto peak = read_u64(dir_ + "/pids.peak"); peak) {  // needs the pids controller
+      u.pids_peak = *peak;
+    } else if (peak.error().err != ENOENT) {
+      return peak.error();
+    }
     return u;
   }
 

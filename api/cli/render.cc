@@ -82,6 +82,7 @@ nlohmann::json activation_json(const v1::Activation& a) {
        {{"cpuUserMs", u.cpu_user_ms()},
         {"cpuSystemMs", u.cpu_system_ms()},
         {"memoryPeakBytes", u.memory_peak_bytes()},
+        {"pidsPeak", u.pids_peak()},
         {"billedMs", u.billed_ms()},
         {"gbSeconds", u.gb_seconds()}}},
   };

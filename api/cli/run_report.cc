@@ -16,6 +16,7 @@ std::string run_report_json(const ExitStatus& s) {
       {"cpuUserMs", static_cast<double>(s.usage.cpu_user_ns) / 1e6},
       {"cpuSystemMs", static_cast<double>(s.usage.cpu_system_ns) / 1e6},
       {"memoryPeakBytes", s.usage.memory_peak_bytes},
+      {"pidsPeak", s.usage.pids_peak},
   };
   return j.dump(2) + "\n";
 }

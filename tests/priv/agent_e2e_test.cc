@@ -57,6 +57,11 @@ for line in sys.stdin:
         for i in range(p.get("lines", 10)):
             print("line", i)
         sys.stdout.flush()
+    elif mode == "children":
+        kids = [os.fork() for _ in range(p.get("n", 3))]
+        if 0 in kids:
+            time.sleep(0.3); os._exit(0)
+        for k in kids: os.waitpid(k, 0)
     out.write(json.dumps({"echo": p, "id": req["activation_id"], "name": req["action_name"]}) + "\n")
     out.flush()
 )PY";
@@ -153,6 +158,7 @@ TEST_F(AgentE2E, InvokeReturnsTheResultLogsAndUsage) {
   EXPECT_GE(static_cast<double>(a.usage().billed_ms()), a.init_ms());
   EXPECT_LE(static_cast<double>(a.usage().billed_ms()), a.duration_ms() + 1);
   EXPECT_NEAR(a.usage().gb_seconds(), a.usage().billed_ms() / 1000.0 * 0.125, 1e-9);
+  EXPECT_GE(a.usage().pids_peak(), 1u);
 
   // The record is stored: get and logs give the same.
   v1::Request get;
@@ -161,6 +167,20 @@ TEST_F(AgentE2E, InvokeReturnsTheResultLogsAndUsage) {
   v1::Request logs_req;
   logs_req.mutable_get_activation_logs()->set_activation_id(a.activation_id());
   EXPECT_EQ(call(logs_req).activation_logs().logs_size(), a.logs_size());
+}
+
+// pids.peak of the sandbox's cgroup (v1 and v2 on these kernels): a function
+// that forks five children at once shows at least six tasks, and the record
+// keeps the figure.
+TEST_F(AgentE2E, UsageReportsThePeakNumberOfTasks) {
+  create("forker", 128 << 20);
+  v1::Activation a = invoke("forker", {{"mode", "children"}, {"n", 5}});
+  ASSERT_EQ(a.status(), v1::SUCCESS) << a.result_json() << "\n" << agent_->log_text();
+  EXPECT_GE(a.usage().pids_peak(), 6u);
+  EXPECT_LT(a.usage().pids_peak(), 64u);
+  v1::Request get;
+  get.mutable_get_activation()->set_activation_id(a.activation_id());
+  EXPECT_EQ(call(get).activation().usage().pids_peak(), a.usage().pids_peak());
 }
 
 TEST_F(AgentE2E, EachMisbehaviourGetsItsStatus) {

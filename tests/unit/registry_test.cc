@@ -63,6 +63,7 @@ v1::Activation finished(v1::Activation a) {
   u->set_cpu_user_ms(12.5);
   u->set_cpu_system_ms(3.25);
   u->set_memory_peak_bytes(5u << 20);
+  u->set_pids_peak(7);
   u->set_billed_ms(100);
   u->set_gb_seconds(0.0125);
   return a;
@@ -286,6 +287,7 @@ TEST(Registry, ActivationBeginFinishGetRoundTripsEveryField) {
   EXPECT_DOUBLE_EQ(got->usage().cpu_user_ms(), 12.5);
   EXPECT_DOUBLE_EQ(got->usage().cpu_system_ms(), 3.25);
   EXPECT_EQ(got->usage().memory_peak_bytes(), 5u << 20);
+  EXPECT_EQ(got->usage().pids_peak(), 7u);
   EXPECT_EQ(got->usage().billed_ms(), 100u);
   EXPECT_DOUBLE_EQ(got->usage().gb_seconds(), 0.0125);
   EXPECT_EQ(reg->count_activations().value(), 1u);
@@ -432,6 +434,35 @@ TEST(Registry, ReopenKeepsFunctionsVersionsAndActivations) {
   EXPECT_EQ(reg->get_activation("a1")->logs_size(), 2);
   EXPECT_EQ(reg->get_activation("a2")->end_ms(), 0);  // still running until the agent fails it
   EXPECT_EQ(reg->count_activations().value(), 2u);
+}
+
+// A registry of schema 2 (before pids_peak) opens, gains the column, keeps
+// its records (their peak unknown: 0) and stores the figure from then on.
+TEST(Registry, ASchemaTwoRegistryMigratesAndKeepsItsActivations) {
+  test::TempDir dir;
+  std::string path = dir.file("state.db");
+  {
+    auto reg = open_registry(path);
+    ASSERT_TRUE(reg);
+    ASSERT_TRUE(reg->create_function("f", record()).ok());
+    ASSERT_TRUE(reg->begin_activation(running("old", "f", 1000)).ok());
+    ASSERT_TRUE(reg->finish_activation(finished(running("old", "f", 1000))).ok());
+  }
+  {
+    auto db = SqliteDb::open(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE(db->exec("ALTER TABLE activations DROP COLUMN pids_peak; PRAGMA user_version = 2").ok());
+  }
+  auto reg = open_registry(path);
+  ASSERT_TRUE(reg);
+  EXPECT_EQ(reg->schema_version().value(), Registry::kSchemaVersion);
+  auto old = reg->get_activation("old");
+  ASSERT_TRUE(old.ok()) << old.error().message();
+  EXPECT_EQ(old->usage().pids_peak(), 0u);
+  EXPECT_EQ(old->usage().memory_peak_bytes(), 5u << 20);
+  ASSERT_TRUE(reg->begin_activation(running("new", "f", 2000)).ok());
+  ASSERT_TRUE(reg->finish_activation(finished(running("new", "f", 2000))).ok());
+  EXPECT_EQ(reg->get_activation("new")->usage().pids_peak(), 7u);
 }
 
 TEST(Registry, SchemaVersionAndWalModeArePersistedInTheFile) {

@@ -16,6 +16,7 @@ TEST(RunReport, HasEveryFieldWithShellExitCode) {
   s.usage.cpu_user_ns = 3'000'000;
   s.usage.cpu_system_ns = 1'500'000;
   s.usage.memory_peak_bytes = 1 << 20;
+  s.usage.pids_peak = 4;
   auto j = nlohmann::json::parse(run_report_json(s));
   EXPECT_EQ(j["exitCode"], 137);
   EXPECT_EQ(j["signal"], 9);
@@ -25,6 +26,7 @@ TEST(RunReport, HasEveryFieldWithShellExitCode) {
   EXPECT_DOUBLE_EQ(j["cpuUserMs"].get<double>(), 3.0);
   EXPECT_DOUBLE_EQ(j["cpuSystemMs"].get<double>(), 1.5);
   EXPECT_EQ(j["memoryPeakBytes"], 1 << 20);
+  EXPECT_EQ(j["pidsPeak"], 4);
 }
 
 TEST(RunReport, NormalExitKeepsItsCode) {
