@@ -731,8 +731,9 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
       auto now = inst.sandbox().cgroup().usage();
       if (now.ok() && now->oom_kills == inst.usage_so_far.oom_kills) {
         v1::Usage* u = rec.mutable_usage();
-        u->set_cpu_user_ms(static_cast<double>(now->cpu_user_ns - inst.usage_so_far.cpu_user_ns) / 1e6);
-        u->set_cpu_system_ms(static_cast<double>(now->cpu_system_ns - inst.usage_so_far.cpu_system_ns) / 1e6);
+        CpuSplit cpu = cpu_time_between(inst.usage_so_far, now.value());
+        u->set_cpu_user_ms(static_cast<double>(cpu.user_ns) / 1e6);
+        u->set_cpu_system_ms(static_cast<double>(cpu.system_ns) / 1e6);
         u->set_memory_peak_bytes(now->memory_peak_bytes);
         u->set_pids_peak(now->pids_peak);
         inst.usage_so_far = now.value();

@@ -28,8 +28,16 @@ struct CgroupLimits {
 };
 
 struct CgroupUsage {
+  // CPU time, precise (v1 cpuacct.usage, v2 cpu.stat usage_usec), split
+  // between user and system in the proportion of the kernel's own split.
   uint64_t cpu_user_ns = 0;
   uint64_t cpu_system_ns = 0;
+  uint64_t cpu_total_ns = 0;
+  // The kernel's user/system figures as read. On v1 they advance only when a
+  // scheduler tick lands (4 ms steps at HZ=250): a short activation's delta
+  // is usually 0, so deltas are split with split_cpu_time() instead.
+  uint64_t cpu_user_sampled_ns = 0;
+  uint64_t cpu_system_sampled_ns = 0;
   uint64_t memory_peak_bytes = 0;
   uint64_t oom_kills = 0;  // processes the OOM killer took inside the group
   // Most tasks (processes and threads) the group held at once, for its life
@@ -121,5 +129,16 @@ std::map<std::string, std::string> parse_proc_self_cgroup(std::string_view text)
 std::map<std::string, std::string> parse_cgroup_mounts(std::string_view mountinfo);
 // "key value" lines (memory.stat, cpu.stat, memory.events, memory.oom_control).
 std::map<std::string, uint64_t> parse_flat_keyed(std::string_view text);
+
+// Precise CPU time split between user and system in the proportion of the
+// sampled figures, as the kernel's cputime_adjust() does; with no sample at
+// all (no tick landed), all of it counts as user time.
+struct CpuSplit {
+  uint64_t user_ns = 0;
+  uint64_t system_ns = 0;
+};
+CpuSplit split_cpu_time(uint64_t total_ns, uint64_t user_sampled_ns, uint64_t system_sampled_ns);
+// The CPU time of `now` since `before` (both of one group), split as above.
+CpuSplit cpu_time_between(const CgroupUsage& before, const CgroupUsage& now);
 
 }  // namespace stoke

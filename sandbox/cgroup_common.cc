@@ -436,4 +436,18 @@ Result<std::unique_ptr<CgroupBackend>> open_cgroup_backend(const CgroupOptions& 
   return plain_error("cgroup: version '" + options.version + "'", "expected auto, v1 or v2");
 }
 
+CpuSplit split_cpu_time(uint64_t total_ns, uint64_t user_sampled_ns, uint64_t system_sampled_ns) {
+  const unsigned __int128 sampled = static_cast<unsigned __int128>(user_sampled_ns) + system_sampled_ns;
+  if (sampled == 0) return {total_ns, 0};
+  auto user = static_cast<uint64_t>(static_cast<unsigned __int128>(total_ns) * user_sampled_ns / sampled);
+  return {user, total_ns - user};
+}
+
+CpuSplit cpu_time_between(const CgroupUsage& before, const CgroupUsage& now) {
+  auto since = [](uint64_t a, uint64_t b) { return b > a ? b - a : 0; };
+  return split_cpu_time(since(before.cpu_total_ns, now.cpu_total_ns),
+                        since(before.cpu_user_sampled_ns, now.cpu_user_sampled_ns),
+                        since(before.cpu_system_sampled_ns, now.cpu_system_sampled_ns));
+}
+
 }  // namespace stoke

@@ -119,20 +119,28 @@ class CgroupV1Group final : public CgroupGroup {
       const std::string& dir = dirs_[cm_.cpuacct];
       auto user = read_u64(dir + "/cpuacct.usage_user");
       if (user) {
-        u.cpu_user_ns = *user;
+        u.cpu_user_sampled_ns = *user;
         auto sys = read_u64(dir + "/cpuacct.usage_sys");
         if (!sys) return sys.error();
-        u.cpu_system_ns = *sys;
+        u.cpu_system_sampled_ns = *sys;
       } else if (user.error().err == ENOENT) {
         // Kernels before 4.7 have only cpuacct.stat, in USER_HZ ticks.
         auto stat = read_keyed(dir + "/cpuacct.stat");
         if (!stat) return stat.error();
         uint64_t ns_per_tick = 1000000000ull / static_cast<uint64_t>(std::max(1L, ::sysconf(_SC_CLK_TCK)));
-        u.cpu_user_ns = (*stat)["user"] * ns_per_tick;
-        u.cpu_system_ns = (*stat)["system"] * ns_per_tick;
+        u.cpu_user_sampled_ns = (*stat)["user"] * ns_per_tick;
+        u.cpu_system_sampled_ns = (*stat)["system"] * ns_per_tick;
       } else {
         return user.error();
       }
+      // cpuacct.usage is the scheduler's exact runtime; the user/system
+      // figures above only move when a tick lands, so they split it.
+      if (auto total = read_u64(dir + "/cpuacct.usage"); total) u.cpu_total_ns = *total;
+      else if (total.error().err == ENOENT) u.cpu_total_ns = u.cpu_user_sampled_ns + u.cpu_system_sampled_ns;
+      else return total.error();
+      CpuSplit split = split_cpu_time(u.cpu_total_ns, u.cpu_user_sampled_ns, u.cpu_system_sampled_ns);
+      u.cpu_user_ns = split.user_ns;
+      u.cpu_system_ns = split.system_ns;
     }
     if (cm_.memory >= 0) {
       const std::string& dir = dirs_[cm_.memory];

@@ -124,8 +124,14 @@ class CgroupV2Group final : public CgroupGroup {
     CgroupUsage u;
     auto cpu = read_keyed(dir_ + "/cpu.stat");  // present without the cpu controller too
     if (!cpu) return cpu.error();
-    u.cpu_user_ns = (*cpu)["user_usec"] * 1000;
-    u.cpu_system_ns = (*cpu)["system_usec"] * 1000;
+    // usage_usec is exact; the kernel already scales user/system to it.
+    u.cpu_user_sampled_ns = (*cpu)["user_usec"] * 1000;
+    u.cpu_system_sampled_ns = (*cpu)["system_usec"] * 1000;
+    u.cpu_total_ns = (*cpu)["usage_usec"] * 1000;
+    if (u.cpu_total_ns == 0) u.cpu_total_ns = u.cpu_user_sampled_ns + u.cpu_system_sampled_ns;
+    CpuSplit split = split_cpu_time(u.cpu_total_ns, u.cpu_user_sampled_ns, u.cpu_system_sampled_ns);
+    u.cpu_user_ns = split.user_ns;
+    u.cpu_system_ns = split.system_ns;
     if (auto peak = read_u64(dir_ + "/memory.peak"); peak) {  // since 5.19, needs memory controller
       u.memory_peak_bytes = *peak;
     } else if (peak.error().err != ENOENT) {

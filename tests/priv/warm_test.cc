@@ -92,6 +92,22 @@ TEST_F(Warm, SecondCallIsWarmOnTheSameInstanceAndStateIsKept) {
   EXPECT_EQ(idle_instances(), 1u);
 }
 
+// Short warm activations are charged the CPU they used, from the kernel's
+// exact runtime: on v1 the user/system counters move in whole scheduler ticks
+// (4 ms), so before this nearly every short warm call was accounted as free.
+TEST_F(Warm, ShortWarmActivationsAreChargedTheirExactCpuTime) {
+  create("spin", "def main(args):\n    s = 0\n    for i in range(20000):\n        s += i * i\n    return {'s': s}\n");
+  ASSERT_EQ(invoke("spin").status(), v1::SUCCESS);
+  for (int i = 0; i < 8; ++i) {
+    v1::Activation a = invoke("spin");
+    ASSERT_EQ(a.status(), v1::SUCCESS) << a.result_json();
+    ASSERT_EQ(a.start_kind(), v1::WARM);
+    double cpu = a.usage().cpu_user_ms() + a.usage().cpu_system_ms();
+    EXPECT_GT(cpu, 0.0) << "warm call " << i << " accounted as free";
+    EXPECT_LT(cpu, a.duration_ms() + 1.0) << "more CPU than wall time on one core";
+  }
+}
+
 TEST_F(Warm, LogsOfBackToBackActivationsStayApart) {
   create("talker", kCounter);
   for (int round = 0; round < 5; ++round) {

@@ -179,6 +179,21 @@ TEST_F(FakeV1Tree, UsageReadsCpuacctNanosecondsPeakAndOomKills) {
   EXPECT_EQ(u->oom_kills, 3u);
 }
 
+TEST_F(FakeV1Tree, UsageSplitsTheExactCpuacctUsageInTheTickedProportion) {
+  precreate_group("sb1");
+  std::ofstream(cpu_ / "stoke/sb1/cpuacct.usage") << "3000000000\n";
+  auto backend = open_cgroup_v1(options_);
+  ASSERT_TRUE(backend.ok()) << backend.error().message();
+  auto group = (*backend)->create("sb1", {});
+  ASSERT_TRUE(group.ok()) << group.error().message();
+  auto u = (*group)->usage();
+  ASSERT_TRUE(u.ok()) << u.error().message();
+  EXPECT_EQ(u->cpu_total_ns, 3000000000u);
+  EXPECT_EQ(u->cpu_user_ns, 2571428571u);
+  EXPECT_EQ(u->cpu_system_ns, 428571429u);
+  EXPECT_EQ(u->cpu_user_sampled_ns, 1500000000u);
+}
+
 TEST_F(FakeV1Tree, UsageFallsBackToCpuacctStatTicksOnOldKernels) {
   precreate_group("sb1");
   fs::remove(cpu_ / "stoke/sb1/cpuacct.usage_user");

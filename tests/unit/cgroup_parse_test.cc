@@ -162,3 +162,48 @@ TEST(CgroupParse, FlatKeyedSkipsLinesThatAreNotKeyAndNumber) {
 
 }  // namespace
 }  // namespace stoke
+
+namespace stoke {
+namespace {
+
+TEST(CpuTimeSplit, PreciseTotalIsSplitInTheSampledProportion) {
+  CpuSplit s = split_cpu_time(3'000'000'000, 1'500'000'000, 250'000'000);
+  EXPECT_EQ(s.user_ns, 2'571'428'571u);
+  EXPECT_EQ(s.user_ns + s.system_ns, 3'000'000'000u);
+}
+
+TEST(CpuTimeSplit, NoTickLandedCountsEverythingAsUserTime) {
+  CpuSplit s = split_cpu_time(1'234'567, 0, 0);
+  EXPECT_EQ(s.user_ns, 1'234'567u);
+  EXPECT_EQ(s.system_ns, 0u);
+}
+
+TEST(CpuTimeSplit, HugeFiguresDoNotOverflow) {
+  CpuSplit s = split_cpu_time(UINT64_MAX / 2, UINT64_MAX / 4, UINT64_MAX / 4);
+  EXPECT_EQ(s.user_ns + s.system_ns, UINT64_MAX / 2);
+  EXPECT_NEAR(static_cast<double>(s.user_ns), static_cast<double>(UINT64_MAX / 4), 2.0);
+}
+
+// A warm activation's share: 0.8 ms of exact runtime between two reads in
+// which no tick landed is 0.8 ms of user time, not the 0 the sampled
+// figures say; a tick that landed splits the delta.
+TEST(CpuTimeSplit, AnActivationBetweenTwoReadsGetsItsExactShare) {
+  CgroupUsage before, after;
+  before.cpu_total_ns = 50'000'000;
+  before.cpu_user_sampled_ns = 40'000'000;
+  before.cpu_system_sampled_ns = 8'000'000;
+  after = before;
+  after.cpu_total_ns += 800'000;
+  CpuSplit quiet = cpu_time_between(before, after);
+  EXPECT_EQ(quiet.user_ns, 800'000u);
+  EXPECT_EQ(quiet.system_ns, 0u);
+  after.cpu_system_sampled_ns += 4'000'000;
+  CpuSplit ticked = cpu_time_between(before, after);
+  EXPECT_EQ(ticked.user_ns, 0u);
+  EXPECT_EQ(ticked.system_ns, 800'000u);
+  // Counters never go back; a reset group reads as nothing used.
+  EXPECT_EQ(cpu_time_between(after, before).user_ns + cpu_time_between(after, before).system_ns, 0u);
+}
+
+}  // namespace
+}  // namespace stoke
