@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/hostile/bystander.h"
+#include "tests/util/sanitizers.h"
 
 namespace stoke {
 namespace {
@@ -149,7 +150,9 @@ TEST_F(HostileZygote, ZygoteThatNeverReapsDoesNotHoldTeardowns) {
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_EQ(a.start_kind(), v1::ZYGOTE);
     EXPECT_EQ(a.status(), v1::DEVELOPER_ERROR) << a.result_json();
-    EXPECT_LT(ms, 800.0) << "call " << i << " waited for its zygote to reap the instance";
+    if (!test::kUnderSanitizer) {  // an instrumented agent is several times slower
+      EXPECT_LT(ms, 800.0) << "call " << i << " waited for its zygote to reap the instance";
+    }
   }
   auto during = bystander.stop();
   test::Bystander::expect_kept_p99(reference, during);
