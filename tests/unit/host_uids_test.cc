@@ -9,37 +9,41 @@
 #include <gtest/gtest.h>
 
 #include "agent/host_uids.h"
+#include "tests/util/run_util.h"
 
 namespace stoke::agent {
 namespace {
 
-std::string temp_path() {
-  char dir[] = "/tmp/stoke-uids-XXXXXX";
-  EXPECT_NE(::mkdtemp(dir), nullptr);
-  return std::string(dir) + "/host_uids";
-}
+// A table path in a private temp dir, removed with the test.
+class TablePath {
+ public:
+  const std::string& str() const { return path_; }
+ private:
+  test::TempDir dir_;
+  std::string path_ = dir_.file("host_uids");
+};
 
 TEST(HostUids, OneIdPerFunctionKeptAcrossAReopen) {
-  std::string path = temp_path();
+  TablePath path;
   HostIdRange range{2'000'000, 100};
   uint32_t a, b;
   {
-    auto t = HostUids::open(path, range);
+    auto t = HostUids::open(path.str(), range);
     ASSERT_TRUE(t.ok()) << t.error().message();
     a = (*t)->uid_for("a").value();
     b = (*t)->uid_for("b").value();
     EXPECT_NE(a, b);
     EXPECT_EQ((*t)->uid_for("a").value(), a);
   }
-  auto t = HostUids::open(path, range);
+  auto t = HostUids::open(path.str(), range);
   ASSERT_TRUE(t.ok()) << t.error().message();
   EXPECT_EQ((*t)->uid_for("a").value(), a);
   EXPECT_EQ((*t)->uid_for("b").value(), b);
 }
 
 TEST(HostUids, ADeletedFunctionsIdIsNotReusedInTheSameRun) {
-  std::string path = temp_path();
-  auto t = HostUids::open(path, HostIdRange{2'000'000, 2});
+  TablePath path;
+  auto t = HostUids::open(path.str(), HostIdRange{2'000'000, 2});
   ASSERT_TRUE(t.ok());
   uint32_t a = (*t)->uid_for("a").value();
   ASSERT_TRUE((*t)->release("a").ok());
@@ -51,24 +55,24 @@ TEST(HostUids, ADeletedFunctionsIdIsNotReusedInTheSameRun) {
 }
 
 TEST(HostUids, IdsRetiredInAnEarlierRunAreReusedOnlyWhenNoFreshOneIsLeft) {
-  std::string path = temp_path();
+  TablePath path;
   HostIdRange range{2'000'000, 2};
   uint32_t a;
   {
-    auto t = HostUids::open(path, range);
+    auto t = HostUids::open(path.str(), range);
     a = (*t)->uid_for("a").value();
     ASSERT_TRUE((*t)->release("a").ok());
   }
-  auto t = HostUids::open(path, range);
+  auto t = HostUids::open(path.str(), range);
   uint32_t b = (*t)->uid_for("b").value();
   EXPECT_NE(b, a) << "a fresh id comes first";
   EXPECT_EQ((*t)->uid_for("c").value(), a) << "then one retired before this run";
 }
 
 TEST(HostUids, AForeignFileIsRefused) {
-  std::string path = temp_path();
-  std::ofstream(path) << "something else\n";
-  EXPECT_FALSE(HostUids::open(path, HostIdRange{2'000'000, 10}).ok());
+  TablePath path;
+  std::ofstream(path.str()) << "something else\n";
+  EXPECT_FALSE(HostUids::open(path.str(), HostIdRange{2'000'000, 10}).ok());
 }
 
 }  // namespace
