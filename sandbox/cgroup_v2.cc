@@ -282,6 +282,17 @@ class CgroupV2Backend final : public CgroupBackend {
 
   std::vector<std::string> parent_dirs() const override { return {parent_dir_}; }
 
+  // Move this whole process (all threads: its pid to cgroup.procs) into the
+  // leaf <parent>/supervisor, making both directories as needed.
+  Status move_self_to_leaf() {
+    std::string leaf = parent_dir_ + "/" + kSupervisorLeaf;
+    if (::mkdir(parent_dir_.c_str(), 0755) != 0 && errno != EEXIST) return sys_error("mkdir " + parent_dir_);
+    if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) return sys_error("mkdir " + leaf);
+    STOKE_TRY(write_file(leaf + "/cgroup.procs", std::to_string(::getpid())));
+    spdlog::debug("cgroup v2: moved this process into {} (no-internal-processes rule)", leaf);
+    return {};
+  }
+
  private:
   // "+a +b" into dir/cgroup.subtree_control for those of `controllers` not yet on.
   static Status enable_controllers(const std::string& dir, const std::set<std::string>& controllers) {
@@ -349,15 +360,6 @@ class CgroupV2Backend final : public CgroupBackend {
     return out;
   }
 
-  // Move this whole process (all threads: its pid to cgroup.procs) into the leaf.
-  Status move_self_to_leaf() {
-    std::string leaf = parent_dir_ + "/" + kSupervisorLeaf;
-    if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) return sys_error("mkdir " + leaf);
-    STOKE_TRY(write_file(leaf + "/cgroup.procs", std::to_string(::getpid())));
-    spdlog::debug("cgroup v2: moved this process into {} (no-internal-processes rule)", leaf);
-    return {};
-  }
-
   std::string self_dir_;
   std::string parent_dir_;
   bool move_self_to_leaf_;
@@ -389,25 +391,21 @@ Result<std::unique_ptr<CgroupBackend>> open_cgroup_v2(const CgroupOptions& optio
   while (self.size() > 1 && self.back() == '/') self.pop_back();
   if (!file_exists(self + "/cgroup.controllers"))
     return sys_error("cgroup v2: " + self + " is not a cgroup2 group (no cgroup.controllers)", ENOENT);
-  // (Not from the root group, the one without cgroup.type: the rule does not
-  // apply there.)
-  if (in_own_group && options.v2_move_self_to_leaf && file_exists(self + "/cgroup.type")) {
-    // Into the leaf now, before any child exists: a sandbox's first process
-    // is cloned into our group and joins its own one a moment later, so a
-    // later move would leave it behind in our group, and enabling controllers
-    // for children would fail (EBUSY) while it is there. Found under systemd,
-    // whose restart of a Delegate=yes unit puts the new agent back into the
-    // unit's group with its controllers for children turned off.
-    std::string parent = self + "/" + options.parent_name, leaf = parent + "/" + kSupervisorLeaf;
-    Status moved = {};
-    if (::mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST) moved = sys_error("mkdir " + parent);
-    else if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) moved = sys_error("mkdir " + leaf);
-    else moved = write_file(leaf + "/cgroup.procs", std::to_string(::getpid()));
-    if (moved.ok()) spdlog::debug("cgroup v2: moved this process into {} (no-internal-processes rule)", leaf);
-    else spdlog::debug("cgroup v2: not moved into {} yet: {}", leaf, moved.error().message());
-  }
+  // Into the leaf now, before any child exists: a sandbox's first process is
+  // cloned into our group and joins its own one a moment later, so a later
+  // move would leave it behind in our group, and enabling controllers for
+  // children would fail (EBUSY) while it is there. Found under systemd, whose
+  // restart of a Delegate=yes unit puts the new agent back into the unit's
+  // group with its controllers for children turned off. (Not from the root
+  // group, the one without cgroup.type: the rule does not apply there.)
+  const bool move_now = in_own_group && options.v2_move_self_to_leaf && file_exists(self + "/cgroup.type");
   spdlog::debug("cgroup v2: stoke's groups go under {}/{}", self, options.parent_name);
-  return std::unique_ptr<CgroupBackend>(new CgroupV2Backend(std::move(self), options));
+  auto backend = std::make_unique<CgroupV2Backend>(self, options);
+  if (move_now) {
+    if (Status moved = backend->move_self_to_leaf(); !moved.ok())
+      spdlog::debug("cgroup v2: not moved into the supervisor leaf yet: {}", moved.error().message());
+  }
+  return std::unique_ptr<CgroupBackend>(std::move(backend));
 }
 
 }  // namespace stoke
