@@ -128,6 +128,8 @@ static Result<unique_fd> lock_state_dir(const std::string& state_dir) {
 Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   std::unique_ptr<Agent> a(new Agent());
   a->settings_ = settings;
+  a->memory_ = MemoryLedger(settings.memory_budget_bytes, settings.zygote_memory_budget_bytes);
+  a->memory_.on_error([](const std::string& what) { spdlog::error("memory accounting error: {}", what); });
   if (a->settings_.runtimes_dir.empty()) a->settings_.runtimes_dir = default_runtimes_dir();
   a->started_ms_ = static_cast<uint64_t>(now_ms());
   a->features_ = probe_kernel_features();
@@ -630,7 +632,7 @@ void Agent::converse(const std::shared_ptr<Running>& run, bool first_line_is_rea
 void Agent::rerun_cold(const std::shared_ptr<Running>& run) {
   run->retried_cold = true;
   run->conversation.reset();
-  retire(std::move(run->instance), 0);  // the run keeps its reservation
+  retire(std::move(run->instance), MemoryHolder::kActivation, 0);  // the run keeps its reservation
   run->force_zygote = run->force_restore = false;
   run->record.set_start_kind(v1::COLD);
 }
@@ -656,7 +658,7 @@ void Agent::spawn_cold(const std::shared_ptr<Running>& run) {
         const Error& e = instance->error();
         if (run->reserved) {
           run->reserved = false;
-          release(run->spec.memory_bytes);
+          release(MemoryHolder::kActivation, run->spec.memory_bytes);
         }
         // A missing or non-executable entry is the function's fault, not ours.
         bool developer = e.step.find("exec ") != std::string::npos;
@@ -784,14 +786,16 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
                  rec.init_ms());
     loop_->post([this, run] {
       running_.erase(run->record.activation_id());
-      if (run->reuse && run->instance) {
+      if (run->reuse && run->instance && run->reserved) {
+        run->reserved = false;
         park(run->spec.function, run->spec.version, run->spec.memory_bytes, run->concurrency,
-             std::move(run->instance));  // stays reserved
+             std::move(run->instance));  // its memory is the idle instance's now
         // An idle instance can make way (evicted) for an activation waiting for memory.
-        if (!memory_waiting_.empty()) release(0);
+        serve_memory_waiting();
       } else if (run->reserved) {
         run->reserved = false;
-        release(run->spec.memory_bytes);
+        // An instance not kept went in the worker's teardown above.
+        release(MemoryHolder::kActivation, run->spec.memory_bytes);
       }
       // Activations refused at admission (queue full, stopping) never held one.
       if (run->holds_slot) release_slot(run->spec.function);
@@ -841,7 +845,12 @@ void Agent::status(uint64_t id, Server::Reply reply) {
   (*st->mutable_pools())["prewarm_python"] = static_cast<uint32_t>(prewarmed_[v1::PYTHON].size());
   (*st->mutable_pools())["prewarm_node"] = static_cast<uint32_t>(prewarmed_[v1::NODE].size());
   (*st->mutable_pools())["checkpoint_images"] = images_ ? static_cast<uint32_t>(images_->size()) : 0;
-  st->set_reserved_memory_bytes(reserved_bytes_);
+  st->set_reserved_memory_bytes(memory_.reserved());
+  for (size_t i = 0; i < kMemoryHolders; ++i) {
+    auto holder = static_cast<MemoryHolder>(i);
+    (*st->mutable_reserved_memory_by_holder())[memory_holder_name(holder)] = memory_.held(holder);
+  }
+  st->set_memory_accounting_errors(memory_.errors());
   st->set_memory_budget_bytes(settings_.memory_budget_bytes);
   double idle_gb_s = idle_gb_seconds_;
   for (const auto& [fn, list] : idle_)
@@ -872,7 +881,7 @@ void Agent::begin_stop() {
   for (const auto& [fn, list] : idle_) with_idle.push_back(fn);
   for (const auto& fn : with_idle) retire_idle(fn);
   for (auto& [rt, list] : prewarmed_)
-    for (auto& p : list) retire(std::move(p.instance), p.memory_bytes);
+    for (auto& p : list) retire(std::move(p.instance), MemoryHolder::kPrewarmed, p.memory_bytes);
   prewarmed_.clear();
   retire_zygote("");
   // Queued activations never start; running ones are cancelled; each is

@@ -25,8 +25,10 @@
 #include "agent/event_loop.h"
 #include "agent/host_uids.h"
 #include "agent/image_store.h"
+#include "agent/memory_ledger.h"
 #include "agent/registry.h"
 #include "agent/server.h"
+#include "agent/settings.h"
 #include "agent/worker_pool.h"
 #include "agent/zygote.h"
 #include "sandbox/base/unique_fd.h"
@@ -34,63 +36,6 @@
 #include "sandbox/netns_pool.h"
 
 namespace stoke::agent {
-
-// Plain settings the agent runs with (main.cc fills them from the config file
-// and the command line).
-struct AgentSettings {
-  std::string state_dir = "/var/lib/stoke";
-  std::string socket_path = "/run/stoke/stoke.sock";
-  std::string socket_group;         // "" = root only (0600)
-  int inherited_socket_fd = -1;     // from systemd socket activation
-  AccessPolicy access;
-  ServerLimits api_limits;  // caps on API clients (agent/server_limits.h)
-  uint64_t default_memory_bytes = 256ULL << 20;
-  uint64_t max_memory_bytes = 8ULL << 30;
-  uint64_t default_timeout_ms = 60'000;
-  uint64_t max_timeout_ms = 15 * 60'000;
-  uint32_t default_concurrency = 1;
-  uint32_t max_concurrency = 1000;
-  size_t max_payload_bytes = 1u << 20;
-  size_t max_result_bytes = 1u << 20;
-  size_t max_log_bytes = 64u << 10;
-  size_t max_log_lines = 1000;
-  size_t max_queue_per_function = 1000;
-  uint64_t billing_unit_ms = 1;
-  size_t worker_threads = 2;
-  HostIdRange host_ids;
-  std::string runtimes_dir;  // python/ and node/ runtime shims; "" = next to the binary
-  std::chrono::milliseconds stop_grace{10'000};
-  // An instance idle this long after an activation is stopped; 0: never reused.
-  std::chrono::milliseconds keep_alive{600'000};
-  // Sum of the reserved memory of all live sandboxes may not exceed this.
-  uint64_t memory_budget_bytes = 8ULL << 30;
-  std::chrono::milliseconds admission_wait{10'000};
-  // Prewarmed ("stem cell") instances kept per language runtime.
-  uint32_t prewarm_python = 2;
-  uint32_t prewarm_node = 2;
-  // Python zygotes (docs/zygotes.md): a runtime zygote with these modules
-  // imported, and a function zygote per Python function after its first
-  // successful activation, within a memory budget (part of the node's).
-  bool zygotes = true;
-  std::vector<std::string> zygote_preload = {"json", "re", "decimal", "email.parser", "http.client"};
-  uint64_t zygote_memory_budget_bytes = 1ULL << 30;
-  // Instances each function zygote keeps forked ahead (0: fork on demand).
-  uint32_t zygote_forked_ahead = 1;
-  // Checkpoint images of Python functions (docs/checkpoint.md): built after a
-  // function's first successful activation, used for its cold starts.
-  bool checkpoints = true;
-  // Disk (docs/security/storage.md, finding 14): code uploads as sent and
-  // unpacked, and the retention of finished activation records (0: off).
-  uint64_t max_code_bytes = 48ULL << 20;
-  uint64_t max_code_unpacked_bytes = 256ULL << 20;
-  std::chrono::seconds activation_max_age{7 * 24 * 3600};
-  uint32_t activation_max_per_function = 10000;
-  uint64_t activation_max_bytes_per_function = 1ULL << 30;  // results + logs stored
-  std::chrono::milliseconds activation_prune_interval{60'000};
-  // cgroup v2: a delegated group to make sandboxes' groups in ("" = beneath
-  // the agent's own group).
-  std::string cgroup_root;
-};
 
 class Agent {
  public:
@@ -151,8 +96,9 @@ class Agent {
   };
   void refill_prewarm();
   bool take_prewarmed(const std::shared_ptr<Running>& run);
-  // Kill and tear down on a worker; its reserved memory goes back to the budget.
-  void retire(std::unique_ptr<Instance> instance, uint64_t memory_bytes);
+  // Kill and tear down on a worker; the memory its holder reserved for it goes
+  // back to the budget (0 bytes: the holder keeps it, e.g. a run started again).
+  void retire(std::unique_ptr<Instance> instance, MemoryHolder holder, uint64_t memory_bytes);
   void account_idle(const IdleInstance& idle);  // its idle time into the overhead
   // Admission under the memory budget: reserve (evicting idle instances, least
   // recently used first), or wait, or fail.
@@ -161,11 +107,13 @@ class Agent {
   // order, until the request fits: idle instances (least recently used),
   // prewarmed runtimes (oldest), instances forked ahead by other functions'
   // zygotes, then other functions' zygotes with nobody waiting on them (least
-  // recently used). A pool's own request (yield_pools false) takes only free
-  // memory: pools never push each other out.
-  bool reserve(uint64_t bytes, const std::string& function = {}, bool yield_pools = true);
+  // recently used). Pools reserve with memory_.reserve, which takes only free
+  // memory: pools never push each other out, nor an activation.
+  bool reserve_for_activation(uint64_t bytes, const std::string& function);
   bool make_room(uint64_t bytes, const std::string& function);
-  void release(uint64_t bytes);
+  // `holder` gives memory back; then whoever waits for memory is served.
+  void release(MemoryHolder holder, uint64_t bytes);
+  void serve_memory_waiting();
   void retire_idle(const std::string& function);    // every idle instance of it
   void function_changed(const std::string& function);  // updated or deleted
   // Zygotes (zygote_pool.cc).
@@ -228,7 +176,8 @@ class Agent {
   std::unordered_map<std::string, std::vector<IdleInstance>> idle_;    // by function
   std::unordered_map<std::string, uint64_t> generation_;  // bumped when a function changes
   uint64_t next_idle_id_ = 1;
-  uint64_t reserved_bytes_ = 0;  // running and idle instances' memory limits
+  // Every byte counted against the node's (and the zygotes') memory budget, by holder.
+  MemoryLedger memory_{0, 0};
   std::deque<std::shared_ptr<Running>> memory_waiting_;
   double idle_gb_seconds_ = 0;
   std::map<v1::Runtime, std::vector<Prewarmed>> prewarmed_;
@@ -242,7 +191,6 @@ class Agent {
   std::unordered_map<std::string, ImageBuild> image_builds_;  // by function, while one is built
   std::unordered_map<std::string, std::string> image_refused_;  // "fn@version" -> why it cannot be checkpointed
   std::unordered_map<std::string, ino_t> verified_images_;  // image path -> inode checked compatible
-  uint64_t zygote_reserved_bytes_ = 0;
   uint64_t started_ms_ = 0;
   bool stopping_ = false;
   std::chrono::milliseconds heartbeat_interval_{0};

@@ -118,7 +118,15 @@ Status check_function_limits(const AgentConfig& c) {
     return invalid("default_timeout_ms (" + std::to_string(c.default_timeout_ms()) +
                    ") must not exceed max_timeout_ms (" + std::to_string(c.max_timeout_ms()) +
                    ")");
+  if (c.max_memory_bytes() < c.default_memory_bytes())
+    return invalid("max_memory_bytes (" + std::to_string(c.max_memory_bytes()) + ") must be at least default_memory_bytes (" +
+                   std::to_string(c.default_memory_bytes()) + ")");
   STOKE_TRY(check_positive("default_concurrency", c.default_concurrency()));
+  if (c.max_concurrency() < c.default_concurrency())
+    return invalid("max_concurrency (" + std::to_string(c.max_concurrency()) + ") must be at least default_concurrency (" +
+                   std::to_string(c.default_concurrency()) + ")");
+  STOKE_TRY(check_positive("max_queue_per_function", c.max_queue_per_function()));
+  STOKE_TRY(check_positive("stop_grace_ms", c.stop_grace_ms()));
   STOKE_TRY(check_positive("max_payload_bytes", c.max_payload_bytes()));
   STOKE_TRY(check_fits_frame("max_payload_bytes", c.max_payload_bytes()));
   STOKE_TRY(check_positive("max_result_bytes", c.max_result_bytes()));
@@ -161,6 +169,9 @@ Status check_node(const AgentConfig& c) {
   }
   STOKE_TRY(check_positive("billing_unit_ms", c.billing_unit_ms()));
   const config::Pools& p = c.pools();
+  if (p.exec() != 0)
+    return invalid("pools.exec (" + std::to_string(p.exec()) +
+                   ") must be 0: an exec function's process is its own code, there is no runtime to start ahead");
   for (auto [field, count] : {std::pair{"pools.python", p.python()}, std::pair{"pools.node", p.node()},
                               std::pair{"pools.exec", p.exec()}}) {
     if (count > kMaxPrewarm)

@@ -16,15 +16,13 @@ using detail::error_json;
 using detail::ms_between;
 using detail::ms_since;
 
-bool Agent::reserve(uint64_t bytes, const std::string& function, bool yield_pools) {
-  if (reserved_bytes_ + bytes > settings_.memory_budget_bytes && yield_pools) make_room(bytes, function);
-  if (reserved_bytes_ + bytes > settings_.memory_budget_bytes) return false;
-  reserved_bytes_ += bytes;
-  return true;
+bool Agent::reserve_for_activation(uint64_t bytes, const std::string& function) {
+  if (!memory_.fits(bytes)) make_room(bytes, function);
+  return memory_.reserve(MemoryHolder::kActivation, bytes);
 }
 
 bool Agent::make_room(uint64_t bytes, const std::string& function) {
-  auto fits = [&] { return reserved_bytes_ + bytes <= settings_.memory_budget_bytes; };
+  auto fits = [&] { return memory_.fits(bytes); };
   // Idle instances, least recently used first.
   std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> lru;
   for (const auto& [fn, list] : idle_)
@@ -40,7 +38,7 @@ bool Agent::make_room(uint64_t bytes, const std::string& function) {
     spdlog::info("function {}: idle instance evicted to make room under the memory budget", fn);
     loop_->cancel_timer(victim->keep_alive_timer);
     account_idle(*victim);
-    retire(std::move(victim->instance), victim->memory_bytes);
+    retire(std::move(victim->instance), MemoryHolder::kIdle, victim->memory_bytes);
     list.erase(victim);
     if (list.empty()) idle_.erase(it);
   }
@@ -55,14 +53,14 @@ bool Agent::make_room(uint64_t bytes, const std::string& function) {
     Prewarmed victim = std::move(oldest->front());
     oldest->erase(oldest->begin());
     idle_gb_seconds_ += ms_since(victim.since) / 1000.0 * static_cast<double>(victim.memory_bytes) / double(1ULL << 30);
-    retire(std::move(victim.instance), victim.memory_bytes);
+    retire(std::move(victim.instance), MemoryHolder::kPrewarmed, victim.memory_bytes);
   }
   // Instances other functions' zygotes forked ahead of demand.
   for (auto& [fn, e] : zygotes_) {
     if (fn == function) continue;
     while (!e.ahead.empty() && !fits()) {
       spdlog::info("function {}: an instance forked ahead yields its memory to an activation", fn);
-      retire(std::move(e.ahead.back()), e.spec.memory_bytes);
+      retire(std::move(e.ahead.back()), MemoryHolder::kForkedAhead, e.spec.memory_bytes);
       e.ahead.pop_back();
     }
   }
@@ -82,12 +80,16 @@ bool Agent::make_room(uint64_t bytes, const std::string& function) {
   return fits();
 }
 
-void Agent::release(uint64_t bytes) {
-  reserved_bytes_ -= std::min(bytes, reserved_bytes_);
+void Agent::release(MemoryHolder holder, uint64_t bytes) {
+  memory_.release(holder, bytes);
+  serve_memory_waiting();
+}
+
+void Agent::serve_memory_waiting() {
   // Whoever waits for memory, in order, while it fits.
   while (!memory_waiting_.empty() && !stopping_) {
     auto next = memory_waiting_.front();
-    if (!reserve(next->spec.memory_bytes, next->spec.function)) break;
+    if (!reserve_for_activation(next->spec.memory_bytes, next->spec.function)) break;
     memory_waiting_.pop_front();
     loop_->cancel_timer(next->memory_timer);
     next->reserved = true;
@@ -100,7 +102,7 @@ void Agent::start_cold(const std::shared_ptr<Running>& run) {
       (run->force_prewarm || (!zygote_ready_for(*run) && !image_ready_for(*run))) && take_prewarmed(run))
     return;
   const uint64_t need = run->spec.memory_bytes;
-  if (reserve(need, run->spec.function)) {
+  if (reserve_for_activation(need, run->spec.function)) {
     run->reserved = true;
     spawn_instance(run);
     return;
@@ -132,7 +134,9 @@ void Agent::refill_prewarm() {
   for (auto [runtime, target] : {std::pair{v1::PYTHON, settings_.prewarm_python}, std::pair{v1::NODE, settings_.prewarm_node}}) {
     while (prewarmed_[runtime].size() + prewarm_starting_[runtime] < target) {
       const uint64_t memory = settings_.default_memory_bytes;
-      if (!reserve(memory, {}, /*yield_pools=*/false)) return;  // the budget is for activations first
+      if (!memory_waiting_.empty()) return;  // pools never grow while an activation waits for memory
+      // Only free memory: the budget is for activations first.
+      if (!memory_.reserve(MemoryHolder::kPrewarmed, memory)) return;
       ++prewarm_starting_[runtime];
       InstanceSpec spec;
       spec.function = "(prewarm)";
@@ -160,8 +164,8 @@ void Agent::refill_prewarm() {
             --prewarm_starting_[runtime];
             if (!instance->ok())
               spdlog::warn("prewarm {}: instance did not start: {}", v1::Runtime_Name(runtime), instance->error().message());
-            retire(instance->ok() ? std::move(instance->value()) : nullptr, memory);
-            release(0);
+            retire(instance->ok() ? std::move(instance->value()) : nullptr, MemoryHolder::kPrewarmed, memory);
+            serve_memory_waiting();
             return;
           }
           // Pooled once the runtime says it has started (its interpreter is
@@ -184,11 +188,13 @@ void Agent::refill_prewarm() {
                           --prewarm_starting_[runtime];
                           if (n <= 0 || buf->rfind("{\"ready\": true}", 0) != 0 || stopping_) {
                             if (n <= 0) spdlog::warn("prewarm {}: the runtime exited while starting", v1::Runtime_Name(runtime));
-                            retire(std::move(*holder), memory);
-                            release(0);
+                            retire(std::move(*holder), MemoryHolder::kPrewarmed, memory);
+                            serve_memory_waiting();
                             return;
                           }
                           prewarmed_[runtime].push_back(Prewarmed{std::move(*holder), memory, std::chrono::steady_clock::now()});
+                          // Made while an activation waited for memory: it yields at once.
+                          serve_memory_waiting();
                         });
           };
           (*read_ready)();
@@ -205,11 +211,13 @@ bool Agent::take_prewarmed(const std::shared_ptr<Running>& run) {
   Prewarmed taken = std::move(pool.back());
   pool.pop_back();
   const uint64_t have = taken.memory_bytes, need = run->spec.memory_bytes;
-  if (need > have && !reserve(need - have, run->spec.function)) {
+  if (need > have && !reserve_for_activation(need - have, run->spec.function)) {
     prewarmed_[run->spec.runtime].push_back(std::move(taken));
     return false;
   }
-  if (need < have) reserved_bytes_ -= std::min(have - need, reserved_bytes_);
+  // Its memory is the activation's now, resized to the function's.
+  memory_.transfer(MemoryHolder::kPrewarmed, MemoryHolder::kActivation, have);
+  if (need < have) memory_.release(MemoryHolder::kActivation, have - need);
   idle_gb_seconds_ += ms_since(taken.since) / 1000.0 * static_cast<double>(taken.memory_bytes) / double(1ULL << 30);
   run->instance = std::move(taken.instance);
   run->reserved = true;
@@ -272,10 +280,15 @@ bool Agent::take_idle(const std::shared_ptr<Running>& run) {
     list.pop_back();
     loop_->cancel_timer(idle.keep_alive_timer);
     account_idle(idle);
-    if (idle.version != run->spec.version) {
-      retire(std::move(idle.instance), idle.memory_bytes);  // an older version's: never serves new code
+    if (idle.version != run->spec.version || idle.memory_bytes != run->spec.memory_bytes) {
+      // An older version's: never serves new code.
+      retire(std::move(idle.instance), MemoryHolder::kIdle, idle.memory_bytes);
       continue;
     }
+    // Its memory is the activation's while it runs (parked again after, or
+    // given back with the instance).
+    memory_.transfer(MemoryHolder::kIdle, MemoryHolder::kActivation, idle.memory_bytes);
+    run->reserved = true;
     run->instance = std::move(idle.instance);
     if (list.empty()) idle_.erase(it);
     return true;
@@ -287,6 +300,7 @@ bool Agent::take_idle(const std::shared_ptr<Running>& run) {
 void Agent::park(const std::string& function, uint32_t version, uint64_t memory_bytes, uint32_t max_idle,
                  std::unique_ptr<Instance> instance) {
   instance->state = Instance::State::kIdle;
+  memory_.transfer(MemoryHolder::kActivation, MemoryHolder::kIdle, memory_bytes);  // the run's reservation
   uint64_t id = next_idle_id_++;
   uint64_t timer = loop_->timer(settings_.keep_alive, [this, function, id](int res) {
     if (res == -ECANCELED) return;
@@ -297,12 +311,12 @@ void Agent::park(const std::string& function, uint32_t version, uint64_t memory_
       if (i->id != id) continue;
       spdlog::info("function {}: idle instance stopped after the keep-alive", function);
       account_idle(*i);
-      retire(std::move(i->instance), i->memory_bytes);
+      retire(std::move(i->instance), MemoryHolder::kIdle, i->memory_bytes);
       list.erase(i);
       break;
     }
     if (list.empty()) idle_.erase(it);
-    release(0);  // memory came back: serve whoever waits for it
+    serve_memory_waiting();  // memory came back
   });
   auto& list = idle_[function];
   list.push_back(IdleInstance{std::move(instance), version, timer, id, memory_bytes, std::chrono::steady_clock::now()});
@@ -312,7 +326,7 @@ void Agent::park(const std::string& function, uint32_t version, uint64_t memory_
     IdleInstance& oldest = list.front();
     loop_->cancel_timer(oldest.keep_alive_timer);
     account_idle(oldest);
-    retire(std::move(oldest.instance), oldest.memory_bytes);
+    retire(std::move(oldest.instance), MemoryHolder::kIdle, oldest.memory_bytes);
     list.erase(list.begin());
   }
 }
@@ -322,15 +336,15 @@ void Agent::account_idle(const IdleInstance& idle) {
   idle_gb_seconds_ += seconds * static_cast<double>(idle.memory_bytes) / double(1ULL << 30);
 }
 
-void Agent::retire(std::unique_ptr<Instance> instance, uint64_t memory_bytes) {
-  reserved_bytes_ -= std::min(memory_bytes, reserved_bytes_);
+void Agent::retire(std::unique_ptr<Instance> instance, MemoryHolder holder, uint64_t memory_bytes) {
+  memory_.release(holder, memory_bytes);
   if (!instance) return;
-  auto holder = std::make_shared<std::unique_ptr<Instance>>(std::move(instance));
-  workers_->submit([holder](Worker&) {
-    Sandbox& sb = (*holder)->sandbox();
+  auto doomed = std::make_shared<std::unique_ptr<Instance>>(std::move(instance));
+  workers_->submit([doomed](Worker&) {
+    Sandbox& sb = (*doomed)->sandbox();
     (void)sb.kill();
     (void)sb.wait(std::chrono::steady_clock::now() + std::chrono::seconds(5));  // bounded, then cgroup kill
-    holder->reset();
+    doomed->reset();
   });
 }
 
@@ -340,10 +354,10 @@ void Agent::retire_idle(const std::string& function) {
   for (auto& idle : it->second) {
     loop_->cancel_timer(idle.keep_alive_timer);
     account_idle(idle);
-    retire(std::move(idle.instance), idle.memory_bytes);
+    retire(std::move(idle.instance), MemoryHolder::kIdle, idle.memory_bytes);
   }
   idle_.erase(it);
-  release(0);
+  serve_memory_waiting();
 }
 
 

@@ -28,53 +28,6 @@ constexpr const char* kUsage =
     "  --state-dir DIR   registry, code and images (default /var/lib/stoke)\n"
     "  --socket PATH     API socket (default /run/stoke/stoke.sock)\n";
 
-stoke::agent::AgentSettings settings_from(const stoke::agent::AgentConfig& c) {
-  stoke::agent::AgentSettings s;
-  s.state_dir = c.state_dir();
-  s.socket_path = c.socket_path();
-  s.socket_group = c.socket_group();
-  s.access.allowed_uids.insert(c.allowed_uids().begin(), c.allowed_uids().end());
-  s.access.allowed_gids.insert(c.allowed_gids().begin(), c.allowed_gids().end());
-  s.api_limits.max_connections = c.api_limits().max_connections();
-  s.api_limits.max_connections_per_uid = c.api_limits().max_connections_per_uid();
-  s.api_limits.max_requests_in_flight = c.api_limits().max_requests_in_flight();
-  s.api_limits.max_output_bytes = c.api_limits().max_output_bytes();
-  s.api_limits.max_buffered_bytes = c.api_limits().max_buffered_bytes();
-  s.api_limits.frame_timeout = std::chrono::milliseconds(c.api_limits().frame_timeout_ms());
-  s.default_memory_bytes = c.default_memory_bytes();
-  s.default_timeout_ms = c.default_timeout_ms();
-  s.max_timeout_ms = c.max_timeout_ms();
-  s.default_concurrency = c.default_concurrency();
-  s.max_payload_bytes = c.max_payload_bytes();
-  s.max_result_bytes = c.max_result_bytes();
-  s.max_log_bytes = c.max_log_bytes();
-  s.max_log_lines = c.max_log_lines();
-  s.billing_unit_ms = c.billing_unit_ms();
-  s.worker_threads = c.worker_threads();
-  s.host_ids.first = c.host_uid_range_first();
-  s.host_ids.count = c.host_uid_range_count();
-  s.runtimes_dir = c.runtimes_dir();
-  s.keep_alive = std::chrono::milliseconds(c.keep_alive_ms());
-  s.admission_wait = std::chrono::milliseconds(c.admission_wait_ms());
-  s.prewarm_python = c.pools().python();
-  s.prewarm_node = c.pools().node();
-  s.zygotes = c.zygotes().enabled();
-  if (c.zygotes().preload_size() > 0) s.zygote_preload.assign(c.zygotes().preload().begin(), c.zygotes().preload().end());
-  s.zygote_memory_budget_bytes = c.zygotes().memory_budget_bytes();
-  s.zygote_forked_ahead = c.zygotes().forked_ahead();
-  s.checkpoints = c.checkpoints();
-  s.max_code_bytes = c.max_code_bytes();
-  s.max_code_unpacked_bytes = c.max_code_unpacked_bytes();
-  s.activation_max_age = std::chrono::seconds(c.activation_max_age_s());
-  s.activation_max_per_function = c.activation_max_per_function();
-  s.activation_max_bytes_per_function = c.activation_max_bytes_per_function();
-  s.cgroup_root = c.cgroup_root();
-  s.activation_prune_interval = std::chrono::milliseconds(c.activation_prune_interval_ms());
-  auto ram = stoke::agent::total_ram_bytes();
-  s.memory_budget_bytes = stoke::agent::node_memory_budget(c, ram.ok() ? ram.value() : (8ULL << 30));
-  return s;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -131,7 +84,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  stoke::agent::AgentSettings settings = settings_from(config.value());
+  auto ram = stoke::agent::total_ram_bytes();
+  stoke::agent::AgentSettings settings =
+      stoke::agent::settings_from_config(config.value(), ram.ok() ? ram.value() : (8ULL << 30));
   auto inherited = stoke::agent::systemd::listen_fds_from_systemd();
   if (!inherited.ok()) {
     std::fprintf(stderr, "stoked: %s\n", inherited.error().message().c_str());

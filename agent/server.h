@@ -40,6 +40,8 @@ struct AccessPolicy {
   std::set<uid_t> allowed_uids;
   std::set<gid_t> allowed_gids;
   bool allows(const Peer& peer) const;
+
+  bool operator==(const AccessPolicy&) const = default;
 };
 
 class Server {

@@ -39,6 +39,8 @@ struct ServerLimits {
   std::chrono::milliseconds frame_timeout{10'000};
   // Largest frame accepted (capped at wire::kMaxFrameBytes).
   size_t max_frame_bytes = wire::kMaxFrameBytes;
+
+  bool operator==(const ServerLimits&) const = default;
 };
 
 // Bytes one read takes from one connection: a connection's share of a loop

@@ -69,9 +69,10 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
     retire_zygote(spec.function);  // an older version's, or a dead one
   }
   if (!path_exists(settings_.runtimes_dir + "/zygote/stoke-zygote-maker")) return;
+  if (!memory_waiting_.empty()) return;  // pools never grow while an activation waits for memory
   const uint64_t need = spec.memory_bytes;
   // Room under the zygote budget: stop the least recently used ready ones.
-  while (zygote_reserved_bytes_ + need > settings_.zygote_memory_budget_bytes) {
+  while (memory_.held(MemoryHolder::kZygote) + need > memory_.zygote_budget()) {
     auto lru = zygotes_.end();
     for (auto it = zygotes_.begin(); it != zygotes_.end(); ++it)
       if (it->second.zygote && (lru == zygotes_.end() || it->second.last_used < lru->second.last_used)) lru = it;
@@ -79,12 +80,11 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
     spdlog::info("function {}: zygote stopped to make room under the zygote memory budget", lru->first);
     retire_zygote(lru->first);
   }
-  if (reserved_bytes_ + need > settings_.memory_budget_bytes) return;  // activations come first
+  if (!memory_.fits(need, MemoryHolder::kZygote)) return;  // only free memory: activations come first
   if (!zygote_ids_) zygote_ids_ = ZygoteIdBlock::make(kZygoteIds);
   auto id = zygote_ids_->take();
   if (!id) return;  // every id is held by a zygote or what it left alive
-  reserved_bytes_ += need;
-  zygote_reserved_bytes_ += need;
+  if (!memory_.reserve(MemoryHolder::kZygote, need)) return;
   ZygoteEntry& e = zygotes_[spec.function];
   e.version = spec.version;
   e.id = id;
@@ -137,6 +137,7 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
       spdlog::info("function {}: zygote ready (pid {})", fs.function, it->second.zygote->zygote_pid());
       auto waiting = std::move(it->second.waiting);
       for (auto& run : waiting) fork_from_zygote(run);
+      serve_memory_waiting();  // activations waiting for memory come before it: it may yield at once
       fork_ahead(fs.function);
     });
   });
@@ -188,7 +189,7 @@ void Agent::fork_from_zygote(const std::shared_ptr<Running>& run) {
   // Instances forked ahead die with their zygote (their pid namespaces are
   // inside its): a dead one is dropped, a dead zygote replaced after this.
   while (!e.ahead.empty() && !e.ahead.back()->sandbox().alive()) {
-    retire(std::move(e.ahead.back()), e.spec.memory_bytes);
+    retire(std::move(e.ahead.back()), MemoryHolder::kForkedAhead, e.spec.memory_bytes);
     e.ahead.pop_back();
   }
   if (!e.zygote->alive()) {
@@ -203,7 +204,7 @@ void Agent::fork_from_zygote(const std::shared_ptr<Running>& run) {
     // reserved its own on admission; one of the two goes back.
     std::unique_ptr<Instance> instance = std::move(e.ahead.back());
     e.ahead.pop_back();
-    reserved_bytes_ -= std::min(e.spec.memory_bytes, reserved_bytes_);
+    memory_.release(MemoryHolder::kForkedAhead, e.spec.memory_bytes);
     start_zygote_instance(run, std::move(instance));
     fork_ahead(run->spec.function);  // the next one, while this one runs
     return;
@@ -252,9 +253,9 @@ void Agent::fork_ahead(const std::string& function) {
   if (it == zygotes_.end() || stopping_) return;
   ZygoteEntry& e = it->second;
   if (!e.zygote || e.forking_ahead || e.ahead.size() >= settings_.zygote_forked_ahead) return;
+  if (!memory_waiting_.empty()) return;  // pools never grow while an activation waits for memory
   const uint64_t memory = e.spec.memory_bytes;
-  if (reserved_bytes_ + memory > settings_.memory_budget_bytes) return;  // never at an activation's expense
-  reserved_bytes_ += memory;
+  if (!memory_.reserve(MemoryHolder::kForkedAhead, memory)) return;  // only free memory: never at an activation's expense
   e.forking_ahead = true;
   auto zygote = e.zygote;
   InstanceSpec spec = e.spec;
@@ -269,7 +270,7 @@ void Agent::fork_ahead(const std::string& function) {
       if (!instance->ok() || !current || stopping_) {
         if (!instance->ok())
           spdlog::warn("function {}: fork ahead failed: {}", spec.function, instance->error().message());
-        retire(instance->ok() ? std::move(instance->value()) : nullptr, memory);
+        retire(instance->ok() ? std::move(instance->value()) : nullptr, MemoryHolder::kForkedAhead, memory);
         if (current) {
           auto waiting = std::move(it2->second.waiting_ahead);
           for (auto& run : waiting) {
@@ -279,14 +280,14 @@ void Agent::fork_ahead(const std::string& function) {
           if (!instance->ok() && instance->error().step == kZygoteUntrusted) zygote_untrusted(spec);
           else if (!instance->ok()) zygote_died(spec.function);
         }
-        release(0);
+        serve_memory_waiting();
         return;
       }
       ZygoteEntry& e2 = it2->second;
       if (!e2.waiting_ahead.empty()) {
         auto run = e2.waiting_ahead.front();
         e2.waiting_ahead.erase(e2.waiting_ahead.begin());
-        reserved_bytes_ -= std::min(memory, reserved_bytes_);  // the run holds its own
+        memory_.release(MemoryHolder::kForkedAhead, memory);  // the run holds its own
         start_zygote_instance(run, std::move(instance->value()));
         auto rest = std::move(e2.waiting_ahead);
         e2.waiting_ahead.clear();
@@ -295,6 +296,7 @@ void Agent::fork_ahead(const std::string& function) {
         return;
       }
       e2.ahead.push_back(std::move(instance->value()));
+      serve_memory_waiting();  // made while an activation waited for memory: it yields at once
       fork_ahead(spec.function);  // up to the configured depth
     });
     if (!forked) return;
@@ -337,13 +339,12 @@ void Agent::retire_zygote(const std::string& function, bool wake) {
     auto it = zygotes_.find(fn);
     ZygoteEntry e = std::move(it->second);
     zygotes_.erase(it);
-    zygote_reserved_bytes_ -= std::min(e.memory_bytes, zygote_reserved_bytes_);
-    reserved_bytes_ -= std::min(e.memory_bytes, reserved_bytes_);
+    memory_.release(MemoryHolder::kZygote, e.memory_bytes);
     if (e.zygote) {
       auto doomed = std::move(e.zygote);
       workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
     }
-    for (auto& instance : e.ahead) retire(std::move(instance), e.spec.memory_bytes);
+    for (auto& instance : e.ahead) retire(std::move(instance), MemoryHolder::kForkedAhead, e.spec.memory_bytes);
     for (auto& run : e.waiting) {
       run->force_zygote = false;
       spawn_cold(run);
@@ -353,7 +354,7 @@ void Agent::retire_zygote(const std::string& function, bool wake) {
       spawn_cold(run);
     }
   }
-  if (!victims.empty() && wake) release(0);
+  if (!victims.empty() && wake) serve_memory_waiting();
 }
 
 void Agent::fill_zygote_status(v1::Status& st) {

@@ -15,6 +15,8 @@ namespace stoke {
 struct HostIdRange {
   uint32_t first = 1'100'000;  // well above login ranges and the usual subuid ranges
   uint32_t count = 65'536;
+
+  bool operator==(const HostIdRange&) const = default;
 };
 
 // `stoke run` (a sandbox without an agent): its own range, right above the

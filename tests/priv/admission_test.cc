@@ -23,6 +23,15 @@ def main(args):
     return {"ok": True}
 )";
 
+// Answers, or dies without answering when asked to.
+constexpr const char* kDiesOnDemand = R"(
+import os
+def main(args):
+    if args.get("die"):
+        os._exit(3)
+    return {"ok": True}
+)";
+
 class Admission : public test::AgentTest {
  protected:
   // Room for one 128 MiB instance, not two.
@@ -38,9 +47,9 @@ class Admission : public test::AgentTest {
     EXPECT_TRUE(c.ok());
     return c.ok() ? c.value() : v1::Response{};
   }
-  void create(const std::string& name, uint64_t memory) {
+  void create(const std::string& name, uint64_t memory, const char* code = kSleepy) {
     std::string path = dir_.file(name + ".py");
-    std::ofstream(path) << kSleepy;
+    std::ofstream(path) << code;
     auto c = send(test::create_request(name, v1::PYTHON, path, "main.py", memory));
     ASSERT_FALSE(c.has_error() && c.error().code() != v1::Error::OK) << c.error().message();
   }
@@ -65,6 +74,21 @@ TEST_F(Admission, IdleInstancesAreEvictedLeastRecentlyUsedFirst) {
   EXPECT_EQ(status().pools().at("warm_idle"), 1u) << "a was evicted to make room for b";
   EXPECT_EQ(invoke("a").activation().start_kind(), v1::COLD);
   EXPECT_LE(status().reserved_memory_bytes(), 200u << 20);
+}
+
+TEST_F(Admission, AWarmInstanceThatDiesGivesItsMemoryBack) {
+  create("dies", 128 << 20, kDiesOnDemand);
+  ASSERT_EQ(invoke("dies").activation().status(), v1::SUCCESS);
+  EXPECT_EQ(status().reserved_memory_bytes(), 128u << 20) << "its idle instance";
+  auto died = invoke("dies", json{{"die", true}});
+  ASSERT_TRUE(died.has_activation());
+  EXPECT_EQ(died.activation().start_kind(), v1::WARM);
+  EXPECT_NE(died.activation().status(), v1::SUCCESS);
+  EXPECT_EQ(status().reserved_memory_bytes(), 0u) << "the dead instance's memory came back";
+  // Were it still counted, this one would find no room (200 MiB budget) and be refused.
+  auto next = invoke("dies");
+  ASSERT_TRUE(next.has_activation()) << (next.has_error() ? next.error().message() : "");
+  EXPECT_EQ(next.activation().status(), v1::SUCCESS) << next.activation().result_json();
 }
 
 TEST_F(Admission, ActivationWaitsForMemoryThenRuns) {

@@ -124,7 +124,7 @@ keep_alive_ms: 0
 pools {
   python: 2
   node: 1
-  exec: 3
+  exec: 0
 }
 )").ok());
   auto r = load_config(path);
@@ -157,7 +157,7 @@ pools {
   EXPECT_EQ(c.keep_alive_ms(), 0u);
   EXPECT_EQ(c.pools().python(), 2u);
   EXPECT_EQ(c.pools().node(), 1u);
-  EXPECT_EQ(c.pools().exec(), 3u);
+  EXPECT_EQ(c.pools().exec(), 0u);
 }
 
 // packaging/stoked.conf documents every field at its default: it must parse,

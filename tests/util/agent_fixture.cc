@@ -164,6 +164,25 @@ void AgentTest::SetUp() {
   ASSERT_TRUE(agent_->running());
 }
 
+void AgentTest::TearDown() {
+  if (!agent_ || !agent_->running()) return;
+  v1::Request r;
+  r.mutable_get_status();
+  Result<v1::Response> c = Error{"connect", 0, ""};
+  try {
+    c = agent_->connect().call(r);
+  } catch (const std::exception&) {
+    return;  // the test took the agent's socket away
+  }
+  if (!c.ok() || !c->has_status()) return;
+  const v1::Status& st = c->status();
+  EXPECT_EQ(st.memory_accounting_errors(), 0u) << "the agent's memory ledger went wrong; its log:\n"
+                                               << agent_->log_text();
+  uint64_t sum = 0;
+  for (const auto& [holder, bytes] : st.reserved_memory_by_holder()) sum += bytes;
+  EXPECT_EQ(sum, st.reserved_memory_bytes()) << "the holders' memory adds up to the total reserved";
+}
+
 v1::Response AgentTest::send(const v1::Request& request) {
   auto c = agent_->connect().call(request);
   EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message());

@@ -71,6 +71,9 @@ namespace stoke::test {
 class AgentTest : public ::testing::Test {
  protected:
   void SetUp() override;
+  // Every test that leaves its agent up ends with the agent's memory ledger
+  // consistent: no accounting error, the holders adding up to the total.
+  void TearDown() override;
   // Extra config text appended to the agent's config file.
   virtual std::string extra_config() { return ""; }
 
