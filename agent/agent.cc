@@ -148,6 +148,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   auto registry = Registry::open(settings.state_dir + "/registry.db");
   if (!registry.ok()) return registry.error().context("open registry");
   a->registry_ = std::move(registry.value());
+  a->records_ = std::make_unique<ActivationWriter>(*a->registry_, *a->loop_);
   auto uids = HostUids::open(settings.state_dir + "/host_uids", host_ids_for_functions(a->settings_.host_ids));
   if (!uids.ok()) return uids.error().context("open host uid table");
   a->host_uids_ = std::move(uids.value());
@@ -246,6 +247,7 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
 Agent::~Agent() {
   server_.reset();
   workers_.reset();  // joins; every job has finished
+  records_.reset();  // writes what is queued
 }
 
 Status Agent::run() { return loop_->run(); }
@@ -481,7 +483,7 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
                                     "checkpoint/restore is disabled in this agent's configuration"));
       break;
     case v1::WARM:
-      if (idle_.count(inv.function()) == 0)
+      if (auto it = idle_.find(inv.function()); it == idle_.end() || it->second.empty())
         return reply(error_response(id, v1::Error::FAILED_PRECONDITION,
                                     "no warm instance of " + inv.function() + " is idle (invoke it once first)"));
       break;
@@ -510,62 +512,85 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
   run->force_restore = inv.start() == v1::RESTORE;
   run->force_prewarm = inv.start() == v1::PREWARM;
   run->accepted = std::chrono::steady_clock::now();
-  if (!inv.async()) run->reply = std::move(reply);
-  workers_->submit([this, run, id, name = inv.function(), async = inv.async(), params = std::move(params),
-                    async_reply = inv.async() ? std::move(reply) : Server::Reply{}](Worker&) mutable {
-    auto fn = registry_->get_function(name);
-    auto answer = [&](v1::Response r) {
-      Server::Reply to = async ? std::move(async_reply) : std::move(run->reply);
-      loop_->post([to = std::move(to), r = std::move(r)]() mutable { to(std::move(r)); });
-    };
-    if (!fn.ok()) return answer(error_response(id, fn.error()));
-    if (run->force_zygote && fn->runtime() != v1::PYTHON)
-      return answer(error_response(id, v1::Error::FAILED_PRECONDITION,
-                                   "zygotes are for Python functions only (Node.js is multithreaded and cannot fork "
-                                   "safely; it has prewarm, warm and cold starts)"));
-    if (run->force_prewarm && fn->runtime() == v1::EXEC)
-      return answer(error_response(id, v1::Error::FAILED_PRECONDITION,
-                                   "exec functions have no prewarmed instances (their process is their code)"));
-    if (run->force_restore && fn->runtime() != v1::PYTHON)
-      return answer(error_response(id, v1::Error::FAILED_PRECONDITION,
-                                   "checkpoint/restore is for Python functions only (it needs a single-threaded "
-                                   "runtime; Node.js has prewarm, warm and cold starts)"));
-    auto spec = instance_spec_for(fn.value());
-    if (!spec.ok()) return answer(error_response(id, v1::Error::FAILED_PRECONDITION, spec.error().message()));
-    run->spec = std::move(spec.value());
-    v1::Activation& rec = run->record;
-    rec.set_activation_id(new_activation_id());
-    rec.set_function(name);
-    rec.set_version(fn->version());
-    rec.set_start_ms(now_ms());
-    rec.set_start_kind(v1::COLD);
-    run->concurrency = std::max<uint32_t>(fn->concurrency(), 1);
-    run->limits.timeout = std::chrono::milliseconds(fn->timeout_ms());
-    run->limits.max_result_bytes = settings_.max_result_bytes;
-    run->limits.max_log_bytes = settings_.max_log_bytes;
-    run->limits.max_log_lines = settings_.max_log_lines;
-    nlohmann::json line = {{"namespace", "_"},
-                           {"action_name", name},
-                           {"action_version", std::to_string(fn->version())},
-                           {"activation_id", rec.activation_id()},
-                           {"transaction_id", rec.activation_id()},
-                           {"deadline", std::to_string(now_ms() + static_cast<int64_t>(fn->timeout_ms()))}};
-    // {"value": <params>, ...the rest}: the rest is the agent's own, flat.
-    std::string rest = line.dump();
-    run->request_line = "{\"value\":" + params + "," + rest.substr(1) + "\n";
-    if (Status s = registry_->begin_activation(rec); !s.ok()) return answer(error_response(id, s.error()));
-    spdlog::info("function {} activation {}: accepted", name, rec.activation_id());
-    if (async) {
-      v1::Response r;
-      r.set_id(id);
-      r.mutable_invoke_accepted()->set_activation_id(rec.activation_id());
-      answer(std::move(r));
-    }
-    loop_->post([this, run] {
-      running_[run->record.activation_id()] = run;
-      run->generation = generation_[run->spec.function];
-      admit(run);
+  if (inv.async()) run->async_reply = std::move(reply);
+  else run->reply = std::move(reply);
+  run->async = inv.async();
+  // The function's current version: from the loop's cache, or read by a
+  // worker (and cached unless the function changed meanwhile).
+  const std::string& name = inv.function();
+  if (auto cached = functions_.find(name); cached != functions_.end())
+    return accept(run, name, cached->second, std::move(params));
+  const uint64_t generation = generation_[name];
+  workers_->submit([this, run, name, generation, params = std::move(params)](Worker&) mutable {
+    auto fn = std::make_shared<Result<v1::Function>>(registry_->get_function(name));
+    loop_->post([this, run, name, generation, params = std::move(params), fn]() mutable {
+      if (!fn->ok()) return answer(run, error_response(run->request_id, fn->error()));
+      if (generation_[name] == generation) {
+        if (functions_.size() >= kCachedFunctions) functions_.clear();
+        functions_[name] = fn->value();
+      }
+      accept(run, name, fn->value(), std::move(params));
     });
+  });
+}
+
+void Agent::answer(const std::shared_ptr<Running>& run, v1::Response r) {
+  Server::Reply to = run->async ? std::move(run->async_reply) : std::move(run->reply);
+  if (to) to(std::move(r));
+}
+
+void Agent::accept(const std::shared_ptr<Running>& run, const std::string& name, const v1::Function& function,
+                   std::string params) {
+  const uint64_t id = run->request_id;
+  const v1::Function* fn = &function;
+  if (run->force_zygote && fn->runtime() != v1::PYTHON)
+    return answer(run, error_response(id, v1::Error::FAILED_PRECONDITION,
+                                 "zygotes are for Python functions only (Node.js is multithreaded and cannot fork "
+                                 "safely; it has prewarm, warm and cold starts)"));
+  if (run->force_prewarm && fn->runtime() == v1::EXEC)
+    return answer(run, error_response(id, v1::Error::FAILED_PRECONDITION,
+                                 "exec functions have no prewarmed instances (their process is their code)"));
+  if (run->force_restore && fn->runtime() != v1::PYTHON)
+    return answer(run, error_response(id, v1::Error::FAILED_PRECONDITION,
+                                 "checkpoint/restore is for Python functions only (it needs a single-threaded "
+                                 "runtime; Node.js has prewarm, warm and cold starts)"));
+  auto spec = instance_spec_for(*fn);
+  if (!spec.ok()) return answer(run, error_response(id, v1::Error::FAILED_PRECONDITION, spec.error().message()));
+  run->spec = std::move(spec.value());
+  v1::Activation& rec = run->record;
+  rec.set_activation_id(new_activation_id());
+  rec.set_function(name);
+  rec.set_version(fn->version());
+  rec.set_start_ms(now_ms());
+  rec.set_start_kind(v1::COLD);
+  run->concurrency = std::max<uint32_t>(fn->concurrency(), 1);
+  run->limits.timeout = std::chrono::milliseconds(fn->timeout_ms());
+  run->limits.max_result_bytes = settings_.max_result_bytes;
+  run->limits.max_log_bytes = settings_.max_log_bytes;
+  run->limits.max_log_lines = settings_.max_log_lines;
+  nlohmann::json line = {{"namespace", "_"},
+                         {"action_name", name},
+                         {"action_version", std::to_string(fn->version())},
+                         {"activation_id", rec.activation_id()},
+                         {"transaction_id", rec.activation_id()},
+                         {"deadline", std::to_string(now_ms() + static_cast<int64_t>(fn->timeout_ms()))}};
+  // {"value": <params>, ...the rest}: the rest is the agent's own, flat.
+  std::string rest = line.dump();
+  run->request_line = "{\"value\":" + params + "," + rest.substr(1) + "\n";
+  // Recorded as running before it starts (or its id is given out): after a
+  // crash, the agent's restart finds it and marks it failed.
+  records_->write(Registry::ActivationWrite::kBegin, rec, [this, run](Status s) {
+    if (!s.ok()) return answer(run, error_response(run->request_id, s.error()));
+    spdlog::debug("function {} activation {}: accepted", run->record.function(), run->record.activation_id());
+    if (run->async) {
+      v1::Response r;
+      r.set_id(run->request_id);
+      r.mutable_invoke_accepted()->set_activation_id(run->record.activation_id());
+      answer(run, std::move(r));
+    }
+    running_[run->record.activation_id()] = run;
+    run->generation = generation_[run->spec.function];
+    admit(run);
   });
 }
 
@@ -723,9 +748,12 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
                !run->cancelled && (outcome.status == v1::SUCCESS || outcome.status == v1::APPLICATION_ERROR) &&
                !outcome.logs_truncated &&  // unread output left in its pipe would be the next activation's logs
                generation_[run->spec.function] == run->generation;
-  // Tearing down (kill, reap, read usage, remove the cgroup) and recording
-  // the result both block: a worker does them.
-  workers_->submit([this, run, outcome = std::move(outcome)](Worker&) mutable {
+  // Tearing down (kill, reap, read usage, remove the cgroup) blocks: a worker
+  // does it. An instance kept for the next call only has its counters read
+  // (cgroupfs, in memory: it never waits on a disk), so the loop does that
+  // itself and saves two thread hand-offs on the warm path. The record is
+  // written by the group-commit thread either way.
+  auto complete = [this, run, outcome = std::move(outcome)]() mutable {
     v1::Activation& rec = run->record;
     if (run->instance && run->reuse) {
       // The instance lives on: this activation's share of its cgroup's counters.
@@ -779,12 +807,13 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
                         ? 0.0
                         : std::chrono::duration<double, std::milli>(run->outcome_at - run->admitted).count();
     fill_billing(*rec.mutable_usage(), billed, settings_.billing_unit_ms, run->spec.memory_bytes);
-    Status saved = registry_->finish_activation(rec);
-    if (!saved.ok()) spdlog::error("activation {}: recording the result failed: {}", rec.activation_id(), saved.error().message());
     spdlog::info("function {} activation {}: {} in {:.1f} ms (wait {:.1f}, init {:.1f})", rec.function(),
                  rec.activation_id(), v1::ActivationStatus_Name(rec.status()), rec.duration_ms(), rec.wait_ms(),
                  rec.init_ms());
-    loop_->post([this, run] {
+    // The reply goes out once the record is stored (group commit).
+    records_->write(Registry::ActivationWrite::kFinish, rec, [this, run](Status saved) {
+      if (!saved.ok())
+        spdlog::error("activation {}: recording the result failed: {}", run->record.activation_id(), saved.error().message());
       running_.erase(run->record.activation_id());
       if (run->reuse && run->instance && run->reserved) {
         run->reserved = false;
@@ -821,7 +850,9 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
           ensure_image(run->spec);
         }
     });
-  });
+  };
+  if (run->instance && run->reuse) complete();
+  else workers_->submit([complete = std::move(complete)](Worker&) mutable { complete(); });
 }
 
 void Agent::status(uint64_t id, Server::Reply reply) {

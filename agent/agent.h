@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "agent/activation_run.h"
+#include "agent/activation_writer.h"
 #include "agent/code_store.h"
 #include "agent/event_loop.h"
 #include "agent/host_uids.h"
@@ -73,6 +74,11 @@ class Agent {
   void handle(const Peer& peer, v1::Request request, Server::Reply reply);
   void create_or_update(bool create, v1::Request request, Server::Reply reply);
   void invoke(v1::Request request, Server::Reply reply);
+  // The function known: the activation is recorded as running, then admitted.
+  void accept(const std::shared_ptr<Running>& run, const std::string& name, const v1::Function& function,
+              std::string params);
+  // The invocation's own reply (sync or async) with `r`, once.
+  void answer(const std::shared_ptr<Running>& run, v1::Response r);
   void admit(const std::shared_ptr<Running>& run);
   void start_instance(const std::shared_ptr<Running>& run);
   void finish(const std::shared_ptr<Running>& run, ActivationOutcome outcome);
@@ -168,6 +174,9 @@ class Agent {
   std::unique_ptr<HostUids> host_uids_;
   std::unique_ptr<CodeStore> code_;
   std::shared_ptr<NetnsPool> netns_;
+  // Activation records, group-committed; after the registry and the loop (it
+  // uses both), before the workers (they write through it).
+  std::unique_ptr<ActivationWriter> records_;
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<Server> server_;
   std::map<std::string, bool> features_;  // probed once at start
@@ -175,6 +184,10 @@ class Agent {
   std::unordered_map<std::string, std::shared_ptr<Running>> running_;  // by activation id
   std::unordered_map<std::string, std::vector<IdleInstance>> idle_;    // by function
   std::unordered_map<std::string, uint64_t> generation_;  // bumped when a function changes
+  // Current function versions for the invoke path, filled from the registry
+  // and dropped when a function changes (function_changed); cleared when full.
+  static constexpr size_t kCachedFunctions = 4096;
+  std::unordered_map<std::string, v1::Function> functions_;
   uint64_t next_idle_id_ = 1;
   // Every byte counted against the node's (and the zygotes') memory budget, by holder.
   MemoryLedger memory_{0, 0};

@@ -25,6 +25,8 @@ struct Agent::Running {
   ActivationLimits limits;
   std::string request_line;
   Server::Reply reply;  // empty for async invocations
+  bool async = false;
+  Server::Reply async_reply;  // async: answered with the activation id once it is recorded
   std::chrono::steady_clock::time_point accepted;  // the request arrived
   std::chrono::steady_clock::time_point queued;    // ready to run, waiting for a slot
   std::chrono::steady_clock::time_point admitted;  // got its slot

@@ -260,6 +260,7 @@ bool Agent::take_prewarmed(const std::shared_ptr<Running>& run) {
 
 void Agent::function_changed(const std::string& function) {
   ++generation_[function];  // activations in flight will not park their instance
+  functions_.erase(function);
   retire_idle(function);
   retire_zygote(function);  // its next instance must not come from the old code
   // Its images are of the old code (the new version's is built after its
@@ -290,7 +291,7 @@ bool Agent::take_idle(const std::shared_ptr<Running>& run) {
     memory_.transfer(MemoryHolder::kIdle, MemoryHolder::kActivation, idle.memory_bytes);
     run->reserved = true;
     run->instance = std::move(idle.instance);
-    if (list.empty()) idle_.erase(it);
+    // An emptied list stays (the instance comes back to it): no map churn per call.
     return true;
   }
   idle_.erase(it);

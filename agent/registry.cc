@@ -575,43 +575,77 @@ Result<std::set<std::string>> Registry::referenced_code() {
 }
 
 Status Registry::begin_activation(const v1::Activation& a) {
-  std::string step = "begin activation " + quoted(a.activation_id());
-  if (a.activation_id().empty()) return kind_error(ErrorKind::kInvalid, step, "activation_id is empty");
-  if (a.function().empty()) return kind_error(ErrorKind::kInvalid, step, "function is empty");
-  if (a.start_ms() == 0) return kind_error(ErrorKind::kInvalid, step, "start_ms is 0");
-  std::lock_guard lock(mu_);
-  auto tx = SqliteTransaction::begin(db_);
-  if (!tx.ok()) return tx.error().context(step);
-  auto exists = db_.prepare("SELECT 1 FROM activations WHERE id = ?1");
-  if (!exists.ok()) return exists.error().context(step);
-  exists->bind_text(1, a.activation_id());
-  auto row = exists->step();
-  if (!row.ok()) return row.error().context(step);
-  if (*row) return kind_error(ErrorKind::kAlreadyExists, step);
-  auto st = write_activation(db_, "INSERT", a, "running");
-  if (!st.ok()) return st.error().context(step);
-  st = tx->commit();
-  if (!st.ok()) return st.error().context(step);
+  return write_activations({ActivationWrite{ActivationWrite::kBegin, a}}).front();
+}
+
+Status Registry::finish_activation(const v1::Activation& a) {
+  return write_activations({ActivationWrite{ActivationWrite::kFinish, a}}).front();
+}
+
+namespace {
+
+// What a write must hold before it reaches SQLite; "" if it is fine.
+std::string activation_write_refusal(const Registry::ActivationWrite& w) {
+  const v1::Activation& a = w.record;
+  if (a.activation_id().empty()) return "activation_id is empty";
+  if (a.function().empty()) return "function is empty";
+  if (w.kind == Registry::ActivationWrite::kBegin && a.start_ms() == 0) return "start_ms is 0";
+  if (w.kind == Registry::ActivationWrite::kFinish && a.status() == v1::ACTIVATION_STATUS_UNSPECIFIED)
+    return "status is not set";
   return {};
 }
 
-Status Registry::finish_activation(const v1::Activation& activation) {
-  std::string step = "finish activation " + quoted(activation.activation_id());
-  if (activation.activation_id().empty()) return kind_error(ErrorKind::kInvalid, step, "activation_id is empty");
-  if (activation.function().empty()) return kind_error(ErrorKind::kInvalid, step, "function is empty");
-  if (activation.status() == v1::ACTIVATION_STATUS_UNSPECIFIED)
-    return kind_error(ErrorKind::kInvalid, step, "status is not set");
-  v1::Activation a = activation;
-  // end_ms 0 means "running" in the API; a finished record must not say that.
-  if (a.end_ms() == 0) a.set_end_ms(now_ms());
+}  // namespace
+
+std::vector<Status> Registry::write_activations(const std::vector<ActivationWrite>& batch) {
+  std::vector<Status> out(batch.size());
+  auto step_of = [&](size_t i) {
+    return std::string(batch[i].kind == ActivationWrite::kBegin ? "begin" : "finish") + " activation " +
+           quoted(batch[i].record.activation_id());
+  };
+  // A storage failure: nothing of the batch is stored (the transaction rolls back).
+  auto fail_all = [&](const Error& e) {
+    for (size_t i = 0; i < batch.size(); ++i)
+      if (out[i].ok()) out[i] = e.context(step_of(i));
+    return out;
+  };
   std::lock_guard lock(mu_);
   auto tx = SqliteTransaction::begin(db_);
-  if (!tx.ok()) return tx.error().context(step);
-  auto st = write_activation(db_, "INSERT OR REPLACE", a, "finished");
-  if (!st.ok()) return st.error().context(step);
-  st = tx->commit();
-  if (!st.ok()) return st.error().context(step);
-  return {};
+  if (!tx.ok()) return fail_all(tx.error());
+  size_t stored = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const ActivationWrite& w = batch[i];
+    if (std::string why = activation_write_refusal(w); !why.empty()) {
+      out[i] = kind_error(ErrorKind::kInvalid, step_of(i), why);
+      continue;
+    }
+    if (w.kind == ActivationWrite::kBegin) {
+      auto exists = db_.prepare("SELECT 1 FROM activations WHERE id = ?1");
+      if (!exists.ok()) return fail_all(exists.error());
+      exists->bind_text(1, w.record.activation_id());
+      auto row = exists->step();
+      if (!row.ok()) return fail_all(row.error());
+      if (*row) {
+        out[i] = kind_error(ErrorKind::kAlreadyExists, step_of(i));
+        continue;
+      }
+      if (Status st = write_activation(db_, "INSERT", w.record, "running"); !st.ok()) return fail_all(st.error());
+    } else {
+      // end_ms 0 means "running" in the API; a finished record must not say that.
+      const v1::Activation* a = &w.record;
+      v1::Activation ended;
+      if (a->end_ms() == 0) {
+        ended = *a;
+        ended.set_end_ms(now_ms());
+        a = &ended;
+      }
+      if (Status st = write_activation(db_, "INSERT OR REPLACE", *a, "finished"); !st.ok()) return fail_all(st.error());
+    }
+    ++stored;
+  }
+  if (stored == 0) return out;  // nothing to commit; the transaction rolls back
+  if (Status st = tx->commit(); !st.ok()) return fail_all(st.error());
+  return out;
 }
 
 Result<v1::Activation> Registry::get_activation(const std::string& id) {

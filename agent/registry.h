@@ -35,6 +35,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "agent/sqlite.h"
 #include "proto/stoke/v1/api.pb.h"
@@ -122,6 +123,16 @@ class Registry {
   // status must be set; end_ms 0 is replaced by now. Works whether or not
   // begin_activation was called for this id (it overwrites the running row).
   Status finish_activation(const v1::Activation& activation);
+  // Group commit: activation writes (each a begin or a finish as above) in
+  // one transaction, so a busy node pays one commit for many activations.
+  // Returns one status per write, in order: a write the registry refuses (an
+  // id used before, a missing field) fails alone; a storage failure fails
+  // every write of the batch and stores none.
+  struct ActivationWrite {
+    enum Kind { kBegin, kFinish } kind = kBegin;
+    v1::Activation record;
+  };
+  std::vector<Status> write_activations(const std::vector<ActivationWrite>& batch);
   // The full record, result and logs included. kNotFound if absent.
   Result<v1::Activation> get_activation(const std::string& id);
   // Newest first (start_ms, then id, descending), for one function or all

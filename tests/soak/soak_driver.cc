@@ -1,11 +1,14 @@
 #include "tests/soak/soak_driver.h"
 
 #include <dirent.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -88,6 +91,7 @@ class Run {
     std::vector<std::thread> starts;
     for (unsigned t = 0; t < std::max(1u, o_.start_threads); ++t) starts.emplace_back([this, t] { run_starts(t); });
     auto t0 = Clock::now();
+    const double cpu0 = process_cpu_us(o_.agent_pid);
     std::vector<std::thread> warm;
     for (unsigned c = 0; c < o_.connections; ++c) warm.emplace_back([this, c] { run_warm(c); });
     std::thread sampler([this] {
@@ -98,6 +102,7 @@ class Run {
     });
     for (auto& t : warm) t.join();
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double cpu1 = process_cpu_us(o_.agent_pid);
     for (auto& t : starts) t.join();
     finished_ = true;
     sampler.join();
@@ -106,6 +111,13 @@ class Run {
     result_.starts_ok = starts_ok_;
     result_.expected_failures = expected_failures_;
     result_.warm_per_second = secs > 0 ? double(result_.warm_ok) / secs : 0;
+    if (result_.warm_ok > 0) result_.agent_cpu_us_per_warm = (cpu1 - cpu0) / double(result_.warm_ok);
+    if (!latencies_ms_.empty()) {
+      std::sort(latencies_ms_.begin(), latencies_ms_.end());
+      auto at = [&](double q) { return latencies_ms_[std::min(latencies_ms_.size() - 1, size_t(q * double(latencies_ms_.size())))]; };
+      result_.warm_p50_ms = at(0.5);
+      result_.warm_p99_ms = at(0.99);
+    }
     summarize();
     return result_;
   }
@@ -154,6 +166,9 @@ class Run {
     }
     uint64_t share = o_.warm_invocations / o_.connections + (index < o_.warm_invocations % o_.connections ? 1 : 0);
     std::vector<uint64_t> ids;
+    std::vector<Clock::time_point> sent_at;
+    std::vector<double> latencies;
+    latencies.reserve(share);
     uint64_t sent = 0;
     v1::Request r;
     r.mutable_invoke()->set_function("soak-warm");
@@ -166,10 +181,13 @@ class Run {
           return;
         }
         ids.push_back(id.value());
+        sent_at.push_back(Clock::now());
         ++sent;
       }
       auto resp = c.value().wait_for(ids.front());
+      latencies.push_back(std::chrono::duration<double, std::milli>(Clock::now() - sent_at.front()).count());
       ids.erase(ids.begin());
+      sent_at.erase(sent_at.begin());
       if (!resp.ok()) {
         unexplained("warm call: " + resp.error().message());
         return;
@@ -181,6 +199,8 @@ class Run {
         unexplained("warm call: " + describe_response(resp.value()));
       }
     }
+    std::lock_guard lock(mu_);
+    latencies_ms_.insert(latencies_ms_.end(), latencies.begin(), latencies.end());
   }
 
   // Thread `index` of start_threads makes starts index, index + n, ...
@@ -260,6 +280,7 @@ class Run {
   std::atomic<uint64_t> done_{0}, warm_ok_{0}, starts_ok_{0}, expected_failures_{0};
   std::atomic<bool> finished_{false};
   uint64_t total_ = 0;
+  std::vector<double> latencies_ms_;  // of warm calls, all connections (under mu_)
 };
 
 }  // namespace
@@ -268,13 +289,31 @@ ResourceSample sample_process(pid_t pid, double at_fraction) {
   return ResourceSample{at_fraction, read_rss_kib(pid), count_fds(pid)};
 }
 
+double process_cpu_us(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  // Fields after the command name (which may hold spaces), from field 3 on;
+  // utime and stime are fields 14 and 15, in clock ticks.
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(stat.substr(close + 2));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return double(utime + stime) * 1e6 / double(::sysconf(_SC_CLK_TCK));
+}
+
 SoakResult run_soak(const SoakOptions& options) { return Run(options).go(); }
 
 std::string describe(const SoakResult& r) {
   std::ostringstream s;
   s.setf(std::ios::fixed);
-  s.precision(1);
-  s << "warm ok " << r.warm_ok << " (" << r.warm_per_second << "/s), starts ok " << r.starts_ok
+  s.precision(2);
+  s << "warm ok " << r.warm_ok << " (" << r.warm_per_second << "/s, p50 " << r.warm_p50_ms << " ms, p99 "
+    << r.warm_p99_ms << " ms, agent CPU " << r.agent_cpu_us_per_warm << " us/call), starts ok " << r.starts_ok
     << ", expected failures " << r.expected_failures << ", unexplained " << r.unexplained_count << "; rss "
     << r.baseline_rss_kib << " KiB -> " << r.final_rss_kib << " KiB (" << (r.rss_growth >= 0 ? "+" : "")
     << r.rss_growth * 100 << "%), fds " << r.baseline_fds << " -> " << r.final_fds << " ("

@@ -42,6 +42,13 @@ struct SoakResult {
   std::vector<std::string> unexplained;  // first few, described
   uint64_t unexplained_count = 0;
   double warm_per_second = 0;
+  // Client-side latency of a warm call (send to reply; pipelined calls
+  // include their wait behind the others on the connection).
+  double warm_p50_ms = 0, warm_p99_ms = 0;
+  // The agent's CPU time (user + system, all its threads; /proc/<pid>/stat)
+  // while the warm calls ran, per warm call. With starts beside them it
+  // includes their work too.
+  double agent_cpu_us_per_warm = 0;
   std::vector<ResourceSample> samples;
   // Growth of the last sample over the baseline (the first sample after warm-up).
   double rss_growth = 0, fd_growth = 0;
@@ -55,5 +62,7 @@ SoakResult run_soak(const SoakOptions& options);
 std::string describe(const SoakResult& r);
 
 ResourceSample sample_process(pid_t pid, double at_fraction);
+// user + system CPU time of the process, all threads, in microseconds.
+double process_cpu_us(pid_t pid);
 
 }  // namespace stoke::soak

@@ -51,6 +51,9 @@ int main(int argc, char** argv) {
   if (!json_path.empty()) {
     nlohmann::json j = {{"warm_ok", r.warm_ok},
                         {"warm_per_second", r.warm_per_second},
+                        {"warm_p50_ms", r.warm_p50_ms},
+                        {"warm_p99_ms", r.warm_p99_ms},
+                        {"agent_cpu_us_per_warm", r.agent_cpu_us_per_warm},
                         {"starts_ok", r.starts_ok},
                         {"expected_failures", r.expected_failures},
                         {"unexplained", r.unexplained_count},

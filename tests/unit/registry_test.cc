@@ -319,6 +319,38 @@ TEST(Registry, FinishWithoutEndTimeGetsOneSoItNeverLooksRunning) {
   EXPECT_GT(reg->get_activation("a1")->end_ms(), 0);
 }
 
+TEST(Registry, ABatchOfActivationWritesIsStoredTogetherInOrder) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  using W = Registry::ActivationWrite;
+  auto out = reg->write_activations({W{W::kBegin, running("a", "f", 10)}, W{W::kBegin, running("b", "f", 11)},
+                                     W{W::kFinish, finished(running("a", "f", 10))}});
+  ASSERT_EQ(out.size(), 3u);
+  for (const auto& s : out) EXPECT_TRUE(s.ok()) << s.error().message();
+  EXPECT_EQ(reg->get_activation("a")->status(), v1::SUCCESS) << "the finish came after its begin";
+  EXPECT_EQ(reg->get_activation("b")->end_ms(), 0) << "still running";
+  EXPECT_EQ(reg->count_activations().value(), 2u);
+}
+
+TEST(Registry, AWriteRefusedInABatchFailsAloneAndTheOthersAreStored) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  ASSERT_TRUE(reg->begin_activation(running("taken", "f", 10)).ok());
+  using W = Registry::ActivationWrite;
+  auto out = reg->write_activations({W{W::kBegin, running("taken", "f", 12)}, W{W::kBegin, running("new", "f", 13)},
+                                     W{W::kFinish, running("new", "f", 13)},  // no status
+                                     W{W::kBegin, running("new", "f", 14)}});  // its id, used above in this batch
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(error_kind(out[0].error()), ErrorKind::kAlreadyExists);
+  EXPECT_TRUE(out[1].ok());
+  EXPECT_EQ(error_kind(out[2].error()), ErrorKind::kInvalid);
+  EXPECT_EQ(error_kind(out[3].error()), ErrorKind::kAlreadyExists);
+  EXPECT_EQ(reg->get_activation("taken")->start_ms(), 10) << "the first record is untouched";
+  EXPECT_EQ(reg->get_activation("new")->start_ms(), 13);
+}
+
 TEST(Registry, LogsWithInvalidUtf8AreStoredNotLost) {
   test::TempDir dir;
   auto reg = open_registry(dir.file("state.db"));
