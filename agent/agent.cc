@@ -632,16 +632,32 @@ void Agent::release_slot(const std::string& function) {
   if (slots.running == 0 && slots.waiting.empty()) slots_.erase(it);
 }
 
+StartFacts Agent::start_facts(const Running& run) {
+  StartFacts f;
+  f.forced = run.force_cold      ? v1::COLD
+             : run.force_zygote  ? v1::ZYGOTE
+             : run.force_restore ? v1::RESTORE
+             : run.force_prewarm ? v1::PREWARM
+                                 : v1::START_KIND_UNSPECIFIED;
+  f.runtime = run.spec.runtime;
+  f.zygote_ready = zygote_ready_for(run);
+  f.image_ready = image_ready_for(run);
+  return f;
+}
+
 void Agent::start_instance(const std::shared_ptr<Running>& run) {
-  if (!run->force_cold && !run->force_zygote && !run->force_restore && !run->force_prewarm && take_idle(run)) {
-    // Warm: no worker, no spawn; the conversation starts right here.
-    run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
-    run->record.set_start_kind(v1::WARM);
-    run->record.set_init_ms(0);
-    converse(run);
-    return;
+  for (StartPath path : pooled_paths(start_facts(*run))) {
+    if (path == StartPath::kWarm && take_idle(run)) {
+      // Warm: no worker, no spawn; the conversation starts right here.
+      run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
+      run->record.set_start_kind(v1::WARM);
+      run->record.set_init_ms(0);
+      converse(run);
+      return;
+    }
+    if (path == StartPath::kPrewarmed && take_prewarmed(run)) return;
   }
-  start_cold(run);
+  start_cold(run);  // memory for a new instance, then spawn_instance
 }
 
 void Agent::converse(const std::shared_ptr<Running>& run, bool first_line_is_ready) {
@@ -663,13 +679,13 @@ void Agent::rerun_cold(const std::shared_ptr<Running>& run) {
 }
 
 void Agent::spawn_instance(const std::shared_ptr<Running>& run) {
-  // Fastest first: a zygote's fork, then a restore of the checkpoint image.
-  if (run->force_zygote) return wait_for_zygote(run);
-  if (run->force_restore) return wait_for_image(run);
-  if (run->force_prewarm) return spawn_cold(run);  // none was free: cold, and start_kind says so
-  if (zygote_ready_for(*run)) return fork_from_zygote(run);
-  if (image_ready_for(*run)) return restore_instance(run);
-  spawn_cold(run);
+  switch (new_instance_path(start_facts(*run))) {
+    case StartPath::kWaitForZygote: return wait_for_zygote(run);
+    case StartPath::kWaitForImage: return wait_for_image(run);
+    case StartPath::kZygoteFork: return fork_from_zygote(run);
+    case StartPath::kRestore: return restore_instance(run);
+    default: return spawn_cold(run);
+  }
 }
 
 void Agent::spawn_cold(const std::shared_ptr<Running>& run) {

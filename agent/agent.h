@@ -30,6 +30,7 @@
 #include "agent/registry.h"
 #include "agent/server.h"
 #include "agent/settings.h"
+#include "agent/start_path.h"
 #include "agent/worker_pool.h"
 #include "agent/zygote.h"
 #include "sandbox/base/unique_fd.h"
@@ -80,7 +81,10 @@ class Agent {
   // The invocation's own reply (sync or async) with `r`, once.
   void answer(const std::shared_ptr<Running>& run, v1::Response r);
   void admit(const std::shared_ptr<Running>& run);
+  // Its instance: a pooled one if the start-path choice (agent/start_path.h)
+  // says so and one is there, else memory for a new one (start_cold).
   void start_instance(const std::shared_ptr<Running>& run);
+  StartFacts start_facts(const Running& run);
   void finish(const std::shared_ptr<Running>& run, ActivationOutcome outcome);
   void release_slot(const std::string& function);
   bool take_idle(const std::shared_ptr<Running>& run);

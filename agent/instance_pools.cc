@@ -98,9 +98,6 @@ void Agent::serve_memory_waiting() {
 }
 
 void Agent::start_cold(const std::shared_ptr<Running>& run) {
-  if (!run->force_cold && !run->force_zygote && !run->force_restore && run->spec.runtime != v1::EXEC &&
-      (run->force_prewarm || (!zygote_ready_for(*run) && !image_ready_for(*run))) && take_prewarmed(run))
-    return;
   const uint64_t need = run->spec.memory_bytes;
   if (reserve_for_activation(need, run->spec.function)) {
     run->reserved = true;
