@@ -294,13 +294,28 @@ Result<v1::Activation> row_to_activation(const SqliteStatement& st, bool with_bo
 }
 
 // INSERT (begin) and INSERT OR REPLACE (finish) share the column binding.
-Status write_activation(SqliteDb& db, const char* verb, const v1::Activation& a, const char* state) {
-  std::string sql = std::string(verb) +
-                    " INTO activations (id, function, version, state, start_ms, end_ms, duration_ms, wait_ms, "
-                    "init_ms, start_kind, status, result_json, logs, logs_truncated, cpu_user_ms, cpu_system_ms, "
-                    "memory_peak_bytes, billed_ms, gb_seconds, stored_bytes, pids_peak) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
-                    "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
-  auto st = db.prepare(sql);
+// kInsert: a new row. kUpsert: the row, new or replacing the running one in
+// place. Only the columns that change between begin and finish are set, so
+// the indexes on id, function and start_ms are left alone (INSERT OR REPLACE
+// would delete and re-add the row in every index).
+enum class RowWrite { kInsert, kUpsert };
+
+Status write_activation(SqliteDb& db, RowWrite how, const v1::Activation& a, const char* state) {
+  static const std::string kInsert =
+      "INSERT INTO activations (id, function, version, state, start_ms, end_ms, duration_ms, wait_ms, "
+      "init_ms, start_kind, status, result_json, logs, logs_truncated, cpu_user_ms, cpu_system_ms, "
+      "memory_peak_bytes, billed_ms, gb_seconds, stored_bytes, pids_peak) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+      "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
+  static const std::string kUpsert =
+      kInsert +
+      " ON CONFLICT(id) DO UPDATE SET version = excluded.version, state = excluded.state, end_ms = excluded.end_ms, "
+      "duration_ms = excluded.duration_ms, wait_ms = excluded.wait_ms, init_ms = excluded.init_ms, "
+      "start_kind = excluded.start_kind, status = excluded.status, result_json = excluded.result_json, "
+      "logs = excluded.logs, logs_truncated = excluded.logs_truncated, cpu_user_ms = excluded.cpu_user_ms, "
+      "cpu_system_ms = excluded.cpu_system_ms, memory_peak_bytes = excluded.memory_peak_bytes, "
+      "billed_ms = excluded.billed_ms, gb_seconds = excluded.gb_seconds, stored_bytes = excluded.stored_bytes, "
+      "pids_peak = excluded.pids_peak";
+  auto st = db.prepare(how == RowWrite::kInsert ? kInsert : kUpsert);
   if (!st.ok()) return st.error();
   nlohmann::json logs = nlohmann::json::array();
   for (const auto& line : a.logs()) logs.push_back(line);
@@ -629,7 +644,7 @@ std::vector<Status> Registry::write_activations(const std::vector<ActivationWrit
         out[i] = kind_error(ErrorKind::kAlreadyExists, step_of(i));
         continue;
       }
-      if (Status st = write_activation(db_, "INSERT", w.record, "running"); !st.ok()) return fail_all(st.error());
+      if (Status st = write_activation(db_, RowWrite::kInsert, w.record, "running"); !st.ok()) return fail_all(st.error());
     } else {
       // end_ms 0 means "running" in the API; a finished record must not say that.
       const v1::Activation* a = &w.record;
@@ -639,7 +654,7 @@ std::vector<Status> Registry::write_activations(const std::vector<ActivationWrit
         ended.set_end_ms(now_ms());
         a = &ended;
       }
-      if (Status st = write_activation(db_, "INSERT OR REPLACE", *a, "finished"); !st.ok()) return fail_all(st.error());
+      if (Status st = write_activation(db_, RowWrite::kUpsert, *a, "finished"); !st.ok()) return fail_all(st.error());
     }
     ++stored;
   }
