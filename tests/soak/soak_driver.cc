@@ -147,8 +147,24 @@ class Run {
     unsigned warm_concurrency = std::min(o_.connections * o_.in_flight, 8u);
     if (auto e = create("soak-warm", kWarmCode, warm_concurrency, 10000); !e.empty()) return "create soak-warm: " + e;
     if (auto e = create("soak-start", kStartCode, 4, 1500); !e.empty()) return "create soak-start: " + e;
-    // First calls: the warm function gets its instances, the start function
+    // First calls: the warm function gets its instances (as many as it may
+    // run at once, so the measured calls are warm ones), the start function
     // its zygote and image (made after a first success).
+    {
+      v1::Request w;
+      w.mutable_invoke()->set_function("soak-warm");
+      w.mutable_invoke()->set_params_json("{\"n\": 1}");
+      std::vector<uint64_t> ids;
+      for (unsigned i = 0; i < warm_concurrency; ++i) {
+        auto id = c.value().send(w);
+        if (!id.ok()) return "warm-up of soak-warm: " + id.error().message();
+        ids.push_back(id.value());
+      }
+      for (uint64_t id : ids) {
+        auto resp = c.value().wait_for(id);
+        if (!resp.ok()) return "warm-up of soak-warm: " + resp.error().message();
+      }
+    }
     v1::Request r;
     r.mutable_invoke()->set_function("soak-start");
     r.mutable_invoke()->set_params_json("{}");

@@ -1,0 +1,85 @@
+"""`scripts/bench throughput`: the warm path under load. Starts a private stoked (temp state
+dir and socket, stopped by pid) and drives a trivial Python function
+(`return {"n": args["n"] + 1}`) with build/bin/stoke-soak, warm calls only:
+
+  - pipelined: 4 connections x 8 requests in flight (--runs x 100 calls): invocations/s;
+  - one at a time: 1 connection, 1 in flight (--runs x 5 calls): the latency of one warm call.
+
+Each prints the client's p50/p99 and the agent's CPU time per call (/proc/<pid>/stat, all its
+threads). Client, agent and instances share the machine's cores; the figures are this
+machine's, not the agent's alone. --stoked-base BIN runs the same against another build of
+the agent, in the same run (A/B)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from . import report
+from .private_agent import PrivateAgent
+
+SHAPES = [
+    # (name, connections, in flight per connection, calls per --runs)
+    ("pipelined 4x8", 4, 8, 100),
+    ("one at a time", 1, 1, 5),
+]
+
+
+def measure(stoked, soak, shape, runs):
+    name, connections, in_flight, per_run = shape
+    work = tempfile.mkdtemp(prefix="stoke-bench-throughput-")
+    os.chmod(work, 0o755)
+    agent = PrivateAgent(stoked, work)
+    try:
+        why = agent.start()
+        if why:
+            return None, why
+        out = os.path.join(work, "soak.json")
+        argv = [soak, "--socket", agent.sock, "--pid", str(agent.proc.pid), "--warm", str(runs * per_run),
+                "--starts", "0", "--connections", str(connections), "--in-flight", str(in_flight),
+                "--start-threads", "1", "--max-growth", "10", "--json", out]
+        r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if r.returncode != 0:
+            return None, f"stoke-soak exited with status {r.returncode}: {r.stderr[-2000:]}\n{agent.log_tail()}"
+        with open(out) as f:
+            return json.load(f), None
+    finally:
+        agent.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(ctx):
+    bins = {n: os.path.join(ctx.repo_root, "build", "bin", n) for n in ("stoked", "stoke-soak")}
+    missing = [n for n, p in bins.items() if not os.access(p, os.X_OK)]
+    if missing:
+        msg = f"throughput: {', '.join(missing)} missing: run scripts/build first"
+        if ctx.explicit:
+            print(f"bench {msg}", file=sys.stderr)
+            return 2
+        print(f"{msg} (skipped)")
+        return 0
+    agents = [("stoke", bins["stoked"])]
+    base = os.environ.get("STOKE_BENCH_BASE_STOKED")
+    if base:
+        agents.append(("base", os.path.abspath(base)))
+    results = {}
+    print(f"throughput: warm calls of a trivial Python function; kernel {os.uname().release}, "
+          f"{os.cpu_count()} cpus, load {ctx.loadavg_start[0]:.2f}")
+    print(f"  {'agent':<6} {'shape':<15} {'calls':>7} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'agent us/call':>14}")
+    for shape in SHAPES:
+        for label, stoked in agents:
+            res, why = measure(stoked, bins["stoke-soak"], shape, ctx.runs)
+            if why:
+                print(f"bench throughput ({label}, {shape[0]}): {why}", file=sys.stderr)
+                return 1
+            results.setdefault(shape[0], {})[label] = res
+            print(f"  {label:<6} {shape[0]:<15} {res['warm_ok']:>7} {res['warm_per_second']:>9.0f} "
+                  f"{res['warm_p50_ms']:>8.3f} {res['warm_p99_ms']:>8.3f} {res['agent_cpu_us_per_warm']:>14.1f}")
+            sys.stdout.flush()
+    os.makedirs(os.path.dirname(os.path.abspath(ctx.json_path)), exist_ok=True)
+    with open(ctx.json_path, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"(json: {report.rel(ctx.json_path, ctx.repo_root)})")
+    return 0
