@@ -40,13 +40,31 @@ ActivationOutcome classify_result(const std::string& line) {
     return o;
   }
   o.status = j.contains("error") ? v1::APPLICATION_ERROR : v1::SUCCESS;
+  auto marker = j.find("__stoke");
+  if (marker == j.end()) {
+    // Kept as the instance sent it (less surrounding whitespace), never
+    // re-encoded: it is a valid JSON object, its numbers stay exactly as
+    // written (1E15 or a 30-digit integer would come back as a float), and
+    // it is no bigger than the line, which the reader already capped.
+    const size_t first = line.find_first_not_of(" \t\r\n");
+    const size_t last = line.find_last_not_of(" \t\r\n");
+    o.result_json = line.substr(first, last - first + 1);
+    return o;
+  }
   // A language runtime marks the failures that are the code's, not the
   // function's answer (failed import, a non-dict return): developer_error.
-  if (auto marker = j.find("__stoke"); marker != j.end()) {
-    if (marker->is_object() && marker->value("status", "") == "developer_error") o.status = v1::DEVELOPER_ERROR;
-    j.erase(marker);
-  }
+  if (marker->is_object() && marker->value("status", "") == "developer_error") o.status = v1::DEVELOPER_ERROR;
+  j.erase(marker);
   o.result_json = j.dump();
+  // Re-encoding can grow a crafted result (each 1E15 becomes
+  // 1000000000000000.0): past the line's own size it is refused, so no
+  // stored result exceeds what the reader's cap let in.
+  if (o.result_json.size() > line.size()) {
+    o.status = v1::DEVELOPER_ERROR;
+    o.result_json = error_json("the result is not acceptable: without the runtime's marker it re-encodes to " +
+                               std::to_string(o.result_json.size()) + " bytes, more than the " +
+                               std::to_string(line.size()) + " sent");
+  }
   return o;
 }
 

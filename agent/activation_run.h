@@ -44,7 +44,8 @@ struct ActivationOutcome {
 
 // Classifies a runtime's result line (without the newline): a JSON object is
 // success, or application_error when it has an "error" member; anything else
-// is the developer's error. Pure; unit-tested.
+// is the developer's error. A result is kept as sent (not re-encoded), so it
+// is never larger than the line. Pure; unit-tested.
 ActivationOutcome classify_result(const std::string& line);
 
 // Splits log bytes into lines within the limits (pure; unit-tested). `partial`

@@ -24,6 +24,30 @@ TEST(ClassifyResult, AnythingButAnObjectIsTheDevelopersError) {
   }
 }
 
+TEST(ClassifyResult, AResultIsKeptAsSentWithItsNumbersExact) {
+  auto o = classify_result("  {\"n\": 1E15, \"big\": 123456789012345678901234567890}\r");
+  EXPECT_EQ(o.status, v1::SUCCESS);
+  EXPECT_EQ(o.result_json, R"({"n": 1E15, "big": 123456789012345678901234567890})");
+}
+
+TEST(ClassifyResult, AResultIsNeverStoredLargerThanItWasSent) {
+  // Found by result_fuzz: an error quoting 92 control bytes; and a crafted
+  // result that re-encoding would have grown nearly fourfold.
+  std::string controls = "05" + std::string(90, '\x15');
+  EXPECT_LE(classify_result(controls).result_json.size(), 2048u);
+  std::string numbers = "{\"__stoke\": {}, \"a\": [1E15";
+  for (int i = 0; i < 1000; ++i) numbers += ",1E15";
+  numbers += "]}";
+  auto o = classify_result(numbers);
+  EXPECT_EQ(o.status, v1::DEVELOPER_ERROR);
+  EXPECT_LE(o.result_json.size(), numbers.size());
+  EXPECT_NE(o.result_json.find("re-encodes"), std::string::npos) << o.result_json;
+  // The runtime's own marker is still taken out of a result that does not grow.
+  auto marked = classify_result(R"({"error": "boom", "__stoke": {"status": "developer_error"}})");
+  EXPECT_EQ(marked.status, v1::DEVELOPER_ERROR);
+  EXPECT_EQ(marked.result_json, R"({"error":"boom"})");
+}
+
 TEST(ClassifyResult, DeeplyNestedResultIsRefusedNotRecursedInto) {
   // Review finding #1: dump() of this overflowed the agent's stack.
   std::string deep = "{\"a\":" + std::string(300000, '[') + std::string(300000, ']') + "}";
