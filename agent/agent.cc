@@ -702,7 +702,7 @@ void Agent::spawn_cold(const std::shared_ptr<Running>& run) {
           release(MemoryHolder::kActivation, run->spec.memory_bytes);
         }
         // A missing or non-executable entry is the function's fault, not ours.
-        bool developer = e.step.find("exec ") != std::string::npos;
+        bool developer = e.cause == ErrorCause::kExec;
         spdlog::warn("function {} activation {}: instance did not start: {}", run->spec.function,
                      run->record.activation_id(), e.message());
         finish(run, ActivationOutcome{developer ? v1::DEVELOPER_ERROR : v1::INTERNAL_ERROR,

@@ -29,7 +29,6 @@ constexpr size_t kMaxMessage = 1 << 16;
 constexpr size_t kMaxMessageDepth = 8;
 // Step of an error the zygote itself answered (as opposed to a lost or late
 // answer, after which the exchange is out of step and the zygote unusable).
-constexpr const char* kAnswered = "the zygote refused";
 
 Status send_message(int fd, const json& message, const std::vector<int>& fds) {
   std::string data = message.dump();
@@ -104,7 +103,8 @@ Result<Message> receive_message(int fd, std::chrono::milliseconds timeout, const
     Error e = plain_error(waiting_for, m.body["error"].is_string() ? m.body["error"].get<std::string>()
                                                                    : m.body["error"].dump());
     e.detail = e.step + ": " + e.detail;
-    e.step = kAnswered;
+    e.step = "the zygote refused";
+    e.cause = ErrorCause::kPeerRefused;
     return e;
   }
   return m;
@@ -241,7 +241,7 @@ Result<std::unique_ptr<FunctionZygote>> FunctionZygote::start(Spawner& spawner, 
     // Its own answer (the code failed to load, threads at import) is final
     // for this code; anything else (it died, no answer) may be transient.
     Error e = ready.error();
-    if (e.step == kAnswered) e.step = kFunctionRefused;
+    if (e.cause == ErrorCause::kPeerRefused) e.step = "function zygote refused";
     return fail(e);
   }
   return fz;
@@ -333,7 +333,8 @@ Result<std::unique_ptr<Sandbox>> FunctionZygote::fork_instance(const InstanceFor
     (void)made->destroy();
     if (untrusted) {
       e.detail = e.step + ": " + e.detail;
-      e.step = kZygoteUntrusted;
+      e.step = "zygote fork failed verification";
+      e.cause = ErrorCause::kPeerUntrusted;
       condemn();
     }
     return e;
@@ -348,7 +349,7 @@ Result<std::unique_ptr<Sandbox>> FunctionZygote::fork_instance(const InstanceFor
   }
   auto reply = receive_message(control_.get(), kForkTimeout, what);
   if (!reply.ok()) {
-    if (reply.error().step != kAnswered) broken_ = true;  // lost or late: out of step
+    if (reply.error().cause != ErrorCause::kPeerRefused) broken_ = true;  // lost or late: out of step
     return fail(reply.error(), false);
   }
   if (!reply->fd) return fail(plain_error(what, "the zygote sent no pidfd"), true);

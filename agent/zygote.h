@@ -103,15 +103,14 @@ struct InstanceFork {
   uint64_t tmp_bytes = 64ULL << 20;
 };
 
-// Step of the error FunctionZygote::start returns when the zygote itself
-// refused (its code failed to load, or it runs threads after import): the
-// same code will not get a zygote.
-inline constexpr const char* kFunctionRefused = "function zygote refused";
-
-// Step of the error fork_instance returns when the fork the zygote answered
-// with failed the agent's checks (agent/zygote_verify.h): the zygote has been
-// killed, and its function's code (which controls it) gets no other zygote.
-inline constexpr const char* kZygoteUntrusted = "zygote fork failed verification";
+// Causes the agent acts on (sandbox/base/result.h):
+// - FunctionZygote::start fails with ErrorCause::kPeerRefused when the zygote
+//   itself refused (its code failed to load, or it runs threads after
+//   import): the same code will not get a zygote.
+// - fork_instance fails with ErrorCause::kPeerUntrusted when the fork the
+//   zygote answered with failed the agent's checks (agent/zygote_verify.h):
+//   the zygote has been killed, and its function's code (which controls it)
+//   gets no other zygote.
 
 // Deadline of every wait for a zygote or its fork to be gone after a kill.
 inline constexpr std::chrono::milliseconds kZygoteTeardownDeadline{5'000};

@@ -117,7 +117,7 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
                     !stopping_;
       if (!z->ok() || !wanted) {
         if (!z->ok()) spdlog::warn("function {}: zygote did not start: {}", fs.function, z->error().message());
-        if (!z->ok() && z->error().step == kFunctionRefused)
+        if (!z->ok() && z->error().cause == ErrorCause::kPeerRefused)
           zygote_refused_.insert(fs.function + "@" + std::to_string(fs.version));
         std::shared_ptr<FunctionZygote> doomed;
         if (z->ok()) doomed = std::move(z->value());
@@ -225,7 +225,7 @@ void Agent::fork_from_zygote(const std::shared_ptr<Running>& run) {
         spdlog::warn("function {} activation {}: zygote fork failed ({}); starting cold", run->spec.function,
                      run->record.activation_id(), instance->error().message());
         auto it2 = zygotes_.find(run->spec.function);
-        if (instance->error().step == kZygoteUntrusted) zygote_untrusted(run->spec);
+        if (instance->error().cause == ErrorCause::kPeerUntrusted) zygote_untrusted(run->spec);
         else if (it2 != zygotes_.end() && it2->second.zygote == zygote) zygote_died(run->spec.function);
         run->force_zygote = false;
         spawn_cold(run);
@@ -277,7 +277,7 @@ void Agent::fork_ahead(const std::string& function) {
             run->force_zygote = false;
             spawn_cold(run);
           }
-          if (!instance->ok() && instance->error().step == kZygoteUntrusted) zygote_untrusted(spec);
+          if (!instance->ok() && instance->error().cause == ErrorCause::kPeerUntrusted) zygote_untrusted(spec);
           else if (!instance->ok()) zygote_died(spec.function);
         }
         serve_memory_waiting();

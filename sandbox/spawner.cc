@@ -649,7 +649,8 @@ Result<std::unique_ptr<Sandbox>> Spawner::spawn(const SandboxSpec& spec) {
   if (ce.step == kStepExec) step = "exec " + spec.argv[0];
   if (ce.step == kStepCloneBindSource)
     step = std::string("clone bind source ") + plan->bind_sources()[static_cast<size_t>(ce.index)];
-  return fail_spawn(Error{"sandbox setup failed at '" + step + "'", ce.err, {}});
+  return fail_spawn(Error{"sandbox setup failed at '" + step + "'", ce.err, {},
+                          ce.step == kStepExec ? ErrorCause::kExec : ErrorCause::kUnspecified});
 }
 
 }  // namespace stoke

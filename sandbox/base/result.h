@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -13,10 +14,21 @@
 
 namespace stoke {
 
+// What kind of failure it is, where a caller decides on it rather than only
+// printing it: the words of an Error are for people, its cause is for code
+// (so no caller matches strings). Survives context().
+enum class ErrorCause : uint8_t {
+  kUnspecified,
+  kExec,           // the program to run could not be executed (missing, not executable, bad format)
+  kPeerRefused,    // a helper process answered with a refusal (a zygote whose code failed to load)
+  kPeerUntrusted,  // a helper process's answer failed the caller's verification (a forged fork)
+};
+
 struct Error {
   std::string step;     // what was being done, e.g. "mkdir /sys/fs/cgroup/pids/stoke"
   int err = 0;          // errno, 0 when the failure is not a system call's
   std::string detail;   // optional extra words (already human readable)
+  ErrorCause cause = ErrorCause::kUnspecified;
 
   // One clear sentence for the user.
   std::string message() const {
@@ -26,7 +38,7 @@ struct Error {
     return m;
   }
   // Prefix more context, keeping errno: "spawn: " + "mkdir ...".
-  Error context(const std::string& outer) const { return Error{outer + ": " + step, err, detail}; }
+  Error context(const std::string& outer) const { return Error{outer + ": " + step, err, detail, cause}; }
 };
 
 // errno-carrying error for the last failed libc call.

@@ -188,6 +188,7 @@ TEST_F(SpawnerTest, MissingBinaryNamesTheExecStepAndErrno) {
   const std::string m = sb.error().message();
   EXPECT_NE(m.find("exec /no/such/binary"), std::string::npos) << m;
   EXPECT_NE(m.find("No such file or directory"), std::string::npos) << m;
+  EXPECT_EQ(sb.error().cause, ErrorCause::kExec) << "callers decide on the cause, not on these words";
   EXPECT_TRUE(stoke_cgroups_named("sb-" + std::to_string(getpid()) + "-*").empty());
 }
 
