@@ -101,6 +101,8 @@ nlohmann::json status_json(const v1::Status& s) {
   nlohmann::json features = nlohmann::json::object(), pools = nlohmann::json::object();
   for (const auto& [k, v] : s.features()) features[k] = v;
   for (const auto& [k, v] : s.pools()) pools[k] = v;
+  nlohmann::json by_holder = nlohmann::json::object();
+  for (const auto& [k, v] : s.reserved_memory_by_holder()) by_holder[k] = v;
   nlohmann::json zygotes = nlohmann::json::array();
   for (const auto& z : s.zygotes())
     zygotes.push_back({{"function", z.function()}, {"version", z.version()}, {"pid", z.pid()},
@@ -120,6 +122,8 @@ nlohmann::json status_json(const v1::Status& s) {
           {"started", s.started_ms()},
           {"pools", pools},
           {"reservedMemoryBytes", s.reserved_memory_bytes()},
+          {"reservedMemoryByHolder", by_holder},
+          {"memoryAccountingErrors", s.memory_accounting_errors()},
           {"memoryBudgetBytes", s.memory_budget_bytes()},
           {"idleGbSeconds", s.idle_gb_seconds()},
           {"zygotes", zygotes}};
