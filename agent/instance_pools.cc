@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/agent_internal.h"
+#include "agent/eviction.h"
 #include "sandbox/base/file_util.h"
 
 namespace stoke::agent {
@@ -22,62 +23,79 @@ bool Agent::reserve_for_activation(uint64_t bytes, const std::string& function) 
 }
 
 bool Agent::make_room(uint64_t bytes, const std::string& function) {
-  auto fits = [&] { return memory_.fits(bytes); };
-  // Idle instances, least recently used first.
-  std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> lru;
+  if (memory_.fits(bytes)) return true;
+  // A snapshot of the platform's memory, with where each entry lives.
+  struct Where {
+    std::string function;   // idle, forked ahead, zygote
+    uint64_t idle_id = 0;   // idle
+    v1::Runtime runtime{};  // prewarmed
+  };
+  std::vector<PooledMemory> pool;
+  std::vector<Where> where;
   for (const auto& [fn, list] : idle_)
-    for (const auto& idle : list) lru.emplace_back(idle.parked, fn);
-  std::sort(lru.begin(), lru.end());
-  for (const auto& [parked, fn] : lru) {
-    if (fits()) return true;
-    auto it = idle_.find(fn);
-    if (it == idle_.end()) continue;
-    auto& list = it->second;
-    auto victim = std::min_element(list.begin(), list.end(),
-                                   [](const IdleInstance& a, const IdleInstance& b) { return a.parked < b.parked; });
-    spdlog::info("function {}: idle instance evicted to make room under the memory budget", fn);
-    loop_->cancel_timer(victim->keep_alive_timer);
-    account_idle(*victim);
-    retire(std::move(victim->instance), MemoryHolder::kIdle, victim->memory_bytes);
-    list.erase(victim);
-    if (list.empty()) idle_.erase(it);
+    for (const auto& idle : list) {
+      pool.push_back({PooledMemory::kIdle, fn, idle.parked, idle.memory_bytes, false});
+      where.push_back({fn, idle.id, {}});
+    }
+  for (const auto& [rt, list] : prewarmed_)
+    for (const auto& p : list) {
+      pool.push_back({PooledMemory::kPrewarmed, "", p.since, p.memory_bytes, false});
+      where.push_back({"", 0, rt});
+    }
+  for (const auto& [fn, e] : zygotes_) {
+    for (size_t i = 0; i < e.ahead.size(); ++i) {
+      pool.push_back({PooledMemory::kForkedAhead, fn, e.since, e.spec.memory_bytes, false});
+      where.push_back({fn, 0, {}});
+    }
+    const bool busy = !e.zygote || e.forking_ahead || !e.waiting.empty() || !e.waiting_ahead.empty();
+    pool.push_back({PooledMemory::kZygote, fn, e.last_used, e.memory_bytes, busy});
+    where.push_back({fn, 0, {}});
   }
-  // Prewarmed runtimes, oldest first (they are refilled when memory allows).
-  for (;;) {
-    if (fits()) return true;
-    std::vector<Prewarmed>* oldest = nullptr;
-    for (auto& [rt, pool] : prewarmed_)
-      if (!pool.empty() && (oldest == nullptr || pool.front().since < oldest->front().since)) oldest = &pool;
-    if (oldest == nullptr) break;
-    spdlog::info("a prewarmed runtime yields its memory to an activation");
-    Prewarmed victim = std::move(oldest->front());
-    oldest->erase(oldest->begin());
-    idle_gb_seconds_ += ms_since(victim.since) / 1000.0 * static_cast<double>(victim.memory_bytes) / double(1ULL << 30);
-    retire(std::move(victim.instance), MemoryHolder::kPrewarmed, victim.memory_bytes);
-  }
-  // Instances other functions' zygotes forked ahead of demand.
-  for (auto& [fn, e] : zygotes_) {
-    if (fn == function) continue;
-    while (!e.ahead.empty() && !fits()) {
-      spdlog::info("function {}: an instance forked ahead yields its memory to an activation", fn);
-      retire(std::move(e.ahead.back()), MemoryHolder::kForkedAhead, e.spec.memory_bytes);
-      e.ahead.pop_back();
+  const uint64_t free = memory_.budget() - memory_.reserved();
+  for (size_t i : choose_evictions(pool, function, free, bytes)) {
+    const Where& w = where[i];
+    switch (pool[i].kind) {
+      case PooledMemory::kIdle: {
+        auto it = idle_.find(w.function);
+        if (it == idle_.end()) break;
+        auto& list = it->second;
+        auto victim = std::find_if(list.begin(), list.end(), [&](const IdleInstance& x) { return x.id == w.idle_id; });
+        if (victim == list.end()) break;
+        spdlog::info("function {}: idle instance evicted to make room under the memory budget", w.function);
+        loop_->cancel_timer(victim->keep_alive_timer);
+        account_idle(*victim);
+        retire(std::move(victim->instance), MemoryHolder::kIdle, victim->memory_bytes);
+        list.erase(victim);
+        if (list.empty()) idle_.erase(it);
+        break;
+      }
+      case PooledMemory::kPrewarmed: {
+        auto& list = prewarmed_[w.runtime];
+        if (list.empty()) break;
+        // Entries of one runtime are in start order: the oldest is in front.
+        spdlog::info("a prewarmed runtime yields its memory to an activation");
+        Prewarmed victim = std::move(list.front());
+        list.erase(list.begin());
+        idle_gb_seconds_ += ms_since(victim.since) / 1000.0 * static_cast<double>(victim.memory_bytes) / double(1ULL << 30);
+        retire(std::move(victim.instance), MemoryHolder::kPrewarmed, victim.memory_bytes);
+        break;
+      }
+      case PooledMemory::kForkedAhead: {
+        auto it = zygotes_.find(w.function);
+        if (it == zygotes_.end() || it->second.ahead.empty()) break;
+        spdlog::info("function {}: an instance forked ahead yields its memory to an activation", w.function);
+        retire(std::move(it->second.ahead.back()), MemoryHolder::kForkedAhead, it->second.spec.memory_bytes);
+        it->second.ahead.pop_back();
+        break;
+      }
+      case PooledMemory::kZygote:
+        if (!zygotes_.count(w.function)) break;
+        spdlog::info("function {}: zygote stopped to make room for an activation under the memory budget", w.function);
+        retire_zygote(w.function, /*wake=*/false);
+        break;
     }
   }
-  // Other functions' ready zygotes nobody waits on, least recently used first.
-  while (!fits()) {
-    auto victim = zygotes_.end();
-    for (auto it = zygotes_.begin(); it != zygotes_.end(); ++it) {
-      const ZygoteEntry& e = it->second;
-      if (it->first == function || !e.zygote || e.forking_ahead || !e.waiting.empty() || !e.waiting_ahead.empty())
-        continue;
-      if (victim == zygotes_.end() || e.last_used < victim->second.last_used) victim = it;
-    }
-    if (victim == zygotes_.end()) break;
-    spdlog::info("function {}: zygote stopped to make room for an activation under the memory budget", victim->first);
-    retire_zygote(victim->first, /*wake=*/false);
-  }
-  return fits();
+  return memory_.fits(bytes);
 }
 
 void Agent::release(MemoryHolder holder, uint64_t bytes) {
