@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 
-from . import report
+from . import binaries, report
 from .private_agent import PrivateAgent
 
 ECHO_ACTION = """#!/bin/sh
@@ -22,15 +22,9 @@ done
 
 
 def run(ctx):
-    bins = {name: os.path.join(ctx.repo_root, "build", "bin", name) for name in ("stoked", "stoke-bench-agent")}
-    missing = [n for n, p in bins.items() if not os.access(p, os.X_OK)]
-    if missing:
-        msg = f"agent: {', '.join(missing)} missing: run scripts/build first"
-        if ctx.explicit:
-            print(f"bench {msg}", file=sys.stderr)
-            return 2
-        print(f"{msg} (skipped)")
-        return 0
+    bins, status = binaries.find(ctx, "agent", ("stoked", "stoke-bench-agent"))
+    if bins is None:
+        return status
     work = tempfile.mkdtemp(prefix="stoke-bench-agent-")
     os.chmod(work, 0o755)
     agent = PrivateAgent(bins["stoked"], work)

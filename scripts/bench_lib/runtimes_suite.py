@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from . import measure, report
+from . import binaries, measure, report
 from .private_agent import PrivateAgent
 
 IMPORTS = "json, re, decimal, email.parser, http.client"
@@ -53,16 +53,9 @@ def shared_tools(ctx):
 
 
 def run(ctx):
-    bins = {name: os.path.join(ctx.repo_root, "build", "bin", name)
-            for name in ("stoked", "stoke-bench-runtimes")}
-    missing = [n for n, p in bins.items() if not os.access(p, os.X_OK)]
-    if missing:
-        msg = f"runtimes: {', '.join(missing)} missing: run scripts/build first"
-        if ctx.explicit:
-            print(f"bench {msg}", file=sys.stderr)
-            return 2
-        print(f"{msg} (skipped)")
-        return 0
+    bins, status = binaries.find(ctx, "runtimes", ("stoked", "stoke-bench-runtimes"))
+    if bins is None:
+        return status
     t_start = time.monotonic()
     warnings = []
     result = {

@@ -5,18 +5,14 @@ import os
 import subprocess
 import sys
 
-from . import report
+from . import binaries
 
 
 def run(ctx):
-    binary = os.path.join(ctx.repo_root, "build", "bin", "stoke-bench-spawn")
-    if not os.access(binary, os.X_OK):
-        msg = f"spawn: {report.rel(binary, ctx.repo_root)} is missing: run scripts/build first"
-        if ctx.explicit:
-            print(f"bench {msg}", file=sys.stderr)
-            return 2
-        print(f"{msg} (skipped)")
-        return 0
+    bins, status = binaries.find(ctx, "spawn", ("stoke-bench-spawn",))
+    if bins is None:
+        return status
+    binary = bins["stoke-bench-spawn"]
     os.makedirs(os.path.dirname(os.path.abspath(ctx.json_path)), exist_ok=True)
     argv = [binary, "--runs", str(ctx.runs), "--json", ctx.json_path]
     print(f"spawn: {' '.join(argv)}", file=sys.stderr)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 
-from . import report
+from . import binaries, report
 from .private_agent import PrivateAgent
 
 SHAPES = [
@@ -51,15 +51,9 @@ def measure(stoked, soak, shape, runs):
 
 
 def run(ctx):
-    bins = {n: os.path.join(ctx.repo_root, "build", "bin", n) for n in ("stoked", "stoke-soak")}
-    missing = [n for n, p in bins.items() if not os.access(p, os.X_OK)]
-    if missing:
-        msg = f"throughput: {', '.join(missing)} missing: run scripts/build first"
-        if ctx.explicit:
-            print(f"bench {msg}", file=sys.stderr)
-            return 2
-        print(f"{msg} (skipped)")
-        return 0
+    bins, status = binaries.find(ctx, "throughput", ("stoked", "stoke-soak"))
+    if bins is None:
+        return status
     agents = [("stoke", bins["stoked"])]
     base = os.environ.get("STOKE_BENCH_BASE_STOKED")
     if base:
