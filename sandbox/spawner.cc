@@ -33,8 +33,20 @@ constexpr size_t kChildStackSize = 256 * 1024;
 
 // No CLONE_NEWNET: the child makes its network namespace itself, in parallel
 // with the parent's work, or is born into a pooled one.
-constexpr int kCloneFlags = CLONE_VM | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC |
-                            CLONE_NEWUTS | CLONE_PIDFD | SIGCHLD;
+//
+// Under ThreadSanitizer the child gets its own copy of memory instead of
+// CLONE_VM: TSan keeps its per-thread state in the spawning thread's TLS, which
+// a CLONE_VM child would use at the same time (docs/security.md). What such a
+// build loses is only what the child writes for the parent to read (the
+// trace's child steps, the last step named in a stalled-exec error), and the
+// size-independent clone.
+#if defined(__SANITIZE_THREAD__)
+constexpr int kShareVm = 0;
+#else
+constexpr int kShareVm = CLONE_VM;
+#endif
+constexpr int kCloneFlags = kShareVm | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
+                            CLONE_PIDFD | SIGCHLD;
 
 double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
