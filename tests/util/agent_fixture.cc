@@ -34,7 +34,15 @@ AgentProcess::AgentProcess(std::string state_dir, std::string extra_config)
 }
 
 AgentProcess::~AgentProcess() {
-  if (pid_ > 0) stop();
+  if (pid_ <= 0) return;
+  // A clean stop exits 0. Anything else (a crash at shutdown, a sanitizer's
+  // report, which ends an instrumented agent) fails the test that ran it.
+  int status = stop();
+  if (status != -1 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+    ADD_FAILURE() << "stoked did not exit cleanly on SIGTERM ("
+                  << (WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
+                                        : "signal " + std::to_string(WTERMSIG(status)))
+                  << "); its log:\n" << log_text();
 }
 
 void AgentProcess::launch() {
