@@ -5,8 +5,10 @@
 // Runs as root. Logs to stderr (journald picks it up under systemd). Reports
 // readiness, status, watchdog pings and stopping to systemd when started by it.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -83,6 +85,14 @@ int main(int argc, char** argv) {
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // Every instance holds a dozen fds (pipes, pidfd, its cgroup's attach and
+  // counter files) and every client one: the soft fd limit goes up to the
+  // hard one (the agent uses epoll, never select). Sandboxes get their own
+  // limit from the spawner.
+  if (struct rlimit nofile; getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &nofile) != 0) spdlog::warn("cannot raise the fd limit: {}", std::strerror(errno));
+  }
 
   auto ram = stoke::agent::total_ram_bytes();
   stoke::agent::AgentSettings settings =

@@ -241,6 +241,65 @@ Result<uint64_t> read_u64(const std::string& path) {
   return v;
 }
 
+Status CounterFile::open_once() {
+  if (fd_) return {};
+  if (open_errno_ != 0) return sys_error("open " + path_, open_errno_);
+  int fd = ::open(path_.c_str(), (writable_ ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0 && writable_ && (errno == EACCES || errno == EROFS || errno == EPERM))
+    fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    open_errno_ = errno;
+    return sys_error("open " + path_);
+  }
+  fd_.reset(fd);
+  return {};
+}
+
+Result<std::string> CounterFile::read() {
+  STOKE_TRY(open_once());
+  // Counter files are a line or a few; a larger one is read on, by offset.
+  std::string out;
+  char buf[1024];
+  for (;;) {
+    ssize_t n = ::pread(fd_.get(), buf, sizeof buf, static_cast<off_t>(out.size()));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("read " + path_);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+Result<uint64_t> CounterFile::read_u64() {
+  auto text = read();
+  if (!text) return text.error();
+  uint64_t v = 0;
+  if (!parse_u64(*text, &v))
+    return plain_error("parse " + path_, "not a number: '" + std::string(trim(*text)) + "'");
+  return v;
+}
+
+Result<std::map<std::string, uint64_t>> CounterFile::read_keyed() {
+  auto text = read();
+  if (!text) return text.error();
+  return parse_flat_keyed(*text);
+}
+
+Status CounterFile::write(std::string_view data) {
+  STOKE_TRY(open_once());
+  ssize_t n = ::pwrite(fd_.get(), data.data(), data.size(), 0);
+  if (n < 0) return sys_error("write '" + std::string(data) + "' to " + path_);
+  if (static_cast<size_t>(n) != data.size()) return plain_error("write " + path_, "short write");
+  return {};
+}
+
+void CounterFile::close() {
+  fd_.reset();
+  open_errno_ = ENOENT;
+}
+
 Result<std::map<std::string, uint64_t>> read_keyed(const std::string& path) {
   auto text = read_file(path);
   if (!text) return text.error();

@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sandbox/base/result.h"
@@ -34,5 +35,34 @@ Status remove_group_dir(const std::string& dir, const std::vector<std::string>& 
 void remove_parent_if_empty(const std::string& dir);
 Result<std::vector<std::string>> list_subdirs(const std::string& dir);
 Result<unique_fd> open_for_attach(const std::string& path);
+
+// A counter file of a group (cpuacct.usage, memory.peak, ...) opened once and
+// read again with pread(2) at offset 0, which makes cgroupfs produce it anew.
+// A warm activation reads several of them per call; a path walk through
+// cgroupfs for each cost more than the read. cgroup v2's memory.peak needs it
+// too: since Linux 6.12 a write resets the peak for reads through the same fd
+// only. Not thread-safe: a group's counters are read by one thread at a time.
+class CounterFile {
+ public:
+  CounterFile() = default;
+  // writable: open read-write (for a reset); falls back to read-only when refused.
+  CounterFile(std::string path, bool writable) : path_(std::move(path)), writable_(writable) {}
+  const std::string& path() const { return path_; }
+  // The file's text now. ENOENT when the file is absent (also remembered: the
+  // kernel does not grow files later) or after close().
+  Result<std::string> read();
+  Result<uint64_t> read_u64();
+  Result<std::map<std::string, uint64_t>> read_keyed();
+  // One write(2) through the same fd.
+  Status write(std::string_view data);
+  void close();
+
+ private:
+  Status open_once();
+  std::string path_;
+  bool writable_ = false;
+  unique_fd fd_;
+  int open_errno_ = 0;  // a failed open is not retried
+};
 
 }  // namespace stoke::cgroup_internal

@@ -67,6 +67,17 @@ class CgroupV1Group final : public CgroupGroup {
                 ControllerMap cm)
       : name_(std::move(name)), dirs_(std::move(dirs)), parent_dirs_(std::move(parent_dirs)), cm_(cm) {
     for (const auto& d : dirs_) procs_files_.push_back(d + "/cgroup.procs");
+    if (cm_.cpuacct >= 0) {
+      const std::string& d = dirs_[cm_.cpuacct];
+      counters_.cpu_user = CounterFile(d + "/cpuacct.usage_user", false);
+      counters_.cpu_sys = CounterFile(d + "/cpuacct.usage_sys", false);
+      counters_.cpu_total = CounterFile(d + "/cpuacct.usage", false);
+    }
+    if (cm_.memory >= 0) {
+      counters_.memory_peak = CounterFile(dirs_[cm_.memory] + "/memory.max_usage_in_bytes", true);
+      counters_.oom_control = CounterFile(dirs_[cm_.memory] + "/memory.oom_control", false);
+    }
+    if (cm_.pids >= 0) counters_.pids_peak = CounterFile(dirs_[cm_.pids] + "/pids.peak", false);
   }
   ~CgroupV1Group() override { (void)destroy(); }
 
@@ -117,10 +128,10 @@ class CgroupV1Group final : public CgroupGroup {
     CgroupUsage u;
     if (cm_.cpuacct >= 0) {
       const std::string& dir = dirs_[cm_.cpuacct];
-      auto user = read_u64(dir + "/cpuacct.usage_user");
+      auto user = counters_.cpu_user.read_u64();
       if (user) {
         u.cpu_user_sampled_ns = *user;
-        auto sys = read_u64(dir + "/cpuacct.usage_sys");
+        auto sys = counters_.cpu_sys.read_u64();
         if (!sys) return sys.error();
         u.cpu_system_sampled_ns = *sys;
       } else if (user.error().err == ENOENT) {
@@ -135,7 +146,7 @@ class CgroupV1Group final : public CgroupGroup {
       }
       // cpuacct.usage is the scheduler's exact runtime; the user/system
       // figures above only move when a tick lands, so they split it.
-      if (auto total = read_u64(dir + "/cpuacct.usage"); total) u.cpu_total_ns = *total;
+      if (auto total = counters_.cpu_total.read_u64(); total) u.cpu_total_ns = *total;
       else if (total.error().err == ENOENT) u.cpu_total_ns = u.cpu_user_sampled_ns + u.cpu_system_sampled_ns;
       else return total.error();
       CpuSplit split = split_cpu_time(u.cpu_total_ns, u.cpu_user_sampled_ns, u.cpu_system_sampled_ns);
@@ -143,16 +154,15 @@ class CgroupV1Group final : public CgroupGroup {
       u.cpu_system_ns = split.system_ns;
     }
     if (cm_.memory >= 0) {
-      const std::string& dir = dirs_[cm_.memory];
-      auto peak = read_u64(dir + "/memory.max_usage_in_bytes");
+      auto peak = counters_.memory_peak.read_u64();
       if (!peak) return peak.error();
       u.memory_peak_bytes = *peak;
-      auto oom = read_keyed(dir + "/memory.oom_control");
+      auto oom = counters_.oom_control.read_keyed();
       if (!oom) return oom.error();
       if (auto it = oom->find("oom_kill"); it != oom->end()) u.oom_kills = it->second;  // since 4.13
     }
     if (cm_.pids >= 0) {
-      if (auto peak = read_u64(dirs_[cm_.pids] + "/pids.peak"); peak) u.pids_peak = *peak;
+      if (auto peak = counters_.pids_peak.read_u64(); peak) u.pids_peak = *peak;
       else if (peak.error().err != ENOENT) return peak.error();
     }
     return u;
@@ -166,11 +176,12 @@ class CgroupV1Group final : public CgroupGroup {
 
   Status reset_peak() override {
     if (cm_.memory < 0) return {};
-    return write_file(dirs_[cm_.memory] + "/memory.max_usage_in_bytes", "0");
+    return counters_.memory_peak.write("0");
   }
 
   Status destroy() override {
     attach_.clear();
+    counters_.close();
     while (!dirs_left_.empty()) {
       STOKE_TRY(remove_group_dir(dirs_left_.back(), procs_files_));
       dirs_left_.pop_back();
@@ -192,6 +203,15 @@ class CgroupV1Group final : public CgroupGroup {
   std::vector<std::string> dirs_left_;
   ControllerMap cm_;
   std::vector<unique_fd> attach_;
+  // Read on every warm activation: kept open (CounterFile). usage() is const
+  // to callers; re-reading a counter changes nothing they can see.
+  struct Counters {
+    CounterFile cpu_user, cpu_sys, cpu_total, memory_peak, oom_control, pids_peak;
+    void close() {
+      for (CounterFile* f : {&cpu_user, &cpu_sys, &cpu_total, &memory_peak, &oom_control, &pids_peak}) f->close();
+    }
+  };
+  mutable Counters counters_;
 };
 
 class CgroupV1Backend final : public CgroupBackend {

@@ -63,7 +63,9 @@ class CgroupV2Group final : public CgroupGroup {
         dir_(std::move(dir)),
         parent_dir_(std::move(parent_dir)),
         procs_files_{dir_ + "/cgroup.procs"},
-        controllers_(std::move(controllers)) {}
+        controllers_(std::move(controllers)),
+        counters_{CounterFile(dir_ + "/cpu.stat", false), CounterFile(dir_ + "/memory.peak", true),
+                  CounterFile(dir_ + "/memory.events", false), CounterFile(dir_ + "/pids.peak", false)} {}
   ~CgroupV2Group() override { (void)destroy(); }
 
   const std::string& name() const override { return name_; }
@@ -109,20 +111,22 @@ class CgroupV2Group final : public CgroupGroup {
     return {};
   }
 
-  // Writing memory.peak resets it (Linux 6.12+); older kernels refuse the
-  // write and the peak stays cumulative for the group's life.
   Status set_limits(const CgroupLimits& limits) override { return write_limits(limits); }
 
+  // Writing memory.peak resets it (Linux 6.12+) for later reads through the
+  // same open file only: hence the one kept open (CounterFile). Older kernels
+  // refuse the write and the peak stays cumulative for the group's life.
   Status reset_peak() override {
-    if (Status s = write_file(dir_ + "/memory.peak", "reset"); !s.ok() && s.error().err != ENOENT &&
-                                                                  s.error().err != EINVAL && s.error().err != EACCES)
+    if (Status s = counters_.memory_peak.write("reset"); !s.ok() && s.error().err != ENOENT &&
+                                                          s.error().err != EINVAL && s.error().err != EACCES &&
+                                                          s.error().err != EBADF)
       return s;
     return {};
   }
 
   Result<CgroupUsage> usage() const override {
     CgroupUsage u;
-    auto cpu = read_keyed(dir_ + "/cpu.stat");  // present without the cpu controller too
+    auto cpu = counters_.cpu_stat.read_keyed();  // present without the cpu controller too
     if (!cpu) return cpu.error();
     // usage_usec is exact; the kernel already scales user/system to it.
     u.cpu_user_sampled_ns = (*cpu)["user_usec"] * 1000;
@@ -132,17 +136,17 @@ class CgroupV2Group final : public CgroupGroup {
     CpuSplit split = split_cpu_time(u.cpu_total_ns, u.cpu_user_sampled_ns, u.cpu_system_sampled_ns);
     u.cpu_user_ns = split.user_ns;
     u.cpu_system_ns = split.system_ns;
-    if (auto peak = read_u64(dir_ + "/memory.peak"); peak) {  // since 5.19, needs memory controller
+    if (auto peak = counters_.memory_peak.read_u64(); peak) {  // since 5.19, needs memory controller
       u.memory_peak_bytes = *peak;
     } else if (peak.error().err != ENOENT) {
       return peak.error();
     }
-    if (auto events = read_keyed(dir_ + "/memory.events"); events) {
+    if (auto events = counters_.memory_events.read_keyed(); events) {
       u.oom_kills = (*events)["oom_kill"];
     } else if (events.error().err != ENOENT) {
       return events.error();
     }
-    if (auto peak = read_u64(dir_ + "/pids.peak"); peak) {  // needs the pids controller
+    if (auto peak = counters_.pids_peak.read_u64(); peak) {  // needs the pids controller
       u.pids_peak = *peak;
     } else if (peak.error().err != ENOENT) {
       return peak.error();
@@ -165,6 +169,7 @@ class CgroupV2Group final : public CgroupGroup {
 
   Status destroy() override {
     attach_.reset();
+    counters_.close();
     if (removed_) return {};
     STOKE_TRY(remove_group_dir(dir_, procs_files_));
     removed_ = true;
@@ -180,6 +185,15 @@ class CgroupV2Group final : public CgroupGroup {
   std::string parent_dir_;
   std::vector<std::string> procs_files_;
   std::set<std::string> controllers_;  // enabled for this group
+  // Read on every warm activation: kept open (CounterFile). usage() is const
+  // to callers; re-reading a counter changes nothing they can see.
+  struct Counters {
+    CounterFile cpu_stat, memory_peak, memory_events, pids_peak;
+    void close() {
+      for (CounterFile* f : {&cpu_stat, &memory_peak, &memory_events, &pids_peak}) f->close();
+    }
+  };
+  mutable Counters counters_;
   unique_fd attach_;
   bool removed_ = false;
 };

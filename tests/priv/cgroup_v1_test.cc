@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "sandbox/cgroup.h"
+#include "tests/util/cgroup_child.h"
 #include "tests/util/sanitizers.h"
 
 namespace stoke {
@@ -215,6 +216,29 @@ TEST_F(CgroupV1Priv, V1ChildAttachesItselfAndItsCpuAndMemoryAreAccounted) {
   for (const auto& p : paths) EXPECT_FALSE(fs::exists(p)) << p;
 }
 
+// usage() keeps its counter files open and reads them again with pread:
+// every read must be the kernel's value now, and reset_peak() must act on the
+// reads after it (a warm activation's peak is its own, not the instance's).
+TEST_F(CgroupV1Priv, V1CountersReadAgainAreCurrentAndThePeakResets) {
+  auto group = backend_->create("again", {.memory_bytes = 256 * kMiB});
+  ASSERT_TRUE(group.ok()) << group.error().message();
+  test::TwoPhaseCgroupChild child((*group)->attach_fds(), 48 * kMiB, 20 * 1000 * 1000, 120 * 1000 * 1000);
+  ASSERT_TRUE(child.wait_first_phase()) << "child died early";
+  auto first = (*group)->usage();
+  ASSERT_TRUE(first.ok()) << first.error().message();
+  EXPECT_GE(first->memory_peak_bytes, 48 * kMiB);
+  ASSERT_TRUE((*group)->reset_peak().ok());
+  auto after_reset = (*group)->usage();
+  ASSERT_TRUE(after_reset.ok()) << after_reset.error().message();
+  EXPECT_LT(after_reset->memory_peak_bytes, 24 * kMiB) << "the 48 MiB were given back before the reset";
+  ASSERT_TRUE(child.run_second_phase()) << "child died";
+  auto second = (*group)->usage();
+  ASSERT_TRUE(second.ok()) << second.error().message();
+  EXPECT_GE(second->cpu_total_ns, first->cpu_total_ns + 100ull * 1000 * 1000)
+      << "a second read through the same fds sees the CPU burnt since";
+  EXPECT_LT(second->memory_peak_bytes, 24 * kMiB);
+}
+
 TEST_F(CgroupV1Priv, V1MemoryLimitOomKillsTheChildAndCountsIt) {
   auto group = backend_->create("oom", {.memory_bytes = 32 * kMiB});
   ASSERT_TRUE(group.ok()) << group.error().message();
@@ -394,7 +418,11 @@ TEST_F(CgroupV1Priv, V1ConcurrentOwnersShareTheParentWithoutErrors) {
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       for (int i = 0; i < kRounds; ++i) {
-        auto g = backend_->create("w" + std::to_string(w) + "-" + std::to_string(i), {});
+        std::string name = "w";  // built with += (gcc 12's -Wrestrict misfires on "w" + to_string)
+        name += std::to_string(w);
+        name += '-';
+        name += std::to_string(i);
+        auto g = backend_->create(name, {});
         if (!g.ok()) {
           std::fprintf(stderr, "owner %d round %d: %s\n", w, i, g.error().message().c_str());
           ::_exit(1);

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include <sstream>
 
 #include "sandbox/cgroup.h"
+#include "tests/util/cgroup_child.h"
 #include "tests/util/sanitizers.h"
 
 namespace stoke {
@@ -61,6 +63,14 @@ void touch_memory(size_t bytes) {
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) ::_exit(90);
   for (size_t off = 0; off < bytes; off += 4096) static_cast<volatile char*>(p)[off] = 1;
+}
+
+bool kernel_at_least(int major, int minor) {
+  utsname u{};
+  if (::uname(&u) != 0) return false;
+  int ma = 0, mi = 0;
+  if (std::sscanf(u.release, "%d.%d", &ma, &mi) != 2) return false;
+  return ma > major || (ma == major && mi >= minor);
 }
 
 // The cgroup2 mount and this process's group in it, from /proc/self.
@@ -179,6 +189,30 @@ TEST_F(CgroupV2Priv, V2GroupIsCreatedBeneathOwnGroupAndChildAttachesAndIsAccount
   ASSERT_TRUE(s.ok()) << s.error().message();
   EXPECT_FALSE(fs::exists(dir));
   EXPECT_TRUE((*group)->destroy().ok());
+}
+
+// usage() keeps its counter files open and reads them again with pread:
+// every read must be the kernel's value now. memory.peak resets (6.12+) only
+// for reads through the fd that wrote the reset: the kept one.
+TEST_F(CgroupV2Priv, V2CountersReadAgainAreCurrentAndThePeakResetsWhereTheKernelCan) {
+  auto group = backend_->create("again", {});
+  ASSERT_TRUE(group.ok()) << group.error().message();
+  test::TwoPhaseCgroupChild child((*group)->attach_fds(), 48 * kMiB, 20 * 1000 * 1000, 120 * 1000 * 1000);
+  ASSERT_TRUE(child.wait_first_phase()) << "child died early";
+  auto first = (*group)->usage();
+  ASSERT_TRUE(first.ok()) << first.error().message();
+  ASSERT_TRUE((*group)->reset_peak().ok());
+  ASSERT_TRUE(child.run_second_phase()) << "child died";
+  auto second = (*group)->usage();
+  ASSERT_TRUE(second.ok()) << second.error().message();
+  EXPECT_GE(second->cpu_total_ns, first->cpu_total_ns + 100ull * 1000 * 1000)
+      << "a second read through the same fd sees the CPU burnt since";
+  if (!has_controller("memory")) return;
+  EXPECT_GE(first->memory_peak_bytes, 48 * kMiB);
+  if (kernel_at_least(6, 12))
+    EXPECT_LT(second->memory_peak_bytes, 24 * kMiB) << "the 48 MiB were given back before the reset";
+  else
+    EXPECT_GE(second->memory_peak_bytes, 48 * kMiB) << "before 6.12 the peak is the group's whole life";
 }
 
 TEST_F(CgroupV2Priv, V2KillAllTakesEveryProcessInTheGroup) {
@@ -351,7 +385,11 @@ TEST_F(CgroupV2Priv, V2ConcurrentOwnersShareTheParentWithoutErrors) {
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       for (int i = 0; i < kRounds; ++i) {
-        auto g = backend_->create("w" + std::to_string(w) + "-" + std::to_string(i), {});
+        std::string name = "w";  // built with += (gcc 12's -Wrestrict misfires on "w" + to_string)
+        name += std::to_string(w);
+        name += '-';
+        name += std::to_string(i);
+        auto g = backend_->create(name, {});
         if (!g.ok()) {
           std::fprintf(stderr, "owner %d round %d: %s\n", w, i, g.error().message().c_str());
           ::_exit(1);
