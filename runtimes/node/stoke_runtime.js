@@ -66,6 +66,16 @@ function writeAll(fd, text) {
   for (let off = 0; off < buf.length;) off += fs.writeSync(fd, buf, off);
 }
 
+function samePipe(fd1, fd2) {
+  try {
+    const a = fs.fstatSync(fd1);
+    const b = fs.fstatSync(fd2);
+    return a.dev === b.dev && a.ino === b.ino;
+  } catch (e) {
+    return false;
+  }
+}
+
 async function run() {
   const lines = readline.createInterface({ input: process.stdin, terminal: false });
   const input = lines[Symbol.asyncIterator]();
@@ -87,11 +97,18 @@ async function run() {
   } catch (e) {
     initError = e;
   }
+  const contextKeys = Object.entries(CONTEXT);
+  // Under stoke stdout and stderr are one pipe: both end-of-activation
+  // markers then go in one write (one wake-up of the agent).
+  const onePipe = samePipe(1, 2);
+  const markers = onePipe ? `${SENTINEL}\n${SENTINEL}\n` : `${SENTINEL}\n`;
   for (let next = await input.next(); !next.done; next = await input.next()) {
     const line = next.value;
     const request = JSON.parse(line);
-    for (const [key, env] of Object.entries(CONTEXT)) {
-      if (key in request) process.env[env] = String(request[key]);
+    for (const [key, env] of contextKeys) {
+      if (!(key in request)) continue;
+      const value = String(request[key]);
+      if (process.env[env] !== value) process.env[env] = value;  // most stay the same call to call
     }
     let result;
     if (initError) {
@@ -99,7 +116,8 @@ async function run() {
       result = developerError(`the function's code failed to load: ${initError.message || initError}`);
     } else {
       try {
-        const value = await fn(request.value || {});
+        let value = fn(request.value || {});
+        if (value && typeof value.then === 'function') value = await value;  // a sync result skips a tick
         result = (value && typeof value === 'object' && !Array.isArray(value))
           ? value : developerError(`main must return an object, not ${Array.isArray(value) ? 'an array' : typeof value}`);
       } catch (e) {
@@ -113,8 +131,8 @@ async function run() {
     } catch (e) {
       text = JSON.stringify(developerError(`the result is not JSON-serializable: ${e.message}`));
     }
-    writeAll(1, SENTINEL + '\n');
-    writeAll(2, SENTINEL + '\n');
+    writeAll(1, markers);
+    if (!onePipe) writeAll(2, markers);
     writeAll(3, text + '\n');
   }
 }

@@ -66,9 +66,39 @@ def developer_error(message):
     return {"error": message, "__stoke": {"status": "developer_error"}}
 
 
-def end_of_activation():
+SENTINEL_LINE = (SENTINEL + "\n").encode()
+
+
+def write_all(fd, data):
+    """One write() for a line the size of ours; a loop for a large result."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def same_pipe(fd1, fd2):
+    try:
+        a, b = os.fstat(fd1), os.fstat(fd2)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def end_of_activation(one_pipe):
+    # Whatever the function printed goes out before the sentinel. The sentinel
+    # goes straight to fds 1 and 2 (what the agent reads), even when the
+    # function replaced sys.stdout or sys.stderr. Under stoke both are one
+    # pipe: both sentinels then go in one write (one wake-up of the agent).
     for stream in (sys.stdout, sys.stderr):
-        print(SENTINEL, file=stream, flush=True)
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 — a broken stream of the function's must not stop the sentinel
+            pass
+    if one_pipe:
+        write_all(1, SENTINEL_LINE * 2)
+    else:
+        write_all(1, SENTINEL_LINE)
+        write_all(2, SENTINEL_LINE)
 
 
 def load_or_error(code_path, entry):
@@ -81,11 +111,16 @@ def load_or_error(code_path, entry):
 
 def serve(results, fn, init_error):
     """Answers requests from stdin until it closes (a zygote's instances come here too)."""
-    for line in sys.stdin:
+    results.flush()  # from here on results go straight to fd 3 (write_all)
+    environ = os.environ
+    one_pipe = same_pipe(1, 2)
+    for line in sys.stdin.buffer:
         request = json.loads(line)
         for key, env in CONTEXT.items():
             if key in request:
-                os.environ[env] = str(request[key])
+                value = str(request[key])
+                if environ.get(env) != value:  # most stay the same call to call; putenv is not free
+                    environ[env] = value
         if init_error is not None:
             print(init_error, file=sys.stderr, end="", flush=True)
             result = developer_error("the function's code failed to load: " + init_error.strip().splitlines()[-1])
@@ -104,10 +139,8 @@ def serve(results, fn, init_error):
             text = json.dumps(result)
         except (TypeError, ValueError) as e:
             text = json.dumps(developer_error(f"the result is not JSON-serializable: {e}"))
-        sys.stdout.flush()
-        end_of_activation()
-        results.write(text + "\n")
-        results.flush()
+        end_of_activation(one_pipe)
+        write_all(3, (text + "\n").encode())
 
 
 def checkpoint_then_serve(results, dump_fd, code_path, entry):
@@ -154,7 +187,8 @@ def main():
         # Started: from here on a function's code costs only its own import.
         results.write('{"ready": true}\n')
         results.flush()
-        init = json.loads(sys.stdin.readline())["__stoke_init"]
+        # The binary layer, as serve() reads it: a text layer would keep what it read ahead.
+        init = json.loads(sys.stdin.buffer.readline())["__stoke_init"]
         code_path, entry = init["code_path"], init.get("entry") or "main"
         results.write('{"ok": true}\n')
         results.flush()
