@@ -1,14 +1,17 @@
-"""`scripts/bench throughput`: the warm path under load. Starts a private stoked (temp state
-dir and socket, stopped by pid) and drives a trivial Python function
-(`return {"n": args["n"] + 1}`) with build/bin/stoke-soak, warm calls only:
+"""`scripts/bench throughput`: the agent under load. Starts a private stoked (temp state dir
+and socket, stopped by pid) and drives a trivial function (`return {"n": args["n"] + 1}`, in
+Python or Node) with build/bin/stoke-soak:
 
-  - pipelined: 4 connections x 8 requests in flight (--runs x 100 calls): invocations/s;
-  - one at a time: 1 connection, 1 in flight (--runs x 5 calls): the latency of one warm call.
+  - warm, pipelined: 4 connections x 8 requests in flight (--runs x 100 calls): invocations/s;
+  - warm, one at a time: 1 connection, 1 in flight (--runs x 5 calls): the latency of one call;
+  - zygote-heavy and restore-heavy: 2 connections x 2 in flight (--runs x 10 calls), each call
+    asking for a new instance forked from the function's zygote or restored from its image
+    (Python only: zygotes and images are Python's).
 
 Each prints the client's p50/p99 and the agent's CPU time per call (/proc/<pid>/stat, all its
 threads). Client, agent and instances share the machine's cores; the figures are this
-machine's, not the agent's alone. --stoked-base BIN runs the same against another build of
-the agent, in the same run (A/B)."""
+machine's, not the agent's alone. STOKE_BENCH_BASE_STOKED=BIN runs the same against another
+build of the agent, in the same run (A/B)."""
 
 import json
 import os
@@ -21,14 +24,18 @@ from . import binaries, report
 from .private_agent import PrivateAgent
 
 SHAPES = [
-    # (name, connections, in flight per connection, calls per --runs)
-    ("pipelined 4x8", 4, 8, 100),
-    ("one at a time", 1, 1, 5),
+    # (name, runtime, what each call asks for, connections, in flight per connection, calls per --runs)
+    ("python warm 4x8", "python", "warm", 4, 8, 100),
+    ("python warm 1x1", "python", "warm", 1, 1, 5),
+    ("node warm 4x8", "node", "warm", 4, 8, 100),
+    ("node warm 1x1", "node", "warm", 1, 1, 5),
+    ("python zygote 2x2", "python", "zygote", 2, 2, 10),
+    ("python restore 2x2", "python", "restore", 2, 2, 10),
 ]
 
 
 def measure(stoked, soak, shape, runs):
-    name, connections, in_flight, per_run = shape
+    name, runtime, start, connections, in_flight, per_run = shape
     work = tempfile.mkdtemp(prefix="stoke-bench-throughput-")
     os.chmod(work, 0o755)
     agent = PrivateAgent(stoked, work)
@@ -39,7 +46,8 @@ def measure(stoked, soak, shape, runs):
         out = os.path.join(work, "soak.json")
         argv = [soak, "--socket", agent.sock, "--pid", str(agent.proc.pid), "--warm", str(runs * per_run),
                 "--starts", "0", "--connections", str(connections), "--in-flight", str(in_flight),
-                "--start-threads", "1", "--max-growth", "10", "--json", out]
+                "--start-threads", "1", "--max-growth", "10", "--json", out,
+                "--runtime", runtime, "--measured-start", start]
         r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if r.returncode != 0:
             return None, f"stoke-soak exited with status {r.returncode}: {r.stderr[-2000:]}\n{agent.log_tail()}"
@@ -59,9 +67,9 @@ def run(ctx):
     if base:
         agents.append(("base", os.path.abspath(base)))
     results = {}
-    print(f"throughput: warm calls of a trivial Python function; kernel {os.uname().release}, "
+    print(f"throughput: calls of a trivial function; kernel {os.uname().release}, "
           f"{os.cpu_count()} cpus, load {ctx.loadavg_start[0]:.2f}")
-    print(f"  {'agent':<6} {'shape':<15} {'calls':>7} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'agent us/call':>14}")
+    print(f"  {'agent':<6} {'shape':<19} {'calls':>7} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'agent us/call':>14}")
     for shape in SHAPES:
         for label, stoked in agents:
             res, why = measure(stoked, bins["stoke-soak"], shape, ctx.runs)
@@ -69,7 +77,7 @@ def run(ctx):
                 print(f"bench throughput ({label}, {shape[0]}): {why}", file=sys.stderr)
                 return 1
             results.setdefault(shape[0], {})[label] = res
-            print(f"  {label:<6} {shape[0]:<15} {res['warm_ok']:>7} {res['warm_per_second']:>9.0f} "
+            print(f"  {label:<6} {shape[0]:<19} {res['warm_ok']:>7} {res['warm_per_second']:>9.0f} "
                   f"{res['warm_p50_ms']:>8.3f} {res['warm_p99_ms']:>8.3f} {res['agent_cpu_us_per_warm']:>14.1f}")
             sys.stdout.flush()
     os.makedirs(os.path.dirname(os.path.abspath(ctx.json_path)), exist_ok=True)

@@ -22,6 +22,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kWarmCode = "def main(args):\n    return {\"n\": args.get(\"n\", 0) + 1}\n";
+constexpr const char* kWarmNodeCode = "function main(args) { return {n: (args.n || 0) + 1}; }\n";
 // Some init, so zygotes and images have something to skip; the mode picks a
 // misbehaviour, each with the status the agent must record for it.
 constexpr const char* kStartCode = R"(import json, os, time
@@ -126,15 +127,16 @@ class Run {
   std::string setup() {
     auto c = wire::Client::connect(o_.socket, "stoke-soak");
     if (!c.ok()) return "connect: " + c.error().message();
-    auto create = [&](const std::string& name, const char* code, uint32_t concurrency, uint64_t timeout_ms) {
+    auto create = [&](const std::string& name, v1::Runtime runtime, const char* code, uint32_t concurrency,
+                      uint64_t timeout_ms) {
       v1::Request r;
       auto* cf = r.mutable_create_function();
       cf->set_name(name);
       auto* cfg = cf->mutable_config();
-      cfg->set_runtime(v1::PYTHON);
+      cfg->set_runtime(runtime);
       cfg->set_code(code);
       cfg->set_code_format(v1::SINGLE_FILE);
-      cfg->set_code_file_name("main.py");
+      cfg->set_code_file_name(runtime == v1::NODE ? "main.js" : "main.py");
       cfg->set_memory_bytes(64ull << 20);
       cfg->set_timeout_ms(timeout_ms);
       cfg->set_concurrency(concurrency);
@@ -145,8 +147,12 @@ class Run {
       return std::string();
     };
     unsigned warm_concurrency = std::min(o_.connections * o_.in_flight, 8u);
-    if (auto e = create("soak-warm", kWarmCode, warm_concurrency, 10000); !e.empty()) return "create soak-warm: " + e;
-    if (auto e = create("soak-start", kStartCode, 4, 1500); !e.empty()) return "create soak-start: " + e;
+    const bool node = o_.measured_runtime == MeasuredRuntime::kNode;
+    if (auto e = create("soak-warm", node ? v1::NODE : v1::PYTHON, node ? kWarmNodeCode : kWarmCode,
+                        warm_concurrency, 10000);
+        !e.empty())
+      return "create soak-warm: " + e;
+    if (auto e = create("soak-start", v1::PYTHON, kStartCode, 4, 1500); !e.empty()) return "create soak-start: " + e;
     // First calls: the warm function gets its instances (as many as it may
     // run at once, so the measured calls are warm ones), the start function
     // its zygote and image (made after a first success).
@@ -163,6 +169,15 @@ class Run {
       for (uint64_t id : ids) {
         auto resp = c.value().wait_for(id);
         if (!resp.ok()) return "warm-up of soak-warm: " + resp.error().message();
+      }
+      // Measured calls that each want a zygote fork or a restore: one such
+      // call first, which waits until the zygote or the image is there.
+      if (measured_start() != v1::START_KIND_UNSPECIFIED) {
+        w.mutable_invoke()->set_start(measured_start());
+        auto resp = c.value().call(w);
+        if (!resp.ok()) return "warm-up of soak-warm: " + resp.error().message();
+        if (!resp.value().has_activation() || resp.value().activation().status() != v1::SUCCESS)
+          return "warm-up of soak-warm: " + describe_response(resp.value());
       }
     }
     v1::Request r;
@@ -189,6 +204,7 @@ class Run {
     v1::Request r;
     r.mutable_invoke()->set_function("soak-warm");
     r.mutable_invoke()->set_params_json("{\"n\": 1}");
+    r.mutable_invoke()->set_start(measured_start());
     while (sent < share || !ids.empty()) {
       while (sent < share && ids.size() < o_.in_flight) {
         auto id = c.value().send(r);
@@ -248,6 +264,15 @@ class Run {
                     "): " + describe_response(v));
       }
     }
+  }
+
+  v1::StartKind measured_start() const {
+    switch (o_.measured_start) {
+      case MeasuredStart::kZygote: return v1::ZYGOTE;
+      case MeasuredStart::kRestore: return v1::RESTORE;
+      case MeasuredStart::kWarm: break;
+    }
+    return v1::START_KIND_UNSPECIFIED;
   }
 
   void progress() {

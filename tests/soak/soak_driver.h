@@ -18,8 +18,16 @@
 
 namespace stoke::soak {
 
+// What the measured ("warm") calls are: warm calls of a Python or a Node
+// function, or calls that each get a new instance forked from the function's
+// zygote or restored from its image (scripts/bench throughput's mixes).
+enum class MeasuredRuntime { kPython, kNode };
+enum class MeasuredStart { kWarm, kZygote, kRestore };
+
 struct SoakOptions {
   std::string socket;
+  MeasuredRuntime measured_runtime = MeasuredRuntime::kPython;
+  MeasuredStart measured_start = MeasuredStart::kWarm;
   pid_t agent_pid = -1;        // for /proc/<pid>/status and /proc/<pid>/fd
   uint64_t warm_invocations = 100000;
   uint64_t starts = 1000;       // non-warm starts, kinds in turn

@@ -34,15 +34,41 @@ int main(int argc, char** argv) {
     else if (a == "--start-threads") o.start_threads = std::stoul(next());
     else if (a == "--max-growth") max_growth = std::stod(next());
     else if (a == "--json") json_path = next();
+    else if (a == "--runtime") {
+      std::string v = next();
+      if (v == "python") o.measured_runtime = stoke::soak::MeasuredRuntime::kPython;
+      else if (v == "node") o.measured_runtime = stoke::soak::MeasuredRuntime::kNode;
+      else {
+        std::fprintf(stderr, "stoke-soak: --runtime takes python or node\n");
+        return 2;
+      }
+    } else if (a == "--measured-start") {
+      std::string v = next();
+      if (v == "warm") o.measured_start = stoke::soak::MeasuredStart::kWarm;
+      else if (v == "zygote") o.measured_start = stoke::soak::MeasuredStart::kZygote;
+      else if (v == "restore") o.measured_start = stoke::soak::MeasuredStart::kRestore;
+      else {
+        std::fprintf(stderr, "stoke-soak: --measured-start takes warm, zygote or restore\n");
+        return 2;
+      }
+    }
     else {
       std::fprintf(stderr,
                    "usage: stoke-soak --socket PATH --pid AGENT_PID [--warm N] [--starts N] [--connections N]\n"
-                   "                  [--in-flight N] [--start-threads N] [--max-growth 0.05] [--json FILE]\n");
+                   "                  [--in-flight N] [--start-threads N] [--max-growth 0.05] [--json FILE]\n"
+                   "                  [--runtime python|node] [--measured-start warm|zygote|restore]\n"
+                   "--warm N calls are measured: warm calls of a trivial function in that runtime, or\n"
+                   "calls that each get a new instance from its zygote or image (Python only).\n");
       return 2;
     }
   }
   if (o.socket.empty() || o.agent_pid <= 0) {
     std::fprintf(stderr, "stoke-soak: --socket and --pid are required\n");
+    return 2;
+  }
+  if (o.measured_runtime == stoke::soak::MeasuredRuntime::kNode &&
+      o.measured_start != stoke::soak::MeasuredStart::kWarm) {
+    std::fprintf(stderr, "stoke-soak: zygotes and images are Python's: --measured-start needs --runtime python\n");
     return 2;
   }
   o.progress = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
