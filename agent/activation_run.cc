@@ -95,6 +95,11 @@ void append_log_bytes(std::string_view bytes, const ActivationLimits& limits, st
   }
 }
 
+char* ActivationRun::sync_read_buffer() {
+  thread_local std::unique_ptr<char[]> buffer = std::make_unique_for_overwrite<char[]>(kChunk);
+  return buffer.get();
+}
+
 std::shared_ptr<ActivationRun> ActivationRun::start(EventLoop& loop, Instance& instance, std::string request_line,
                                                     ActivationLimits limits, Done done, bool first_line_is_ready) {
   std::shared_ptr<ActivationRun> run(new ActivationRun(loop, instance, limits, std::move(done)));
@@ -192,11 +197,11 @@ void ActivationRun::read_logs() {
     if (self->finished_ || res < 0) return;
     // At most one chunk per loop turn: a flood waits for the next turn.
     ssize_t n;
-    do n = ::read(self->instance_.log_fd(), self->log_buf_.get(), kChunk);
+    do n = ::read(self->instance_.log_fd(), sync_read_buffer(), kChunk);
     while (n < 0 && errno == EINTR);
     if (n == 0) return;  // every writer is gone
     if (n < 0 && errno != EAGAIN) return;
-    if (n > 0) self->take_log_bytes(self->log_buf_.get(), static_cast<size_t>(n));
+    if (n > 0) self->take_log_bytes(sync_read_buffer(), static_cast<size_t>(n));
     // Past the budget the pipe is left full: the function's own writes block
     // (its deadline still runs), and the agent stops copying its output.
     if (!self->stopped_reading_logs_) self->read_logs();
@@ -224,10 +229,10 @@ void ActivationRun::drain_logs_now() {
       logs_truncated_ = true;
       return;
     }
-    ssize_t n = ::read(instance_.log_fd(), scratch_.get(), kChunk);
+    ssize_t n = ::read(instance_.log_fd(), sync_read_buffer(), kChunk);
     if (n <= 0) return;
     read_now += static_cast<size_t>(n);
-    take_log_bytes(scratch_.get(), static_cast<size_t>(n));
+    take_log_bytes(sync_read_buffer(), static_cast<size_t>(n));
   }
 }
 
@@ -238,9 +243,9 @@ void ActivationRun::on_exit() {
   // (tenant code) may still hold the pipe's write end and keep it full.
   const size_t cap = limits_.max_result_bytes + kReadySlack + 1;
   while (result_.size() < cap) {
-    ssize_t n = ::read(instance_.result_fd(), scratch_.get(), std::min(kChunk, cap - result_.size()));
+    ssize_t n = ::read(instance_.result_fd(), sync_read_buffer(), std::min(kChunk, cap - result_.size()));
     if (n <= 0) break;
-    result_.append(scratch_.get(), static_cast<size_t>(n));
+    result_.append(sync_read_buffer(), static_cast<size_t>(n));
   }
   drain_logs_now();
   if (awaiting_ready_ && (result_.find('\n') == std::string::npos || !take_ready_line())) {

@@ -98,11 +98,12 @@ class ActivationRun : public std::enable_shared_from_this<ActivationRun> {
   // ends, so none is left to swallow the next activation's bytes when the
   // instance is reused.
   uint64_t write_op_ = 0, result_op_ = 0, log_op_ = 0, exit_op_ = 0;
-  std::unique_ptr<char[]> result_buf_ = std::make_unique<char[]>(kChunk);
-  std::unique_ptr<char[]> log_buf_ = std::make_unique<char[]>(kChunk);
-  // For the synchronous reads (the async ones own the two buffers above).
-  std::unique_ptr<char[]> scratch_ = std::make_unique<char[]>(kChunk);
   static constexpr size_t kChunk = 64 * 1024;
+  // The asynchronous read of fd 3 owns this one (not zeroed: the kernel fills it).
+  std::unique_ptr<char[]> result_buf_ = std::make_unique_for_overwrite<char[]>(kChunk);
+  // For the synchronous reads (logs, drains), which end before they return
+  // to the loop: one buffer of the loop thread's, not two per activation.
+  static char* sync_read_buffer();
   // Most log bytes one synchronous drain reads before it returns to the loop.
   static constexpr size_t kDrainBudget = 1u << 20;
   // A restored runtime's ready line ahead of the result (it is short).

@@ -434,7 +434,7 @@ void Agent::create_or_update(bool create, v1::Request request, Server::Reply rep
     loop_->post([this, name, changed = r.has_function(), image_spec, reply = std::move(reply), r = std::move(r)]() mutable {
       // New code: no idle instance of the old one may serve again.
       if (changed) function_changed(name);
-      if (image_spec) ensure_image(*image_spec);  // fn create --checkpoint: now, not after a first call
+      if (image_spec && images_) ensure_image(*image_spec, image_key(*image_spec, images_->runtime_id()));  // fn create --checkpoint: now, not after a first call
       reply(std::move(r));
     });
   });
@@ -519,7 +519,7 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
   // worker (and cached unless the function changed meanwhile).
   const std::string& name = inv.function();
   if (auto cached = functions_.find(name); cached != functions_.end())
-    return accept(run, name, cached->second, std::move(params));
+    return accept(run, name, cached->second.function, std::move(params));
   const uint64_t generation = generation_[name];
   workers_->submit([this, run, name, generation, params = std::move(params)](Worker&) mutable {
     auto fn = std::make_shared<Result<v1::Function>>(registry_->get_function(name));
@@ -527,11 +527,30 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
       if (!fn->ok()) return answer(run, error_response(run->request_id, fn->error()));
       if (generation_[name] == generation) {
         if (functions_.size() >= kCachedFunctions) functions_.clear();
-        functions_[name] = fn->value();
+        functions_[name] = CachedFunction{fn->value(), nullptr, ""};
       }
       accept(run, name, fn->value(), std::move(params));
     });
   });
+}
+
+Status Agent::fill_spec(Running& run, const v1::Function& fn) {
+  auto cached = functions_.find(fn.name());
+  const bool cacheable = cached != functions_.end() && cached->second.function.version() == fn.version();
+  if (cacheable && cached->second.spec) {
+    run.spec = *cached->second.spec;
+    run.image_key = cached->second.image_key;
+    return {};
+  }
+  auto spec = instance_spec_for(fn);
+  if (!spec.ok()) return spec.error();
+  run.spec = std::move(spec.value());
+  run.image_key = images_ ? image_key(run.spec, images_->runtime_id()) : "";
+  if (cacheable) {
+    cached->second.spec = std::make_shared<const InstanceSpec>(run.spec);
+    cached->second.image_key = run.image_key;
+  }
+  return {};
 }
 
 void Agent::answer(const std::shared_ptr<Running>& run, v1::Response r) {
@@ -554,9 +573,8 @@ void Agent::accept(const std::shared_ptr<Running>& run, const std::string& name,
     return answer(run, error_response(id, v1::Error::FAILED_PRECONDITION,
                                  "checkpoint/restore is for Python functions only (it needs a single-threaded "
                                  "runtime; Node.js has prewarm, warm and cold starts)"));
-  auto spec = instance_spec_for(*fn);
-  if (!spec.ok()) return answer(run, error_response(id, v1::Error::FAILED_PRECONDITION, spec.error().message()));
-  run->spec = std::move(spec.value());
+  if (Status s = fill_spec(*run, *fn); !s.ok())
+    return answer(run, error_response(id, v1::Error::FAILED_PRECONDITION, s.error().message()));
   v1::Activation& rec = run->record;
   rec.set_activation_id(new_activation_id());
   rec.set_function(name);
@@ -863,7 +881,7 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
         if (run->generation == generation_[run->spec.function]) {
           ensure_zygote(run->spec);
           fork_ahead(run->spec.function);  // after the activation: it had the CPU first
-          ensure_image(run->spec);
+          ensure_image(run->spec, run->image_key);
         }
     });
   };

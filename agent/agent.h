@@ -158,7 +158,7 @@ class Agent {
     uint32_t version = 0;
     std::vector<std::shared_ptr<Running>> waiting;  // --start restore, until it is built
   };
-  void ensure_image(const InstanceSpec& spec);
+  void ensure_image(const InstanceSpec& spec, const std::string& key);  // key: image_key of spec
   bool image_ready_for(const Running& run) const;
   void restore_instance(const std::shared_ptr<Running>& run);
   // Drops the function's image and starts the run cold instead.
@@ -190,8 +190,18 @@ class Agent {
   std::unordered_map<std::string, uint64_t> generation_;  // bumped when a function changes
   // Current function versions for the invoke path, filled from the registry
   // and dropped when a function changes (function_changed); cleared when full.
+  // With each, once built, what its instances are made from: building it
+  // stats the code and the runtimes and hashes the image key, which a warm
+  // call would otherwise pay every time.
+  struct CachedFunction {
+    v1::Function function;
+    std::shared_ptr<const InstanceSpec> spec;  // null until the first call
+    std::string image_key;                     // of `spec` ("" without images)
+  };
   static constexpr size_t kCachedFunctions = 4096;
-  std::unordered_map<std::string, v1::Function> functions_;
+  std::unordered_map<std::string, CachedFunction> functions_;
+  // The function version's instance spec and image key, cached in functions_.
+  Status fill_spec(Running& run, const v1::Function& fn);
   uint64_t next_idle_id_ = 1;
   // Every byte counted against the node's (and the zygotes') memory budget, by holder.
   MemoryLedger memory_{0, 0};

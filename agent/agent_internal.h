@@ -22,6 +22,10 @@ namespace stoke::agent {
 struct Agent::Running {
   v1::Activation record;
   InstanceSpec spec;
+  // image_key(spec) (checkpoint_build.h), "" without images: lookups, builds
+  // and label checks all use it, so a version only ever meets an image of its
+  // own content. Hashed once per function version (Agent::fill_spec).
+  std::string image_key;
   ActivationLimits limits;
   std::string request_line;
   Server::Reply reply;  // empty for async invocations

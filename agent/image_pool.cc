@@ -39,20 +39,15 @@ std::vector<image::PathPrefix> binds_of(const InstanceSpec& spec) {
   return binds;
 }
 
-// The image key of a version (checkpoint_build.h): lookups, builds and label
-// checks all use it, so a version only ever meets an image of its own content.
-std::string key_for(const ImageStore& images, const InstanceSpec& spec) { return image_key(spec, images.runtime_id()); }
-
 }  // namespace
 
 bool Agent::image_ready_for(const Running& run) const {
   return settings_.checkpoints && images_ && run.spec.runtime == v1::PYTHON && !run.force_cold &&
-         images_->image_for(run.spec.function, run.spec.version, key_for(*images_, run.spec)).has_value();
+         images_->image_for(run.spec.function, run.spec.version, run.image_key).has_value();
 }
 
-void Agent::ensure_image(const InstanceSpec& spec) {
-  if (!settings_.checkpoints || !images_ || stopping_ || spec.runtime != v1::PYTHON) return;
-  const std::string key = key_for(*images_, spec);
+void Agent::ensure_image(const InstanceSpec& spec, const std::string& key) {
+  if (!settings_.checkpoints || !images_ || stopping_ || spec.runtime != v1::PYTHON || key.empty()) return;
   if (images_->image_for(spec.function, spec.version, key)) return;
   if (image_refused_.count(key_of(spec.function, spec.version))) return;  // it cannot be checkpointed
   auto building = image_builds_.find(spec.function);
@@ -97,7 +92,7 @@ void Agent::ensure_image(const InstanceSpec& spec) {
 }
 
 void Agent::wait_for_image(const std::shared_ptr<Running>& run) {
-  ensure_image(run->spec);
+  ensure_image(run->spec, run->image_key);
   auto it = image_builds_.find(run->spec.function);
   if (it != image_builds_.end() && it->second.version == run->spec.version) {
     it->second.waiting.push_back(run);
@@ -110,7 +105,7 @@ void Agent::wait_for_image(const std::shared_ptr<Running>& run) {
 
 void Agent::restore_instance(const std::shared_ptr<Running>& run) {
   std::string path = run->pending_image;
-  const std::string key = images_ ? key_for(*images_, run->spec) : "";
+  const std::string& key = run->image_key;
   if (path.empty()) {
     auto found = images_ ? images_->image_for(run->spec.function, run->spec.version, key) : std::nullopt;
     if (!found) {
@@ -154,7 +149,7 @@ void Agent::restore_instance(const std::shared_ptr<Running>& run) {
 }
 
 void Agent::restore_failed(const std::shared_ptr<Running>& run, const std::string& why) {
-  const std::string key = images_ ? key_for(*images_, run->spec) : "";
+  const std::string& key = run->image_key;
   verified_images_.erase(run->pending_image + "\n" + key);
   if (auto path = images_ ? images_->image_for(run->spec.function, run->spec.version, key) : std::nullopt)
     verified_images_.erase(*path + "\n" + key);
