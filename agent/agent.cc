@@ -128,6 +128,7 @@ static Result<unique_fd> lock_state_dir(const std::string& state_dir) {
 Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   std::unique_ptr<Agent> a(new Agent());
   a->settings_ = settings;
+  a->idle_.set_keep_alive(settings.keep_alive);
   a->memory_ = MemoryLedger(settings.memory_budget_bytes, settings.zygote_memory_budget_bytes);
   a->memory_.on_error([](const std::string& what) { spdlog::error("memory accounting error: {}", what); });
   if (a->settings_.runtimes_dir.empty()) a->settings_.runtimes_dir = default_runtimes_dir();
@@ -483,7 +484,7 @@ void Agent::invoke(v1::Request request, Server::Reply reply) {
                                     "checkpoint/restore is disabled in this agent's configuration"));
       break;
     case v1::WARM:
-      if (auto it = idle_.find(inv.function()); it == idle_.end() || it->second.empty())
+      if (!idle_.has(inv.function()))
         return reply(error_response(id, v1::Error::FAILED_PRECONDITION,
                                     "no warm instance of " + inv.function() + " is idle (invoke it once first)"));
       break;
@@ -900,7 +901,7 @@ void Agent::status(uint64_t id, Server::Reply reply) {
   for (const auto& [name, available] : features_) (*st->mutable_features())[name] = available;
   uint32_t live = 0, idle = 0;
   for (const auto& [aid, run] : running_) live += run->instance ? 1 : 0;
-  for (const auto& [fn, list] : idle_) idle += static_cast<uint32_t>(list.size());
+  idle = static_cast<uint32_t>(idle_.size());
   for (const auto& [rt, list] : prewarmed_) live += static_cast<uint32_t>(list.size());
   st->set_activations_running(static_cast<uint32_t>(running_.size()));
   st->set_live_sandboxes(live + idle);
@@ -918,8 +919,9 @@ void Agent::status(uint64_t id, Server::Reply reply) {
   st->set_memory_accounting_errors(memory_.errors());
   st->set_memory_budget_bytes(settings_.memory_budget_bytes);
   double idle_gb_s = idle_gb_seconds_;
-  for (const auto& [fn, list] : idle_)
-    for (const auto& i : list) idle_gb_s += ms_since(i.parked) / 1000.0 * static_cast<double>(i.memory_bytes) / double(1ULL << 30);
+  idle_.for_each([&](const std::string&, const IdlePool::Entry& i) {
+    idle_gb_s += ms_since(i.parked) / 1000.0 * static_cast<double>(i.memory_bytes) / double(1ULL << 30);
+  });
   for (const auto& [rt, list] : prewarmed_)
     for (const auto& p : list) idle_gb_s += ms_since(p.since) / 1000.0 * static_cast<double>(p.memory_bytes) / double(1ULL << 30);
   st->set_idle_gb_seconds(idle_gb_s);
@@ -942,9 +944,8 @@ void Agent::begin_stop() {
   stopping_ = true;
   if (on_stopping_) on_stopping_();
   server_->close_listener();
-  std::vector<std::string> with_idle;
-  for (const auto& [fn, list] : idle_) with_idle.push_back(fn);
-  for (const auto& fn : with_idle) retire_idle(fn);
+  retire_idle_entries(idle_.take_all());
+  if (keep_alive_timer_ != 0) loop_->cancel_timer(keep_alive_timer_);
   for (auto& [rt, list] : prewarmed_)
     for (auto& p : list) retire(std::move(p.instance), MemoryHolder::kPrewarmed, p.memory_bytes);
   prewarmed_.clear();

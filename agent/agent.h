@@ -25,6 +25,7 @@
 #include "agent/code_store.h"
 #include "agent/event_loop.h"
 #include "agent/host_uids.h"
+#include "agent/idle_pool.h"
 #include "agent/image_store.h"
 #include "agent/memory_ledger.h"
 #include "agent/registry.h"
@@ -59,16 +60,6 @@ class Agent {
   struct FunctionSlots {
     uint32_t running = 0;
     std::deque<std::shared_ptr<Running>> waiting;
-  };
-  // An instance kept after an activation, for the next one of the same
-  // function version (warm start).
-  struct IdleInstance {
-    std::unique_ptr<Instance> instance;
-    uint32_t version = 0;
-    uint64_t keep_alive_timer = 0;
-    uint64_t id = 0;
-    uint64_t memory_bytes = 0;
-    std::chrono::steady_clock::time_point parked;
   };
 
   Agent() = default;
@@ -109,7 +100,12 @@ class Agent {
   // Kill and tear down on a worker; the memory its holder reserved for it goes
   // back to the budget (0 bytes: the holder keeps it, e.g. a run started again).
   void retire(std::unique_ptr<Instance> instance, MemoryHolder holder, uint64_t memory_bytes);
-  void account_idle(const IdleInstance& idle);  // its idle time into the overhead
+  void account_idle(const IdlePool::Entry& idle);  // its idle time into the overhead
+  // Retires idle instances that came out of the pool (memory back under kIdle).
+  void retire_idle_entries(std::vector<IdlePool::Entry> entries);
+  // One loop timer for the earliest keep-alive end of the idle pool.
+  void arm_keep_alive();
+  void keep_alive_tick();
   // Admission under the memory budget: reserve (evicting idle instances, least
   // recently used first), or wait, or fail.
   void start_cold(const std::shared_ptr<Running>& run);
@@ -186,7 +182,8 @@ class Agent {
   std::map<std::string, bool> features_;  // probed once at start
   std::unordered_map<std::string, FunctionSlots> slots_;
   std::unordered_map<std::string, std::shared_ptr<Running>> running_;  // by activation id
-  std::unordered_map<std::string, std::vector<IdleInstance>> idle_;    // by function
+  IdlePool idle_;  // warm instances, by function
+  uint64_t keep_alive_timer_ = 0;  // armed while the pool has an entry (0: none)
   std::unordered_map<std::string, uint64_t> generation_;  // bumped when a function changes
   // Current function versions for the invoke path, filled from the registry
   // and dropped when a function changes (function_changed); cleared when full.
@@ -202,7 +199,6 @@ class Agent {
   std::unordered_map<std::string, CachedFunction> functions_;
   // The function version's instance spec and image key, cached in functions_.
   Status fill_spec(Running& run, const v1::Function& fn);
-  uint64_t next_idle_id_ = 1;
   // Every byte counted against the node's (and the zygotes') memory budget, by holder.
   MemoryLedger memory_{0, 0};
   std::deque<std::shared_ptr<Running>> memory_waiting_;

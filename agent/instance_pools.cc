@@ -32,11 +32,10 @@ bool Agent::make_room(uint64_t bytes, const std::string& function) {
   };
   std::vector<PooledMemory> pool;
   std::vector<Where> where;
-  for (const auto& [fn, list] : idle_)
-    for (const auto& idle : list) {
-      pool.push_back({PooledMemory::kIdle, fn, idle.parked, idle.memory_bytes, false});
-      where.push_back({fn, idle.id, {}});
-    }
+  idle_.for_each([&](const std::string& fn, const IdlePool::Entry& idle) {
+    pool.push_back({PooledMemory::kIdle, fn, idle.parked, idle.memory_bytes, false});
+    where.push_back({fn, idle.id, {}});
+  });
   for (const auto& [rt, list] : prewarmed_)
     for (const auto& p : list) {
       pool.push_back({PooledMemory::kPrewarmed, "", p.since, p.memory_bytes, false});
@@ -56,17 +55,12 @@ bool Agent::make_room(uint64_t bytes, const std::string& function) {
     const Where& w = where[i];
     switch (pool[i].kind) {
       case PooledMemory::kIdle: {
-        auto it = idle_.find(w.function);
-        if (it == idle_.end()) break;
-        auto& list = it->second;
-        auto victim = std::find_if(list.begin(), list.end(), [&](const IdleInstance& x) { return x.id == w.idle_id; });
-        if (victim == list.end()) break;
+        auto victim = idle_.take_by_id(w.function, w.idle_id);
+        if (!victim) break;
         spdlog::info("function {}: idle instance evicted to make room under the memory budget", w.function);
-        loop_->cancel_timer(victim->keep_alive_timer);
-        account_idle(*victim);
-        retire(std::move(victim->instance), MemoryHolder::kIdle, victim->memory_bytes);
-        list.erase(victim);
-        if (list.empty()) idle_.erase(it);
+        std::vector<IdlePool::Entry> out;
+        out.push_back(std::move(*victim));
+        retire_idle_entries(std::move(out));
         break;
       }
       case PooledMemory::kPrewarmed: {
@@ -287,69 +281,63 @@ void Agent::function_changed(const std::string& function) {
 }
 
 bool Agent::take_idle(const std::shared_ptr<Running>& run) {
-  auto it = idle_.find(run->spec.function);
-  if (it == idle_.end()) return false;
-  auto& list = it->second;
-  // Most recently used first: its caches are the warmest.
-  while (!list.empty()) {
-    IdleInstance idle = std::move(list.back());
-    list.pop_back();
-    loop_->cancel_timer(idle.keep_alive_timer);
-    account_idle(idle);
-    if (idle.version != run->spec.version || idle.memory_bytes != run->spec.memory_bytes) {
-      // An older version's: never serves new code.
-      retire(std::move(idle.instance), MemoryHolder::kIdle, idle.memory_bytes);
-      continue;
-    }
-    // Its memory is the activation's while it runs (parked again after, or
-    // given back with the instance).
-    memory_.transfer(MemoryHolder::kIdle, MemoryHolder::kActivation, idle.memory_bytes);
-    run->reserved = true;
-    run->instance = std::move(idle.instance);
-    // An emptied list stays (the instance comes back to it): no map churn per call.
-    return true;
-  }
-  idle_.erase(it);
-  return false;
+  std::vector<IdlePool::Entry> stale;  // an older version's: never serves new code
+  auto idle = idle_.take(run->spec.function, run->spec.version, run->spec.memory_bytes, stale);
+  retire_idle_entries(std::move(stale));
+  if (!idle) return false;
+  account_idle(*idle);
+  // Its memory is the activation's while it runs (parked again after, or
+  // given back with the instance).
+  memory_.transfer(MemoryHolder::kIdle, MemoryHolder::kActivation, idle->memory_bytes);
+  run->reserved = true;
+  run->instance = std::move(idle->instance);
+  return true;
 }
 
 void Agent::park(const std::string& function, uint32_t version, uint64_t memory_bytes, uint32_t max_idle,
                  std::unique_ptr<Instance> instance) {
   instance->state = Instance::State::kIdle;
   memory_.transfer(MemoryHolder::kActivation, MemoryHolder::kIdle, memory_bytes);  // the run's reservation
-  uint64_t id = next_idle_id_++;
-  uint64_t timer = loop_->timer(settings_.keep_alive, [this, function, id](int res) {
-    if (res == -ECANCELED) return;
-    auto it = idle_.find(function);
-    if (it == idle_.end()) return;
-    auto& list = it->second;
-    for (auto i = list.begin(); i != list.end(); ++i) {
-      if (i->id != id) continue;
-      spdlog::info("function {}: idle instance stopped after the keep-alive", function);
-      account_idle(*i);
-      retire(std::move(i->instance), MemoryHolder::kIdle, i->memory_bytes);
-      list.erase(i);
-      break;
-    }
-    if (list.empty()) idle_.erase(it);
-    serve_memory_waiting();  // memory came back
-  });
-  auto& list = idle_[function];
-  list.push_back(IdleInstance{std::move(instance), version, timer, id, memory_bytes, std::chrono::steady_clock::now()});
-  // More idle instances than the function may run at once would never all be
-  // used: the least recently parked one goes (forced starts leave one each).
-  while (list.size() > std::max<uint32_t>(max_idle, 1)) {
-    IdleInstance& oldest = list.front();
-    loop_->cancel_timer(oldest.keep_alive_timer);
-    account_idle(oldest);
-    retire(std::move(oldest.instance), MemoryHolder::kIdle, oldest.memory_bytes);
-    list.erase(list.begin());
-  }
+  std::vector<IdlePool::Entry> over;  // beyond the function's concurrency: the least recently parked
+  idle_.park(function, IdlePool::Entry{std::move(instance), version, memory_bytes, std::chrono::steady_clock::now(), 0},
+             max_idle, over);
+  retire_idle_entries(std::move(over));
+  arm_keep_alive();
 }
 
-void Agent::account_idle(const IdleInstance& idle) {
+void Agent::arm_keep_alive() {
+  if (keep_alive_timer_ != 0 || stopping_) return;
+  auto next = idle_.next_expiry();
+  if (!next) return;
+  // Whole milliseconds, rounded up: firing early would find nothing expired.
+  auto wait = std::chrono::ceil<std::chrono::milliseconds>(*next - std::chrono::steady_clock::now());
+  keep_alive_timer_ = loop_->timer(std::max(wait, std::chrono::milliseconds(1)), [this](int res) {
+    keep_alive_timer_ = 0;
+    if (res == -ECANCELED) return;
+    keep_alive_tick();
+  });
+}
+
+void Agent::keep_alive_tick() {
+  auto expired = idle_.take_expired(std::chrono::steady_clock::now());
+  if (!expired.empty()) {
+    spdlog::info("{} idle instance(s) stopped after the keep-alive", expired.size());
+    retire_idle_entries(std::move(expired));
+    serve_memory_waiting();  // memory came back
+  }
+  arm_keep_alive();
+}
+
+void Agent::account_idle(const IdlePool::Entry& idle) {
   double seconds = ms_since(idle.parked) / 1000.0;
   idle_gb_seconds_ += seconds * static_cast<double>(idle.memory_bytes) / double(1ULL << 30);
+}
+
+void Agent::retire_idle_entries(std::vector<IdlePool::Entry> entries) {
+  for (auto& idle : entries) {
+    account_idle(idle);
+    retire(std::move(idle.instance), MemoryHolder::kIdle, idle.memory_bytes);
+  }
 }
 
 void Agent::retire(std::unique_ptr<Instance> instance, MemoryHolder holder, uint64_t memory_bytes) {
@@ -365,14 +353,9 @@ void Agent::retire(std::unique_ptr<Instance> instance, MemoryHolder holder, uint
 }
 
 void Agent::retire_idle(const std::string& function) {
-  auto it = idle_.find(function);
-  if (it == idle_.end()) return;
-  for (auto& idle : it->second) {
-    loop_->cancel_timer(idle.keep_alive_timer);
-    account_idle(idle);
-    retire(std::move(idle.instance), MemoryHolder::kIdle, idle.memory_bytes);
-  }
-  idle_.erase(it);
+  auto entries = idle_.take_function(function);
+  if (entries.empty()) return;
+  retire_idle_entries(std::move(entries));
   serve_memory_waiting();
 }
 
