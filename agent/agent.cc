@@ -619,36 +619,29 @@ void Agent::admit(const std::shared_ptr<Running>& run) {
     return;
   }
   run->queued = std::chrono::steady_clock::now();
-  FunctionSlots& slots = slots_[run->spec.function];
-  if (slots.running < run->concurrency) {
-    ++slots.running;
-    run->holds_slot = true;
-    run->admitted = std::chrono::steady_clock::now();
-    start_instance(run);
-    return;
+  using Admit = FunctionSlots<std::shared_ptr<Running>>::Admit;
+  switch (slots_.admit(run->spec.function, run, run->concurrency, settings_.max_queue_per_function)) {
+    case Admit::kRun:
+      run->holds_slot = true;
+      run->admitted = std::chrono::steady_clock::now();
+      start_instance(run);
+      return;
+    case Admit::kQueued:
+      return;  // release_slot lets it in
+    case Admit::kRefused:
+      finish(run, ActivationOutcome{v1::INTERNAL_ERROR,
+                                    error_json("too many activations are waiting for this function"), {}, false,
+                                    false});
+      return;
   }
-  if (slots.waiting.size() >= settings_.max_queue_per_function) {
-    finish(run, ActivationOutcome{v1::INTERNAL_ERROR,
-                                  error_json("too many activations are waiting for this function"), {}, false, false});
-    return;
-  }
-  slots.waiting.push_back(run);
 }
 
 void Agent::release_slot(const std::string& function) {
-  auto it = slots_.find(function);
-  if (it == slots_.end()) return;
-  FunctionSlots& slots = it->second;
-  if (slots.running > 0) --slots.running;
-  while (!slots.waiting.empty() && slots.running < slots.waiting.front()->concurrency) {
-    auto next = slots.waiting.front();
-    slots.waiting.pop_front();
-    ++slots.running;
+  for (auto& next : slots_.release(function)) {
     next->holds_slot = true;
     next->admitted = std::chrono::steady_clock::now();
     start_instance(next);
   }
-  if (slots.running == 0 && slots.waiting.empty()) slots_.erase(it);
 }
 
 StartFacts Agent::start_facts(const Running& run) {
@@ -963,11 +956,8 @@ void Agent::begin_stop() {
     finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
   }
   memory_waiting_.clear();
-  for (auto& [fn, slots] : slots_) {
-    for (auto& run : slots.waiting)
-      finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
-    slots.waiting.clear();
-  }
+  for (auto& run : slots_.take_all_waiting())
+    finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
   if (running_.empty()) {
     loop_->stop();
     return;

@@ -24,6 +24,7 @@
 #include "agent/activation_writer.h"
 #include "agent/code_store.h"
 #include "agent/event_loop.h"
+#include "agent/function_slots.h"
 #include "agent/host_uids.h"
 #include "agent/idle_pool.h"
 #include "agent/image_store.h"
@@ -57,10 +58,6 @@ class Agent {
 
  private:
   struct Running;  // one activation in flight
-  struct FunctionSlots {
-    uint32_t running = 0;
-    std::deque<std::shared_ptr<Running>> waiting;
-  };
 
   Agent() = default;
   void handle(const Peer& peer, v1::Request request, Server::Reply reply);
@@ -180,7 +177,7 @@ class Agent {
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<Server> server_;
   std::map<std::string, bool> features_;  // probed once at start
-  std::unordered_map<std::string, FunctionSlots> slots_;
+  FunctionSlots<std::shared_ptr<Running>> slots_;  // per-function concurrency and queue
   std::unordered_map<std::string, std::shared_ptr<Running>> running_;  // by activation id
   IdlePool idle_;  // warm instances, by function
   uint64_t keep_alive_timer_ = 0;  // armed while the pool has an entry (0: none)
