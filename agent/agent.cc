@@ -895,14 +895,14 @@ void Agent::status(uint64_t id, Server::Reply reply) {
   uint32_t live = 0, idle = 0;
   for (const auto& [aid, run] : running_) live += run->instance ? 1 : 0;
   idle = static_cast<uint32_t>(idle_.size());
-  for (const auto& [rt, list] : prewarmed_) live += static_cast<uint32_t>(list.size());
+  live += static_cast<uint32_t>(prewarmed_.size());
   st->set_activations_running(static_cast<uint32_t>(running_.size()));
   st->set_live_sandboxes(live + idle);
   st->set_started_ms(static_cast<int64_t>(started_ms_));
   (*st->mutable_pools())["netns"] = static_cast<uint32_t>(netns_->free_count());
   (*st->mutable_pools())["warm_idle"] = idle;
-  (*st->mutable_pools())["prewarm_python"] = static_cast<uint32_t>(prewarmed_[v1::PYTHON].size());
-  (*st->mutable_pools())["prewarm_node"] = static_cast<uint32_t>(prewarmed_[v1::NODE].size());
+  (*st->mutable_pools())["prewarm_python"] = static_cast<uint32_t>(prewarmed_.ready(v1::PYTHON));
+  (*st->mutable_pools())["prewarm_node"] = static_cast<uint32_t>(prewarmed_.ready(v1::NODE));
   (*st->mutable_pools())["checkpoint_images"] = images_ ? static_cast<uint32_t>(images_->size()) : 0;
   st->set_reserved_memory_bytes(memory_.reserved());
   for (size_t i = 0; i < kMemoryHolders; ++i) {
@@ -915,8 +915,9 @@ void Agent::status(uint64_t id, Server::Reply reply) {
   idle_.for_each([&](const std::string&, const IdlePool::Entry& i) {
     idle_gb_s += ms_since(i.parked) / 1000.0 * static_cast<double>(i.memory_bytes) / double(1ULL << 30);
   });
-  for (const auto& [rt, list] : prewarmed_)
-    for (const auto& p : list) idle_gb_s += ms_since(p.since) / 1000.0 * static_cast<double>(p.memory_bytes) / double(1ULL << 30);
+  prewarmed_.for_each([&](v1::Runtime, const PrewarmPool::Entry& p) {
+    idle_gb_s += ms_since(p.since) / 1000.0 * static_cast<double>(p.memory_bytes) / double(1ULL << 30);
+  });
   st->set_idle_gb_seconds(idle_gb_s);
   fill_zygote_status(*st);
   workers_->submit([this, r = std::move(r), reply = std::move(reply)](Worker& worker) mutable {
@@ -939,9 +940,7 @@ void Agent::begin_stop() {
   server_->close_listener();
   retire_idle_entries(idle_.take_all());
   if (keep_alive_timer_ != 0) loop_->cancel_timer(keep_alive_timer_);
-  for (auto& [rt, list] : prewarmed_)
-    for (auto& p : list) retire(std::move(p.instance), MemoryHolder::kPrewarmed, p.memory_bytes);
-  prewarmed_.clear();
+  for (auto& p : prewarmed_.take_all()) retire(std::move(p.instance), MemoryHolder::kPrewarmed, p.memory_bytes);
   retire_zygote("");
   // Queued activations never start; running ones are cancelled; each is
   // recorded with its status before the loop ends.

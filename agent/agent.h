@@ -29,6 +29,7 @@
 #include "agent/idle_pool.h"
 #include "agent/image_store.h"
 #include "agent/memory_ledger.h"
+#include "agent/prewarm_pool.h"
 #include "agent/registry.h"
 #include "agent/server.h"
 #include "agent/settings.h"
@@ -86,18 +87,13 @@ class Agent {
   // Its instance died before it could answer, through no fault of its own: drop
   // the instance (the run keeps its memory and slot) before starting it cold.
   void rerun_cold(const std::shared_ptr<Running>& run);
-  // Prewarmed instances: runtime started, no code yet.
-  struct Prewarmed {
-    std::unique_ptr<Instance> instance;
-    uint64_t memory_bytes = 0;
-    std::chrono::steady_clock::time_point since;
-  };
   void refill_prewarm();
   bool take_prewarmed(const std::shared_ptr<Running>& run);
   // Kill and tear down on a worker; the memory its holder reserved for it goes
   // back to the budget (0 bytes: the holder keeps it, e.g. a run started again).
   void retire(std::unique_ptr<Instance> instance, MemoryHolder holder, uint64_t memory_bytes);
   void account_idle(const IdlePool::Entry& idle);  // its idle time into the overhead
+  void account_prewarmed(const PrewarmPool::Entry& p);  // likewise
   // Retires idle instances that came out of the pool (memory back under kIdle).
   void retire_idle_entries(std::vector<IdlePool::Entry> entries);
   // One loop timer for the earliest keep-alive end of the idle pool.
@@ -200,8 +196,7 @@ class Agent {
   MemoryLedger memory_{0, 0};
   std::deque<std::shared_ptr<Running>> memory_waiting_;
   double idle_gb_seconds_ = 0;
-  std::map<v1::Runtime, std::vector<Prewarmed>> prewarmed_;
-  std::map<v1::Runtime, uint32_t> prewarm_starting_;
+  PrewarmPool prewarmed_;  // stem cells, per runtime
   uint64_t prewarm_counter_ = 0;
   std::unordered_map<std::string, ZygoteEntry> zygotes_;  // by function
   std::set<std::string> zygote_refused_;  // "fn@version" whose code cannot have a zygote

@@ -36,11 +36,10 @@ bool Agent::make_room(uint64_t bytes, const std::string& function) {
     pool.push_back({PooledMemory::kIdle, fn, idle.parked, idle.memory_bytes, false});
     where.push_back({fn, idle.id, {}});
   });
-  for (const auto& [rt, list] : prewarmed_)
-    for (const auto& p : list) {
-      pool.push_back({PooledMemory::kPrewarmed, "", p.since, p.memory_bytes, false});
-      where.push_back({"", 0, rt});
-    }
+  prewarmed_.for_each([&](v1::Runtime rt, const PrewarmPool::Entry& p) {
+    pool.push_back({PooledMemory::kPrewarmed, "", p.since, p.memory_bytes, false});
+    where.push_back({"", 0, rt});
+  });
   for (const auto& [fn, e] : zygotes_) {
     for (size_t i = 0; i < e.ahead.size(); ++i) {
       pool.push_back({PooledMemory::kForkedAhead, fn, e.since, e.spec.memory_bytes, false});
@@ -64,14 +63,11 @@ bool Agent::make_room(uint64_t bytes, const std::string& function) {
         break;
       }
       case PooledMemory::kPrewarmed: {
-        auto& list = prewarmed_[w.runtime];
-        if (list.empty()) break;
-        // Entries of one runtime are in start order: the oldest is in front.
+        auto victim = prewarmed_.take_oldest(w.runtime);
+        if (!victim) break;
         spdlog::info("a prewarmed runtime yields its memory to an activation");
-        Prewarmed victim = std::move(list.front());
-        list.erase(list.begin());
-        idle_gb_seconds_ += ms_since(victim.since) / 1000.0 * static_cast<double>(victim.memory_bytes) / double(1ULL << 30);
-        retire(std::move(victim.instance), MemoryHolder::kPrewarmed, victim.memory_bytes);
+        account_prewarmed(*victim);
+        retire(std::move(victim->instance), MemoryHolder::kPrewarmed, victim->memory_bytes);
         break;
       }
       case PooledMemory::kForkedAhead: {
@@ -139,14 +135,18 @@ void Agent::start_cold(const std::shared_ptr<Running>& run) {
 
 
 void Agent::refill_prewarm() {
-  if (stopping_ || !path_exists(settings_.runtimes_dir + "/python/stoke_runtime.py")) return;
+  // After every activation: nothing to do (no syscall) unless one is missing.
+  if (stopping_ || (prewarmed_.missing(v1::PYTHON, settings_.prewarm_python) == 0 &&
+                    prewarmed_.missing(v1::NODE, settings_.prewarm_node) == 0))
+    return;
+  if (!path_exists(settings_.runtimes_dir + "/python/stoke_runtime.py")) return;
   for (auto [runtime, target] : {std::pair{v1::PYTHON, settings_.prewarm_python}, std::pair{v1::NODE, settings_.prewarm_node}}) {
-    while (prewarmed_[runtime].size() + prewarm_starting_[runtime] < target) {
+    while (prewarmed_.missing(runtime, target) > 0) {
       const uint64_t memory = settings_.default_memory_bytes;
       if (!memory_waiting_.empty()) return;  // pools never grow while an activation waits for memory
       // Only free memory: the budget is for activations first.
       if (!memory_.reserve(MemoryHolder::kPrewarmed, memory)) return;
-      ++prewarm_starting_[runtime];
+      prewarmed_.starting(runtime);
       InstanceSpec spec;
       spec.function = "(prewarm)";
       spec.runtime = runtime;
@@ -170,7 +170,7 @@ void Agent::refill_prewarm() {
         }
         loop_->post([this, runtime = spec.runtime, memory, instance] {
           if (!instance->ok() || stopping_) {
-            --prewarm_starting_[runtime];
+            prewarmed_.started(runtime, std::nullopt);
             if (!instance->ok())
               spdlog::warn("prewarm {}: instance did not start: {}", v1::Runtime_Name(runtime), instance->error().message());
             retire(instance->ok() ? std::move(instance->value()) : nullptr, MemoryHolder::kPrewarmed, memory);
@@ -194,14 +194,15 @@ void Agent::refill_prewarm() {
                         [this, runtime, memory, holder, buf, chunk, self](int n) {
                           if (n > 0) buf->append(chunk->data(), static_cast<size_t>(n));
                           if (n > 0 && buf->find('\n') == std::string::npos) return (*self)();
-                          --prewarm_starting_[runtime];
                           if (n <= 0 || buf->rfind("{\"ready\": true}", 0) != 0 || stopping_) {
+                            prewarmed_.started(runtime, std::nullopt);
                             if (n <= 0) spdlog::warn("prewarm {}: the runtime exited while starting", v1::Runtime_Name(runtime));
                             retire(std::move(*holder), MemoryHolder::kPrewarmed, memory);
                             serve_memory_waiting();
                             return;
                           }
-                          prewarmed_[runtime].push_back(Prewarmed{std::move(*holder), memory, std::chrono::steady_clock::now()});
+                          prewarmed_.started(runtime, PrewarmPool::Entry{std::move(*holder), memory,
+                                                                         std::chrono::steady_clock::now()});
                           // Made while an activation waited for memory: it yields at once.
                           serve_memory_waiting();
                         });
@@ -214,20 +215,19 @@ void Agent::refill_prewarm() {
 }
 
 bool Agent::take_prewarmed(const std::shared_ptr<Running>& run) {
-  auto& pool = prewarmed_[run->spec.runtime];
-  if (pool.empty()) return false;
   // Out of the pool before reserving: making room may yield prewarmed runtimes.
-  Prewarmed taken = std::move(pool.back());
-  pool.pop_back();
+  auto newest = prewarmed_.take_newest(run->spec.runtime);
+  if (!newest) return false;
+  PrewarmPool::Entry taken = std::move(*newest);
   const uint64_t have = taken.memory_bytes, need = run->spec.memory_bytes;
   if (need > have && !reserve_for_activation(need - have, run->spec.function)) {
-    prewarmed_[run->spec.runtime].push_back(std::move(taken));
+    prewarmed_.put_back(run->spec.runtime, std::move(taken));
     return false;
   }
   // Its memory is the activation's now, resized to the function's.
   memory_.transfer(MemoryHolder::kPrewarmed, MemoryHolder::kActivation, have);
   if (need < have) memory_.release(MemoryHolder::kActivation, have - need);
-  idle_gb_seconds_ += ms_since(taken.since) / 1000.0 * static_cast<double>(taken.memory_bytes) / double(1ULL << 30);
+  account_prewarmed(taken);
   run->instance = std::move(taken.instance);
   run->reserved = true;
   run->record.set_start_kind(v1::PREWARM);
@@ -331,6 +331,10 @@ void Agent::keep_alive_tick() {
 void Agent::account_idle(const IdlePool::Entry& idle) {
   double seconds = ms_since(idle.parked) / 1000.0;
   idle_gb_seconds_ += seconds * static_cast<double>(idle.memory_bytes) / double(1ULL << 30);
+}
+
+void Agent::account_prewarmed(const PrewarmPool::Entry& p) {
+  idle_gb_seconds_ += ms_since(p.since) / 1000.0 * static_cast<double>(p.memory_bytes) / double(1ULL << 30);
 }
 
 void Agent::retire_idle_entries(std::vector<IdlePool::Entry> entries) {
