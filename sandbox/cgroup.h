@@ -91,6 +91,7 @@ struct CgroupOptions {
   // Leave the parent directory in place when a group is destroyed (a long-lived
   // owner such as the spawner removes it once, at the end, with
   // remove_empty_parents) instead of removing and re-creating it per group.
+  // A group destroyed after its backend removes the parent itself if empty.
   bool keep_parent = false;
 };
 

@@ -2,7 +2,9 @@
 // Private to sandbox/: not part of the cgroup interface.
 #pragma once
 
+#include <atomic>
 #include <functional>
+#include <memory>
 #include <map>
 #include <string>
 #include <string_view>
@@ -35,6 +37,19 @@ Status remove_group_dir(const std::string& dir, const std::vector<std::string>& 
 void remove_parent_if_empty(const std::string& dir);
 Result<std::vector<std::string>> list_subdirs(const std::string& dir);
 Result<unique_fd> open_for_attach(const std::string& path);
+
+// With CgroupOptions::keep_parent the backend removes its (shared) parent
+// once, when it is destroyed (remove_empty_parents), not after each group. A
+// group that outlives its backend — an instance torn down after the spawner
+// that made it, as the agent's last pooled instances are at its exit — must
+// then try the parent itself, or the parent stays behind empty. The backend
+// holds this flag true while it lives; a group holds it to know.
+using BackendAlive = std::shared_ptr<std::atomic<bool>>;
+// Whether a group being destroyed tries its parent: always without
+// keep_parent (null flag), else only once its backend is gone.
+inline bool group_removes_parent(const std::shared_ptr<const std::atomic<bool>>& kept_by) {
+  return !kept_by || !kept_by->load();
+}
 
 // A counter file of a group (cpuacct.usage, memory.peak, ...) opened once and
 // read again with pread(2) at offset 0, which makes cgroupfs produce it anew.

@@ -64,8 +64,12 @@ Status write_memory_limit(const std::string& dir, const std::string& value) {
 class CgroupV1Group final : public CgroupGroup {
  public:
   CgroupV1Group(std::string name, std::vector<std::string> dirs, std::vector<std::string> parent_dirs,
-                ControllerMap cm)
-      : name_(std::move(name)), dirs_(std::move(dirs)), parent_dirs_(std::move(parent_dirs)), cm_(cm) {
+                ControllerMap cm, std::shared_ptr<const std::atomic<bool>> parent_kept_by)
+      : name_(std::move(name)),
+        dirs_(std::move(dirs)),
+        parent_dirs_(std::move(parent_dirs)),
+        cm_(cm),
+        parent_kept_by_(std::move(parent_kept_by)) {
     for (const auto& d : dirs_) procs_files_.push_back(d + "/cgroup.procs");
     if (cm_.cpuacct >= 0) {
       const std::string& d = dirs_[cm_.cpuacct];
@@ -186,7 +190,8 @@ class CgroupV1Group final : public CgroupGroup {
       STOKE_TRY(remove_group_dir(dirs_left_.back(), procs_files_));
       dirs_left_.pop_back();
     }
-    for (const auto& p : parent_dirs_) remove_parent_if_empty(p);
+    if (group_removes_parent(parent_kept_by_))
+      for (const auto& p : parent_dirs_) remove_parent_if_empty(p);
     return {};
   }
 
@@ -202,6 +207,7 @@ class CgroupV1Group final : public CgroupGroup {
   std::vector<std::string> procs_files_;
   std::vector<std::string> dirs_left_;
   ControllerMap cm_;
+  std::shared_ptr<const std::atomic<bool>> parent_kept_by_;  // null: destroy() tries the parents
   std::vector<unique_fd> attach_;
   // Read on every warm activation: kept open (CounterFile). usage() is const
   // to callers; re-reading a counter changes nothing they can see.
@@ -218,6 +224,7 @@ class CgroupV1Backend final : public CgroupBackend {
  public:
   CgroupV1Backend(std::vector<Hierarchy> hierarchies, ControllerMap cm, bool keep_parent)
       : hier_(std::move(hierarchies)), cm_(cm), keep_parent_(keep_parent) {}
+  ~CgroupV1Backend() override { alive_->store(false); }
 
   void remove_empty_parents() override {
     for (const auto& h : hier_) remove_parent_if_empty(h.parent_dir);
@@ -250,8 +257,8 @@ class CgroupV1Backend final : public CgroupBackend {
       dirs.push_back(h.parent_dir + "/" + name);
       parents.push_back(h.parent_dir);
     }
-    if (keep_parent_) parents.clear();  // destroy() then leaves them alone
-    auto group = std::make_unique<CgroupV1Group>(name, dirs, parents, cm_);
+    // keep_parent: destroy() leaves the parents to this backend while it lives.
+    auto group = std::make_unique<CgroupV1Group>(name, dirs, parents, cm_, keep_parent_ ? alive_ : nullptr);
     for (size_t i = 0; i < hier_.size(); ++i) {
       const Hierarchy& h = hier_[i];
       // The parent is made on the first ENOENT (and again if another owner removes it).
@@ -306,7 +313,7 @@ class CgroupV1Backend final : public CgroupBackend {
       dirs.push_back(h.parent_dir + "/" + name);
       parents.push_back(h.parent_dir);
     }
-    CgroupV1Group group(name, dirs, parents, cm_);
+    CgroupV1Group group(name, dirs, parents, cm_, nullptr);
     group.set_dirs_to_remove(dirs);  // missing ones count as removed
     if (Status s = group.kill_all(); !s) return s.error().context("cgroup v1 remove_stale " + name);
     if (Status s = group.destroy(); !s) return s.error().context("cgroup v1 remove_stale " + name);
@@ -330,6 +337,7 @@ class CgroupV1Backend final : public CgroupBackend {
   std::vector<Hierarchy> hier_;
   ControllerMap cm_;
   bool keep_parent_;
+  BackendAlive alive_ = std::make_shared<std::atomic<bool>>(true);
 };
 
 }  // namespace

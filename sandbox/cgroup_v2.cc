@@ -58,10 +58,12 @@ Result<std::set<std::string>> read_name_set(const std::string& path) {
 
 class CgroupV2Group final : public CgroupGroup {
  public:
-  CgroupV2Group(std::string name, std::string dir, std::string parent_dir, std::set<std::string> controllers)
+  CgroupV2Group(std::string name, std::string dir, std::string parent_dir, std::set<std::string> controllers,
+                std::shared_ptr<const std::atomic<bool>> parent_kept_by = nullptr)
       : name_(std::move(name)),
         dir_(std::move(dir)),
         parent_dir_(std::move(parent_dir)),
+        parent_kept_by_(std::move(parent_kept_by)),
         procs_files_{dir_ + "/cgroup.procs"},
         controllers_(std::move(controllers)),
         counters_{CounterFile(dir_ + "/cpu.stat", false), CounterFile(dir_ + "/memory.peak", true),
@@ -173,7 +175,7 @@ class CgroupV2Group final : public CgroupGroup {
     if (removed_) return {};
     STOKE_TRY(remove_group_dir(dir_, procs_files_));
     removed_ = true;
-    if (!parent_dir_.empty()) remove_parent_if_empty(parent_dir_);
+    if (group_removes_parent(parent_kept_by_)) remove_parent_if_empty(parent_dir_);
     return {};
   }
 
@@ -183,6 +185,7 @@ class CgroupV2Group final : public CgroupGroup {
   std::string name_;
   std::string dir_;
   std::string parent_dir_;
+  std::shared_ptr<const std::atomic<bool>> parent_kept_by_;  // null: destroy() tries the parent
   std::vector<std::string> procs_files_;
   std::set<std::string> controllers_;  // enabled for this group
   // Read on every warm activation: kept open (CounterFile). usage() is const
@@ -205,6 +208,7 @@ class CgroupV2Backend final : public CgroupBackend {
         parent_dir_(self_dir_ + "/" + options.parent_name),
         move_self_to_leaf_(options.v2_move_self_to_leaf),
         keep_parent_(options.keep_parent) {}
+  ~CgroupV2Backend() override { alive_->store(false); }
 
   void remove_empty_parents() override { remove_parent_if_empty(parent_dir_); }
 
@@ -262,7 +266,8 @@ class CgroupV2Backend final : public CgroupBackend {
       spdlog::debug("cgroup v2: reusing existing empty group {}", dir);
     }
     // An empty parent path tells the group's destroy() to leave the parent be.
-    auto group = std::make_unique<CgroupV2Group>(name, dir, keep_parent_ ? std::string() : parent_dir_, enabled);
+    // keep_parent: destroy() leaves the parent to this backend while it lives.
+    auto group = std::make_unique<CgroupV2Group>(name, dir, parent_dir_, enabled, keep_parent_ ? alive_ : nullptr);
     if (Status s = group->write_limits(limits); !s) {
       (void)group->destroy();
       return s.error().context(step);
@@ -378,6 +383,7 @@ class CgroupV2Backend final : public CgroupBackend {
   std::string parent_dir_;
   bool move_self_to_leaf_;
   bool keep_parent_;
+  BackendAlive alive_ = std::make_shared<std::atomic<bool>>(true);
 };
 
 }  // namespace

@@ -176,6 +176,26 @@ TEST_F(CgroupV1Priv, V1GroupAppliesLimitsBeneathOwnGroupAndRemovesCleanly) {
   EXPECT_TRUE((*group)->destroy().ok());  // idempotent
 }
 
+// keep_parent: the backend removes the shared parent when it goes. A group
+// that outlives it (the agent's last pooled instances are torn down after its
+// spawners) must remove the parent itself, or the parent stays behind empty.
+TEST_F(CgroupV1Priv, V1KeptParentGoesWithTheLastGroupEvenWhenItOutlivesItsBackend) {
+  CgroupOptions kept = options_;
+  kept.keep_parent = true;
+  auto owner = open_cgroup_v1(kept);
+  ASSERT_TRUE(owner.ok()) << owner.error().message();
+  auto first = (*owner)->create("first", {});
+  auto last = (*owner)->create("last", {});
+  ASSERT_TRUE(first.ok() && last.ok());
+  ASSERT_TRUE((*first)->destroy().ok());
+  for (const auto& p : parents_) EXPECT_TRUE(fs::exists(p)) << "kept while its backend lives: " << p;
+  (*owner)->remove_empty_parents();
+  for (const auto& p : parents_) EXPECT_TRUE(fs::exists(p)) << "a group is still in it: " << p;
+  owner->reset();  // the owner goes first
+  ASSERT_TRUE((*last)->destroy().ok());
+  for (const auto& p : parents_) EXPECT_FALSE(fs::exists(p)) << "left behind by the last group: " << p;
+}
+
 TEST_F(CgroupV1Priv, V1ChildAttachesItselfAndItsCpuAndMemoryAreAccounted) {
   auto group = backend_->create("acct", {.memory_bytes = 256 * kMiB});
   ASSERT_TRUE(group.ok()) << group.error().message();

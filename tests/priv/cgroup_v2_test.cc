@@ -215,6 +215,22 @@ TEST_F(CgroupV2Priv, V2CountersReadAgainAreCurrentAndThePeakResetsWhereTheKernel
     EXPECT_GE(second->memory_peak_bytes, 48 * kMiB) << "before 6.12 the peak is the group's whole life";
 }
 
+// keep_parent: the backend removes the shared parent when it goes. A group
+// that outlives it (the agent's last pooled instances are torn down after its
+// spawners) must remove the parent itself, or the parent stays behind empty.
+TEST_F(CgroupV2Priv, V2KeptParentGoesWithTheLastGroupEvenWhenItOutlivesItsBackend) {
+  CgroupOptions kept = options_;
+  kept.keep_parent = true;
+  auto owner = open_cgroup_backend(kept);
+  ASSERT_TRUE(owner.ok()) << owner.error().message();
+  auto last = (*owner)->create("last", {});
+  ASSERT_TRUE(last.ok()) << last.error().message();
+  const std::vector<std::string> parents = (*owner)->parent_dirs();
+  owner->reset();  // the owner goes first
+  ASSERT_TRUE((*last)->destroy().ok());
+  for (const auto& p : parents) EXPECT_FALSE(fs::exists(p)) << "left behind by the last group: " << p;
+}
+
 TEST_F(CgroupV2Priv, V2KillAllTakesEveryProcessInTheGroup) {
   ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
   auto group = backend_->create("killall", {});
