@@ -257,17 +257,20 @@ Status CounterFile::open_once() {
 
 Result<std::string> CounterFile::read() {
   STOKE_TRY(open_once());
-  // Counter files are a line or a few; a larger one is read on, by offset.
+  // Counter files are a line or a few. cgroupfs (kernfs seq_file) fills a
+  // read until the file ends or the buffer is full, so a read shorter than
+  // the buffer is the whole file: one pread per counter, not a second one to
+  // see the end. A full buffer is read on, by offset.
   std::string out;
-  char buf[1024];
+  char buf[4096];
   for (;;) {
     ssize_t n = ::pread(fd_.get(), buf, sizeof buf, static_cast<off_t>(out.size()));
     if (n < 0) {
       if (errno == EINTR) continue;
       return sys_error("read " + path_);
     }
-    if (n == 0) break;
     out.append(buf, static_cast<size_t>(n));
+    if (static_cast<size_t>(n) < sizeof buf) break;
   }
   return out;
 }
