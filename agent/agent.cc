@@ -84,14 +84,18 @@ std::string default_runtimes_dir() {
 }  // namespace
 
 std::string new_activation_id() {
+  // 6 bytes of the wall clock in ms (big-endian), then 10 random bytes.
   unsigned char raw[16];
-  size_t got = 0;
+  auto ms = static_cast<uint64_t>(now_ms());
+  for (int i = 0; i < 6; ++i) raw[i] = static_cast<unsigned char>(ms >> (8 * (5 - i)));
+  size_t got = 6;
   while (got < sizeof raw) {
     ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
     if (n > 0) got += static_cast<size_t>(n);
   }
   static const char* hex = "0123456789abcdef";
   std::string id;
+  id.reserve(2 * sizeof raw);
   for (unsigned char b : raw) {
     id.push_back(hex[b >> 4]);
     id.push_back(hex[b & 15]);
@@ -149,14 +153,23 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   auto registry = Registry::open(settings.state_dir + "/registry.db");
   if (!registry.ok()) return registry.error().context("open registry");
   a->registry_ = std::move(registry.value());
-  a->records_ = std::make_unique<ActivationWriter>(*a->registry_, *a->loop_);
+  a->records_ = std::make_unique<ActivationWriter>(*a->registry_, *a->loop_, kBeginHold, kRecordLinger);
   auto uids = HostUids::open(settings.state_dir + "/host_uids", host_ids_for_functions(a->settings_.host_ids));
   if (!uids.ok()) return uids.error().context("open host uid table");
   a->host_uids_ = std::move(uids.value());
-  // Reconcile after a crash: activations that were running did not finish.
-  auto interrupted = a->registry_->fail_interrupted_activations("the agent stopped while this activation ran");
+  // Reconcile after a crash: activations that were running (rows left
+  // running, and journaled ones whose row was never written) did not finish.
+  // The journal is emptied only once the registry has them.
+  auto journal = RunningJournal::open(settings.state_dir + "/running.journal");
+  if (!journal.ok()) return journal.error();
+  a->journal_ = std::move(journal.value());
+  auto journaled = a->journal_->entries();
+  if (!journaled.ok()) return journaled.error();
+  auto interrupted =
+      a->registry_->fail_interrupted_activations("the agent stopped while this activation ran", journaled.value());
   if (!interrupted.ok()) return interrupted.error();
   if (interrupted.value() > 0) spdlog::warn("recorded {} interrupted activation(s) as failed", interrupted.value());
+  if (Status cleared = a->journal_->clear(); !cleared.ok()) return cleared.error();
 
   CodeLimits code_limits;
   code_limits.max_upload_bytes = settings.max_code_bytes;
@@ -283,12 +296,36 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
     case v1::Request::kUpdateFunction:
       create_or_update(false, std::move(request), std::move(reply));
       return;
+    case v1::Request::kGetActivation:
+    case v1::Request::kGetActivationLogs: {
+      // One in flight is answered from memory: its row may not be written
+      // yet (a begin is held back to be folded into its finish).
+      const std::string& aid = request.has_get_activation() ? request.get_activation().activation_id()
+                                                            : request.get_activation_logs().activation_id();
+      // What its running row says, nothing more: a result is not shown
+      // before its record is committed.
+      if (auto it = running_.find(aid); it != running_.end()) {
+        v1::Response r;
+        r.set_id(request.id());
+        if (request.has_get_activation()) {
+          const v1::Activation& rec = it->second->record;
+          v1::Activation* a = r.mutable_activation();
+          a->set_activation_id(rec.activation_id());
+          a->set_function(rec.function());
+          a->set_version(rec.version());
+          a->set_start_ms(rec.start_ms());
+          a->set_start_kind(rec.start_kind());
+        } else {
+          r.mutable_activation_logs();  // logs come with the result
+        }
+        return reply(std::move(r));
+      }
+      [[fallthrough]];
+    }
     case v1::Request::kGetFunction:
     case v1::Request::kListFunctions:
     case v1::Request::kDeleteFunction:
-    case v1::Request::kGetActivation:
     case v1::Request::kListActivations:
-    case v1::Request::kGetActivationLogs:
       // Registry reads and deletes: SQLite, so a worker.
       workers_->submit([this, request = std::move(request), reply = std::move(reply)](Worker&) mutable {
         v1::Response r;
@@ -587,30 +624,45 @@ void Agent::accept(const std::shared_ptr<Running>& run, const std::string& name,
   run->limits.max_result_bytes = settings_.max_result_bytes;
   run->limits.max_log_bytes = settings_.max_log_bytes;
   run->limits.max_log_lines = settings_.max_log_lines;
-  nlohmann::json line = {{"namespace", "_"},
-                         {"action_name", name},
-                         {"action_version", std::to_string(fn->version())},
-                         {"activation_id", rec.activation_id()},
-                         {"transaction_id", rec.activation_id()},
-                         {"deadline", std::to_string(now_ms() + static_cast<int64_t>(fn->timeout_ms()))}};
   // {"value": <params>, ...the rest}: the rest is the agent's own, flat.
-  std::string rest = line.dump();
-  run->request_line = "{\"value\":" + params + "," + rest.substr(1) + "\n";
-  // Recorded as running before it starts (or its id is given out): after a
-  // crash, the agent's restart finds it and marks it failed.
-  records_->write(Registry::ActivationWrite::kBegin, rec, [this, run](Status s) {
-    if (!s.ok()) return answer(run, error_response(run->request_id, s.error()));
-    spdlog::debug("function {} activation {}: accepted", run->record.function(), run->record.activation_id());
-    if (run->async) {
-      v1::Response r;
-      r.set_id(run->request_id);
-      r.mutable_invoke_accepted()->set_activation_id(run->record.activation_id());
-      answer(run, std::move(r));
-    }
-    running_[run->record.activation_id()] = run;
-    run->generation = generation_[run->spec.function];
-    admit(run);
+  // Built by hand, not through a JSON value per call: the params are
+  // forwarded as they came (checked above) and the rest are strings of a
+  // known alphabet (a checked name, hex, digits), escaped all the same.
+  std::string& line = run->request_line;
+  line.reserve(params.size() + name.size() + 200);
+  line = "{\"value\":";
+  line += params;
+  line += ",\"namespace\":\"_\",\"action_name\":";
+  append_json_string(line, name);
+  line += ",\"action_version\":\"";
+  line += std::to_string(fn->version());
+  line += "\",\"activation_id\":\"";
+  line += rec.activation_id();
+  line += "\",\"transaction_id\":\"";
+  line += rec.activation_id();
+  line += "\",\"deadline\":\"";
+  line += std::to_string(now_ms() + static_cast<int64_t>(fn->timeout_ms()));
+  line += "\"}\n";
+  // In the running journal before it starts (or its id is given out): after
+  // a crash, the agent's restart finds it and records it failed. Its
+  // registry row follows through the group-commit writer, which folds it
+  // into the finish when the activation is short (kBeginHold).
+  auto slot = journal_->begin(JournalEntry{rec.activation_id(), rec.function(), rec.version(), rec.start_ms()});
+  if (!slot.ok()) return answer(run, error_response(run->request_id, slot.error()));
+  run->journal_slot = *slot;
+  records_->write(Registry::ActivationWrite::kBegin, rec, [id = rec.activation_id()](Status s) {
+    if (!s.ok()) spdlog::error("activation {}: recording its start failed: {}", id, s.error().message());
   });
+  spdlog::debug("function {} activation {}: accepted", rec.function(), rec.activation_id());
+  if (run->async) {
+    v1::Response r;
+    r.set_id(run->request_id);
+    r.mutable_invoke_accepted()->set_activation_id(rec.activation_id());
+    answer(run, std::move(r));
+  }
+  running_[rec.activation_id()] = run;
+  run->generation = generation_[run->spec.function];
+  admit(run);
 }
 
 void Agent::admit(const std::shared_ptr<Running>& run) {
@@ -781,7 +833,10 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
   // (cgroupfs, in memory: it never waits on a disk), so the loop does that
   // itself and saves two thread hand-offs on the warm path. The record is
   // written by the group-commit thread either way.
-  auto complete = [this, run, outcome = std::move(outcome)]() mutable {
+  // Other activations in flight will finish soon: the writer may gather
+  // their records into one commit (read here: `complete` may run on a worker).
+  const bool more_coming = running_.size() > 1;
+  auto complete = [this, run, more_coming, outcome = std::move(outcome)]() mutable {
     v1::Activation& rec = run->record;
     if (run->instance && run->reuse) {
       // The instance lives on: this activation's share of its cgroup's counters.
@@ -821,6 +876,20 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
       }
       run->instance.reset();
     }
+    if (run->instance && run->reuse && run->reserved) {
+      // The instance is free for the next call now, not once the record is
+      // committed: it (and the function's slot) does not depend on the record,
+      // only the reply does. A queued call of the function starts on it at once.
+      run->reserved = false;
+      park(run->spec.function, run->spec.version, run->spec.memory_bytes, run->concurrency,
+           std::move(run->instance));  // its memory is the idle instance's now
+      if (run->holds_slot) {
+        run->holds_slot = false;
+        release_slot(run->spec.function);
+      }
+      // An idle instance can make way (evicted) for an activation waiting for memory.
+      serve_memory_waiting();
+    }
     rec.set_end_ms(now_ms());
     double duration = ms_since(run->accepted);
     rec.set_duration_ms(duration);
@@ -843,13 +912,11 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
       if (!saved.ok())
         spdlog::error("activation {}: recording the result failed: {}", run->record.activation_id(), saved.error().message());
       running_.erase(run->record.activation_id());
-      if (run->reuse && run->instance && run->reserved) {
-        run->reserved = false;
-        park(run->spec.function, run->spec.version, run->spec.memory_bytes, run->concurrency,
-             std::move(run->instance));  // its memory is the idle instance's now
-        // An idle instance can make way (evicted) for an activation waiting for memory.
-        serve_memory_waiting();
-      } else if (run->reserved) {
+      // Its journal entry goes only with a stored record: one that could not
+      // be stored (a full disk) stays there, so the next start records the
+      // activation as failed instead of losing it.
+      if (run->journal_slot && saved.ok()) journal_->end(*std::exchange(run->journal_slot, std::nullopt));
+      if (run->reserved) {
         run->reserved = false;
         // An instance not kept went in the worker's teardown above.
         release(MemoryHolder::kActivation, run->spec.memory_bytes);
@@ -861,6 +928,11 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
         // is recorded too, as internal_error, so nothing is lost).
         Server::Reply reply = std::move(run->reply);
         reply(error_response(run->request_id, v1::Error::RESOURCE_EXHAUSTED, "resource exhausted: " + run->refused));
+      } else if (run->reply && !saved.ok()) {
+        // Never a reply with an activation that is not recorded.
+        Server::Reply reply = std::move(run->reply);
+        reply(error_response(run->request_id, saved.error().context("activation " + run->record.activation_id() +
+                                                                      " ran; recording it")));
       } else if (run->reply) {
         v1::Response r;
         r.set_id(run->request_id);
@@ -877,7 +949,7 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
           fork_ahead(run->spec.function);  // after the activation: it had the CPU first
           ensure_image(run->spec, run->image_key);
         }
-    });
+    }, more_coming);
   };
   if (run->instance && run->reuse) complete();
   else workers_->submit([complete = std::move(complete)](Worker&) mutable { complete(); });

@@ -31,6 +31,7 @@
 #include "agent/memory_ledger.h"
 #include "agent/prewarm_pool.h"
 #include "agent/registry.h"
+#include "agent/running_journal.h"
 #include "agent/server.h"
 #include "agent/settings.h"
 #include "agent/start_path.h"
@@ -169,7 +170,16 @@ class Agent {
   std::shared_ptr<NetnsPool> netns_;
   // Activation records, group-committed; after the registry and the loop (it
   // uses both), before the workers (they write through it).
+  // Activations begun and not yet recorded as finished (the crash record);
+  // before the writer, whose last completions end its slots.
+  std::unique_ptr<RunningJournal> journal_;
   std::unique_ptr<ActivationWriter> records_;
+  // How long an activation's running row may wait for its finish, to be
+  // written as one row with it (agent/activation_writer.h). Longer
+  // activations show as running in lists after it; by id at once.
+  static constexpr std::chrono::milliseconds kBeginHold{50};
+  // How long the writer gathers records when commits come back to back.
+  static constexpr std::chrono::microseconds kRecordLinger{500};
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<Server> server_;
   std::map<std::string, bool> features_;  // probed once at start
@@ -213,7 +223,11 @@ class Agent {
   std::function<void()> on_stopping_;
 };
 
-// Activation ids: 32 lowercase hex digits from the kernel's random source.
+// Activation ids: 32 lowercase hex digits, the first 12 the wall clock in ms,
+// the other 20 (80 bits) from the kernel's random source. Ordered by time, a
+// new id lands at the end of the registry's id index: a batch of inserts
+// writes one index page, not one random page each (and its existence check
+// reads a cached page), and the index stays dense. Still unguessable.
 std::string new_activation_id();
 // billed time rounded up to the unit, and GB-seconds at the reserved memory.
 void fill_billing(v1::Usage& usage, double billed_source_ms, uint64_t unit_ms, uint64_t memory_bytes);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,7 @@ struct Agent::Running {
   uint64_t request_id = 0;   // to answer a sync invocation
   uint32_t concurrency = 1;  // the function version's instance limit
   bool holds_slot = false;   // counted in its function's running instances
+  std::optional<uint32_t> journal_slot;  // its entry in the running journal, until its row is final
   bool force_cold = false;   // --start cold: never take an idle instance
   bool force_zygote = false; // --start zygote: wait for the function's zygote
   bool force_restore = false;  // --start restore: wait for the function's image

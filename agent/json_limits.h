@@ -40,4 +40,9 @@ Status validate_json_object_bounded(std::string_view text, size_t max_depth = kM
 // text fits in one line of a line-delimited protocol.
 std::string json_on_one_line(std::string_view valid_json);
 
+// Appends `text` to `out` as a JSON string literal (quotes, backslashes and
+// control characters escaped; other bytes as they are), for JSON lines built
+// by hand on the hot path instead of through a value and dump().
+void append_json_string(std::string& out, std::string_view text);
+
 }  // namespace stoke::agent

@@ -298,7 +298,8 @@ Result<v1::Activation> row_to_activation(const SqliteStatement& st, bool with_bo
 // place. Only the columns that change between begin and finish are set, so
 // the indexes on id, function and start_ms are left alone (INSERT OR REPLACE
 // would delete and re-add the row in every index).
-enum class RowWrite { kInsert, kUpsert };
+// kInsertIfAbsent: a row that exists already is left as it is.
+enum class RowWrite { kInsert, kUpsert, kInsertIfAbsent };
 
 Status write_activation(SqliteDb& db, RowWrite how, const v1::Activation& a, const char* state) {
   static const std::string kInsert =
@@ -315,7 +316,8 @@ Status write_activation(SqliteDb& db, RowWrite how, const v1::Activation& a, con
       "cpu_system_ms = excluded.cpu_system_ms, memory_peak_bytes = excluded.memory_peak_bytes, "
       "billed_ms = excluded.billed_ms, gb_seconds = excluded.gb_seconds, stored_bytes = excluded.stored_bytes, "
       "pids_peak = excluded.pids_peak";
-  auto st = db.prepare(how == RowWrite::kInsert ? kInsert : kUpsert);
+  static const std::string kInsertIfAbsent = kInsert + " ON CONFLICT(id) DO NOTHING";
+  auto st = db.prepare(how == RowWrite::kInsert ? kInsert : how == RowWrite::kUpsert ? kUpsert : kInsertIfAbsent);
   if (!st.ok()) return st.error();
   nlohmann::json logs = nlohmann::json::array();
   for (const auto& line : a.logs()) logs.push_back(line);
@@ -822,11 +824,24 @@ Result<uint64_t> Registry::prune_activations_over_bytes(uint64_t keep_bytes_per_
   return removed;
 }
 
-Result<int> Registry::fail_interrupted_activations(const std::string& reason) {
+Result<int> Registry::fail_interrupted_activations(const std::string& reason,
+                                                   const std::vector<JournalEntry>& journaled) {
   const std::string step = "fail interrupted activations";
   std::lock_guard lock(mu_);
   auto tx = SqliteTransaction::begin(db_);
   if (!tx.ok()) return tx.error().context(step);
+  // Journaled activations without a row get their running row first; the
+  // update below then fails them with the rows left running.
+  for (const JournalEntry& e : journaled) {
+    v1::Activation a;
+    a.set_activation_id(e.activation_id);
+    a.set_function(e.function);
+    a.set_version(e.version);
+    a.set_start_ms(e.start_ms);
+    a.set_start_kind(v1::COLD);
+    if (Status w = write_activation(db_, RowWrite::kInsertIfAbsent, a, "running"); !w.ok())
+      return w.error().context(step + ": journaled activation " + quoted(e.activation_id));
+  }
   auto st = db_.prepare(
       "UPDATE activations SET state = 'finished', status = ?1, result_json = ?2, end_ms = ?3 "
       "WHERE state = 'running'");

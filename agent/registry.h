@@ -37,6 +37,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "agent/running_journal.h"
 #include "agent/sqlite.h"
 #include "proto/stoke/v1/api.pb.h"
 #include "sandbox/base/result.h"
@@ -160,7 +161,12 @@ class Registry {
   // At start, after a crash: every activation still running becomes
   // finished with status INTERNAL_ERROR, result {"error": reason} and end_ms
   // now (duration and usage stay as recorded: unknown). Returns how many.
-  Result<int> fail_interrupted_activations(const std::string& reason);
+  // `journaled`: activations the running journal (agent/running_journal.h)
+  // says began, whose rows may never have been written; each one without a
+  // row is recorded as such a failed activation too, one with a row is
+  // treated by its row. One transaction.
+  Result<int> fail_interrupted_activations(const std::string& reason,
+                                           const std::vector<JournalEntry>& journaled = {});
 
   // PRAGMA user_version of the open database.
   Result<int> schema_version();

@@ -379,6 +379,76 @@ TEST_F(AgentE2E, Kill9MidInvokeLosesNothingAndLeaksNoSandbox) {
   EXPECT_EQ(invoke("victim", {}).status(), v1::SUCCESS);
 }
 
+// The running journal: an activation whose id was given out is recorded
+// even when the agent dies before its registry row was written (the row of
+// an activation is held back up to 50 ms, to be written with its finish).
+TEST_F(AgentE2E, Kill9RightAfterAnIdWasGivenOutStillRecordsThatActivationAsInterrupted) {
+  create("cut-short", 64 << 20, 60000);
+  auto client = agent_->connect();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    v1::Request req = test::invoke_request("cut-short", json{{"mode", "sleep"}, {"seconds", 300.25}}.dump());
+    req.mutable_invoke()->set_async(true);
+    auto accepted = client.call(req);
+    ASSERT_TRUE(accepted.ok());
+    ASSERT_TRUE(accepted->has_invoke_accepted()) << accepted->DebugString();
+    ids.push_back(accepted->invoke_accepted().activation_id());
+  }
+  agent_->kill9();  // within milliseconds of the ids: no row of theirs is written yet
+  agent_->restart();
+  for (const auto& id : ids) {
+    v1::Request act;
+    act.mutable_get_activation()->set_activation_id(id);
+    auto a = call(act);
+    ASSERT_TRUE(a.has_activation()) << id << " was given out and is lost: " << describe(a);
+    EXPECT_EQ(a.activation().status(), v1::INTERNAL_ERROR);
+    EXPECT_EQ(a.activation().function(), "cut-short");
+    EXPECT_GT(a.activation().end_ms(), 0);
+    EXPECT_NE(a.activation().result_json().find("the agent stopped"), std::string::npos) << a.activation().result_json();
+  }
+  // Recorded once: a second restart finds nothing more to record.
+  agent_->kill9();
+  agent_->restart();
+  const std::string log = agent_->log_text();
+  size_t said = 0;
+  for (size_t at = log.find("interrupted activation(s)"); at != std::string::npos;
+       at = log.find("interrupted activation(s)", at + 1))
+    ++said;
+  EXPECT_EQ(said, 1u) << log;
+  EXPECT_NE(log.find("recorded 3 interrupted activation(s)"), std::string::npos) << log;
+}
+
+TEST_F(AgentE2E, AnActivationInFlightIsVisibleByIdAtOnceAndInListsAfterItsRowIsWritten) {
+  create("in-flight", 64 << 20, 60000);
+  auto client = agent_->connect();
+  v1::Request req = test::invoke_request("in-flight", json{{"mode", "sleep"}, {"seconds", 1.5}}.dump());
+  req.mutable_invoke()->set_async(true);
+  auto accepted = client.call(req);
+  ASSERT_TRUE(accepted.ok());
+  const std::string id = accepted->invoke_accepted().activation_id();
+  v1::Request get;
+  get.mutable_get_activation()->set_activation_id(id);
+  auto now = call(get);
+  ASSERT_TRUE(now.has_activation()) << describe(now);
+  EXPECT_EQ(now.activation().end_ms(), 0) << "running";
+  EXPECT_EQ(now.activation().status(), v1::ACTIVATION_STATUS_UNSPECIFIED);
+  EXPECT_EQ(now.activation().function(), "in-flight");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  v1::Request list;
+  list.mutable_list_activations()->set_function("in-flight");
+  auto l = call(list);
+  ASSERT_EQ(l.activation_list().activations_size(), 1) << describe(l);
+  EXPECT_EQ(l.activation_list().activations(0).activation_id(), id);
+  EXPECT_EQ(l.activation_list().activations(0).end_ms(), 0);
+  v1::Activation done;
+  for (int i = 0; i < 100; ++i) {
+    done = call(get).activation();
+    if (done.end_ms() != 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(done.status(), v1::SUCCESS) << done.result_json();
+}
+
 TEST_F(AgentE2E, ASecondAgentOnTheSameStateDirRefusesToStartAndTheFirstServesOn) {
   create("first", 64 << 20, 10000);
   std::string config = dir_.file("second.conf");

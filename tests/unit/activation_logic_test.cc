@@ -2,6 +2,11 @@
 // billing, and who may talk to the agent.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <set>
+#include <string>
+#include <thread>
+
 #include "agent/activation_run.h"
 #include "agent/agent.h"
 #include "agent/server.h"
@@ -107,6 +112,22 @@ TEST(ActivationIds, AreThirtyTwoHexDigitsAndDiffer) {
   EXPECT_EQ(a.size(), 32u);
   EXPECT_EQ(a.find_first_not_of("0123456789abcdef"), std::string::npos);
   EXPECT_NE(a, b);
+}
+
+TEST(ActivationIds, StartWithTheirMillisecondSoLaterIdsSortAfterEarlierOnes) {
+  auto before = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch()).count();
+  std::string a = new_activation_id();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  std::string b = new_activation_id();
+  EXPECT_LT(a, b);
+  uint64_t ms = std::stoull(a.substr(0, 12), nullptr, 16);
+  EXPECT_GE(ms, static_cast<uint64_t>(before));
+  EXPECT_LE(ms, static_cast<uint64_t>(before) + 1000);
+  // The rest is random: ids of the same millisecond still differ.
+  std::set<std::string> tails;
+  for (int i = 0; i < 1000; ++i) tails.insert(new_activation_id().substr(12));
+  EXPECT_EQ(tails.size(), 1000u);
 }
 
 TEST(AccessPolicy, RootAlwaysOthersOnlyWhenListed) {

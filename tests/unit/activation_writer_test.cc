@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -84,6 +85,110 @@ TEST(ActivationWriter, StoppingWritesWhatIsQueued) {
     for (int i = 0; i < 100; ++i) writer.write(Registry::ActivationWrite::kBegin, record(std::to_string(i)), nullptr);
   }  // destroyed at once: nothing queued is dropped
   EXPECT_EQ(reg.value()->count_activations().value(), 100u);
+}
+
+TEST(ActivationWriter, ABeginHeldBackIsFoldedIntoItsFinishAndALongOneGetsItsRunningRow) {
+  auto loop = EventLoop::create();
+  if (!loop) GTEST_SKIP() << "io_uring unavailable here";
+  test::TempDir dir;
+  auto reg = Registry::open(dir.file("state.db"));
+  ASSERT_TRUE(reg.ok());
+  Registry& registry = *reg.value();
+  ActivationWriter writer(registry, **loop, std::chrono::milliseconds(300));
+  // Short: the finish comes within the hold; one row, written once, finished.
+  bool begin_done = false;
+  writer.write(Registry::ActivationWrite::kBegin, record("short"), [&](Status s) {
+    EXPECT_TRUE(s.ok());
+    begin_done = true;
+  });
+  v1::Activation fin = record("short");
+  fin.set_status(v1::SUCCESS);
+  writer.write(Registry::ActivationWrite::kFinish, fin, [&](Status s) {
+    EXPECT_TRUE(s.ok()) << s.error().message();
+    EXPECT_TRUE(begin_done) << "the folded begin completes with its finish, before it";
+    (*loop)->stop();
+  });
+  ASSERT_TRUE((*loop)->run().ok());
+  EXPECT_EQ(registry.get_activation("short")->status(), v1::SUCCESS);
+  EXPECT_EQ(writer.folded(), 1u);
+
+  // Long: no finish within the hold; its running row is there after it.
+  writer.write(Registry::ActivationWrite::kBegin, record("long"), nullptr);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(registry.get_activation("long").ok()) << "written before its hold ended";
+  bool stored = false;
+  for (int i = 0; i < 200 && !stored; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    auto got = registry.get_activation("long");
+    stored = got.ok() && got->end_ms() == 0;
+  }
+  EXPECT_TRUE(stored) << "no running row after the hold";
+  EXPECT_EQ(writer.folded(), 1u);
+}
+
+TEST(ActivationWriter, ABusyWriterGathersFinishesThatAreComingIntoFewerCommits) {
+  auto loop = EventLoop::create();
+  if (!loop) GTEST_SKIP() << "io_uring unavailable here";
+  test::TempDir dir;
+  auto reg = Registry::open(dir.file("state.db"));
+  ASSERT_TRUE(reg.ok());
+  constexpr int kWrites = 200;
+  int done = 0;
+  uint64_t batches = 0;
+  {
+    ActivationWriter writer(*reg.value(), **loop, std::chrono::milliseconds(0), std::chrono::milliseconds(5));
+    std::thread feeder([&] {
+      for (int i = 0; i < kWrites; ++i) {
+        v1::Activation fin = record("busy-" + std::to_string(i));
+        fin.set_status(v1::SUCCESS);
+        writer.write(Registry::ActivationWrite::kFinish, fin, [&](Status s) {
+          EXPECT_TRUE(s.ok());
+          if (++done == kWrites) (*loop)->stop();
+        }, /*more_coming=*/true);
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
+    });
+    ASSERT_TRUE((*loop)->run().ok());
+    feeder.join();
+    batches = writer.batches();
+  }
+  EXPECT_EQ(done, kWrites);
+  EXPECT_EQ(reg.value()->count_activations().value(), static_cast<uint64_t>(kWrites));
+  // ~20 ms of writes, 5 ms gathered at a time: a handful of commits, not one each.
+  EXPECT_LE(batches, static_cast<uint64_t>(kWrites / 4)) << batches << " commits for " << kWrites << " writes";
+}
+
+TEST(ActivationWriter, AWriteWithNothingElseComingIsNotHeldForTheLinger) {
+  auto loop = EventLoop::create();
+  if (!loop) GTEST_SKIP() << "io_uring unavailable here";
+  test::TempDir dir;
+  auto reg = Registry::open(dir.file("state.db"));
+  ASSERT_TRUE(reg.ok());
+  ActivationWriter writer(*reg.value(), **loop, std::chrono::milliseconds(0), std::chrono::seconds(2));
+  for (int i = 0; i < 5; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    v1::Activation fin = record("alone-" + std::to_string(i));
+    fin.set_status(v1::SUCCESS);
+    writer.write(Registry::ActivationWrite::kFinish, fin, [&](Status s) {
+      EXPECT_TRUE(s.ok());
+      (*loop)->stop();
+    });
+    ASSERT_TRUE((*loop)->run().ok());
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1)) << "write " << i << " waited";
+  }
+}
+
+TEST(ActivationWriter, StoppingWritesBeginsStillHeldBack) {
+  auto loop = EventLoop::create();
+  if (!loop) GTEST_SKIP() << "io_uring unavailable here";
+  test::TempDir dir;
+  auto reg = Registry::open(dir.file("state.db"));
+  ASSERT_TRUE(reg.ok());
+  {
+    ActivationWriter writer(*reg.value(), **loop, std::chrono::hours(1));
+    for (int i = 0; i < 10; ++i) writer.write(Registry::ActivationWrite::kBegin, record(std::to_string(i)), nullptr);
+  }
+  EXPECT_EQ(reg.value()->count_activations().value(), 10u);
 }
 
 }  // namespace

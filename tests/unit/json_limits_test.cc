@@ -77,5 +77,18 @@ TEST(JsonLimits, OneLineKeepsTheValueAndDropsLineBreaks) {
   EXPECT_EQ(nlohmann::json::parse(line), nlohmann::json::parse(text));
 }
 
+TEST(JsonText, AppendedStringsParseBackToTheSameBytes) {
+  for (std::string text : {std::string("hello"), std::string(""), std::string("q\"uote\\back"),
+                           std::string("line\nbreak\ttab\x01\x1f"), std::string("caf\xc3\xa9 \xe2\x82\xac"),
+                           std::string("a\0b", 3)}) {
+    std::string out = "[";
+    append_json_string(out, text);
+    out += "]";
+    EXPECT_EQ(out.find('\n'), std::string::npos) << "one line";
+    auto parsed = nlohmann::json::parse(out);
+    EXPECT_EQ(parsed[0].get<std::string>(), text) << out;
+  }
+}
+
 }  // namespace
 }  // namespace stoke::agent

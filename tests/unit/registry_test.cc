@@ -444,6 +444,33 @@ TEST(Registry, InterruptedActivationsBecomeInternalErrors) {
   EXPECT_EQ(reg->fail_interrupted_activations("again").value(), 0);
 }
 
+TEST(Registry, JournaledActivationsWithoutARowAreRecordedFailedAndRowsDecideTheRest) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  ASSERT_TRUE(reg->begin_activation(running("row-running", "f", 10)).ok());
+  ASSERT_TRUE(reg->finish_activation(finished(running("row-done", "f", 12))).ok());
+  std::vector<JournalEntry> journaled = {
+      {"journal-only", "g", 3, 1234},  // began, its row never written
+      {"row-running", "f", 1, 10},     // its row says running
+      {"row-done", "f", 1, 12},        // a leftover entry of a finished activation
+  };
+  auto n = reg->fail_interrupted_activations("agent restarted", journaled);
+  ASSERT_TRUE(n.ok()) << n.error().message();
+  EXPECT_EQ(*n, 2);
+  auto only = reg->get_activation("journal-only");
+  ASSERT_TRUE(only.ok()) << only.error().message();
+  EXPECT_EQ(only->status(), v1::INTERNAL_ERROR);
+  EXPECT_EQ(only->function(), "g");
+  EXPECT_EQ(only->version(), 3u);
+  EXPECT_EQ(only->start_ms(), 1234);
+  EXPECT_GT(only->end_ms(), 0);
+  EXPECT_EQ(only->result_json(), R"({"error":"agent restarted"})");
+  EXPECT_EQ(reg->get_activation("row-running")->status(), v1::INTERNAL_ERROR);
+  EXPECT_EQ(reg->get_activation("row-done")->status(), v1::SUCCESS);
+  EXPECT_EQ(reg->count_activations().value(), 3u);
+}
+
 TEST(Registry, ReopenKeepsFunctionsVersionsAndActivations) {
   test::TempDir dir;
   std::string path = dir.file("state.db");
