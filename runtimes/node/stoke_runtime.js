@@ -98,6 +98,15 @@ async function run() {
     initError = e;
   }
   const contextKeys = Object.entries(CONTEXT);
+  // process.env becomes a plain copy (strings in, as the real one coerces):
+  // an assignment to the real one is a setenv(3), which keeps every distinct
+  // "name=value" string for the life of the process, so the ids that differ
+  // on every call made a warm instance grow (+50 MB over 200,000 calls)
+  // until its memory limit killed it. child_process passes process.env to
+  // children by default, so they still see the activation's values.
+  process.env = new Proxy({ ...process.env }, {
+    set(target, key, value) { target[key] = String(value); return true; },
+  });
   // Under stoke stdout and stderr are one pipe: both end-of-activation
   // markers then go in one write (one wake-up of the agent).
   const onePipe = samePipe(1, 2);

@@ -39,6 +39,24 @@ SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX"
 CONTEXT = {"activation_id": "__OW_ACTIVATION_ID", "action_name": "__OW_ACTION_NAME",
            "action_version": "__OW_ACTION_VERSION", "deadline": "__OW_DEADLINE",
            "namespace": "__OW_NAMESPACE", "transaction_id": "__OW_TRANSACTION_ID"}
+# Those that differ on every call go into os.environ only, not into the C
+# environment: setenv(3) (what os.environ[k] = v calls) keeps every distinct
+# "name=value" string it was given for the life of the process, ~170 bytes a
+# call, so a warm instance grew until its memory limit killed it (measured:
+# +34 MB over 200,000 calls). A child process gets them with env=os.environ.
+PER_CALL = {"activation_id", "deadline", "transaction_id"}
+
+
+def set_context(environ, request):
+    """The request's context as __OW_* variables; putenv only for values that changed."""
+    data = getattr(environ, "_data", None)  # CPython's mapping behind os.environ
+    for key, env in CONTEXT.items():
+        if key in request:
+            value = str(request[key])
+            if key in PER_CALL and data is not None:
+                data[environ.encodekey(env)] = environ.encodevalue(value)
+            elif environ.get(env) != value:  # most stay the same call to call; putenv is not free
+                environ[env] = value
 
 
 def load(code_path, entry):
@@ -116,11 +134,7 @@ def serve(results, fn, init_error):
     one_pipe = same_pipe(1, 2)
     for line in sys.stdin.buffer:
         request = json.loads(line)
-        for key, env in CONTEXT.items():
-            if key in request:
-                value = str(request[key])
-                if environ.get(env) != value:  # most stay the same call to call; putenv is not free
-                    environ[env] = value
+        set_context(environ, request)
         if init_error is not None:
             print(init_error, file=sys.stderr, end="", flush=True)
             result = developer_error("the function's code failed to load: " + init_error.strip().splitlines()[-1])
