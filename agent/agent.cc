@@ -729,6 +729,7 @@ void Agent::converse(const std::shared_ptr<Running>& run, bool first_line_is_rea
     finish(run, ActivationOutcome{v1::INTERNAL_ERROR, error_json("the agent is stopping"), {}, false, false});
     return;
   }
+  run->conversing = std::chrono::steady_clock::now();
   run->conversation = ActivationRun::start(
       *loop_, *run->instance, run->request_line, run->limits,
       [this, run](ActivationOutcome o) { finish(run, std::move(o)); }, first_line_is_ready);
@@ -939,6 +940,15 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
         *r.mutable_activation() = run->record;
         Server::Reply reply = std::move(run->reply);
         reply(std::move(r));
+        if (run->record.start_kind() == v1::WARM && run->record.status() == v1::SUCCESS) {
+          // The agent's own time: all of it but the runtime's turn and the
+          // wait for a free instance (the function's concurrency).
+          auto now = std::chrono::steady_clock::now();
+          warm_agent_time_.add(std::chrono::duration<double, std::micro>((now - run->accepted) -
+                                                                         (run->admitted - run->queued) -
+                                                                         (run->outcome_at - run->conversing))
+                                   .count());
+        }
       }
       if (stopping_ && running_.empty()) loop_->stop();
       refill_prewarm();
@@ -971,6 +981,11 @@ void Agent::status(uint64_t id, Server::Reply reply) {
   st->set_activations_running(static_cast<uint32_t>(running_.size()));
   st->set_live_sandboxes(live + idle);
   st->set_started_ms(static_cast<int64_t>(started_ms_));
+  v1::LatencySummary* warm = st->mutable_warm_agent_time();
+  warm->set_samples(warm_agent_time_.size());
+  warm->set_total(warm_agent_time_.total());
+  warm->set_p50_us(warm_agent_time_.percentile(50));
+  warm->set_p99_us(warm_agent_time_.percentile(99));
   (*st->mutable_pools())["netns"] = static_cast<uint32_t>(netns_->free_count());
   (*st->mutable_pools())["warm_idle"] = idle;
   (*st->mutable_pools())["prewarm_python"] = static_cast<uint32_t>(prewarmed_.ready(v1::PYTHON));

@@ -27,6 +27,7 @@
 #include "agent/function_slots.h"
 #include "agent/host_uids.h"
 #include "agent/idle_pool.h"
+#include "agent/latency_window.h"
 #include "agent/image_store.h"
 #include "agent/memory_ledger.h"
 #include "agent/prewarm_pool.h"
@@ -206,6 +207,7 @@ class Agent {
   MemoryLedger memory_{0, 0};
   std::deque<std::shared_ptr<Running>> memory_waiting_;
   double idle_gb_seconds_ = 0;
+  LatencyWindow warm_agent_time_;  // µs per successful warm activation (the status reports it)
   PrewarmPool prewarmed_;  // stem cells, per runtime
   uint64_t prewarm_counter_ = 0;
   std::unordered_map<std::string, ZygoteEntry> zygotes_;  // by function

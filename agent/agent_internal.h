@@ -36,6 +36,7 @@ struct Agent::Running {
   std::chrono::steady_clock::time_point queued;    // ready to run, waiting for a slot
   std::chrono::steady_clock::time_point admitted;  // got its slot
   std::chrono::steady_clock::time_point outcome_at;  // the conversation ended
+  std::chrono::steady_clock::time_point conversing;  // the conversation began (the runtime has the request)
   std::unique_ptr<Instance> instance;
   std::shared_ptr<ActivationRun> conversation;
   uint64_t request_id = 0;   // to answer a sync invocation

@@ -126,6 +126,11 @@ nlohmann::json status_json(const v1::Status& s) {
           {"memoryAccountingErrors", s.memory_accounting_errors()},
           {"memoryBudgetBytes", s.memory_budget_bytes()},
           {"idleGbSeconds", s.idle_gb_seconds()},
+          {"warmAgentTime",
+           {{"samples", s.warm_agent_time().samples()},
+            {"total", s.warm_agent_time().total()},
+            {"p50Us", s.warm_agent_time().p50_us()},
+            {"p99Us", s.warm_agent_time().p99_us()}}},
           {"zygotes", zygotes}};
 }
 

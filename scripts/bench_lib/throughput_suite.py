@@ -8,8 +8,11 @@ Python or Node) with build/bin/stoke-soak:
     asking for a new instance forked from the function's zygote or restored from its image
     (Python only: zygotes and images are Python's).
 
-Each prints the client's p50/p99 and the agent's CPU time per call (/proc/<pid>/stat, all its
-threads). Client, agent and instances share the machine's cores; the figures are this
+Each prints the client's p50/p99, the agent's CPU time per call (/proc/<pid>/stat, all its
+threads) and, for the warm shapes, the agent's own time per call as it reports it in its status
+(`warmAgentTime`: request decoded to reply handed to the connection, less the runtime's turn
+and the wait for a free instance;
+p50 over its last 4,096 warm calls; "-" for an agent that does not report it). Client, agent and instances share the machine's cores; the figures are this
 machine's, not the agent's alone. STOKE_BENCH_BASE_STOKED=BIN runs the same against another
 build of the agent, in the same run (A/B)."""
 
@@ -34,7 +37,16 @@ SHAPES = [
 ]
 
 
-def measure(stoked, soak, shape, runs):
+def warm_agent_time(stoke, sock):
+    """The agent's own time per warm call (its status), or None when it does not say."""
+    r = subprocess.run([stoke, "--socket", sock, "status", "--json"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    w = json.loads(r.stdout).get("warmAgentTime") or {}
+    return w if w.get("samples") else None
+
+
+def measure(stoked, soak, stoke, shape, runs):
     name, runtime, start, connections, in_flight, per_run = shape
     work = tempfile.mkdtemp(prefix="stoke-bench-throughput-")
     os.chmod(work, 0o755)
@@ -52,14 +64,20 @@ def measure(stoked, soak, shape, runs):
         if r.returncode != 0:
             return None, f"stoke-soak exited with status {r.returncode}: {r.stderr[-2000:]}\n{agent.log_tail()}"
         with open(out) as f:
-            return json.load(f), None
+            res = json.load(f)
+        res["agent_time"] = warm_agent_time(stoke, agent.sock) if start == "warm" else None
+        return res, None
     finally:
         agent.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
+def own(t):
+    return "-" if not t else f"{t['p50Us']:.0f}/{t['p99Us']:.0f}"
+
+
 def run(ctx):
-    bins, status = binaries.find(ctx, "throughput", ("stoked", "stoke-soak"))
+    bins, status = binaries.find(ctx, "throughput", ("stoked", "stoke-soak", "stoke"))
     if bins is None:
         return status
     agents = [("stoke", bins["stoked"])]
@@ -69,16 +87,18 @@ def run(ctx):
     results = {}
     print(f"throughput: calls of a trivial function; kernel {os.uname().release}, "
           f"{os.cpu_count()} cpus, load {ctx.loadavg_start[0]:.2f}")
-    print(f"  {'agent':<6} {'shape':<19} {'calls':>7} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'agent us/call':>14}")
+    print(f"  {'agent':<6} {'shape':<19} {'calls':>7} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'agent us/call':>14}"
+          f" {'own us p50/p99':>15}")
     for shape in SHAPES:
         for label, stoked in agents:
-            res, why = measure(stoked, bins["stoke-soak"], shape, ctx.runs)
+            res, why = measure(stoked, bins["stoke-soak"], bins["stoke"], shape, ctx.runs)
             if why:
                 print(f"bench throughput ({label}, {shape[0]}): {why}", file=sys.stderr)
                 return 1
             results.setdefault(shape[0], {})[label] = res
             print(f"  {label:<6} {shape[0]:<19} {res['warm_ok']:>7} {res['warm_per_second']:>9.0f} "
-                  f"{res['warm_p50_ms']:>8.3f} {res['warm_p99_ms']:>8.3f} {res['agent_cpu_us_per_warm']:>14.1f}")
+                  f"{res['warm_p50_ms']:>8.3f} {res['warm_p99_ms']:>8.3f} {res['agent_cpu_us_per_warm']:>14.1f} "
+                  f"{own(res.get('agent_time')):>15}")
             sys.stdout.flush()
     os.makedirs(os.path.dirname(os.path.abspath(ctx.json_path)), exist_ok=True)
     with open(ctx.json_path, "w") as f:

@@ -108,6 +108,21 @@ TEST_F(Warm, ShortWarmActivationsAreChargedTheirExactCpuTime) {
   }
 }
 
+// The status reports the agent's own time per warm call: neither the
+// runtime's turn (a 50 ms sleep in each call) nor a cold start counts.
+TEST_F(Warm, StatusReportsTheAgentsOwnTimePerWarmCallWithoutTheRuntimesTurn) {
+  create("sleeper", "import time\ndef main(args):\n    time.sleep(0.05)\n    return {}\n");
+  for (int i = 0; i < 6; ++i) ASSERT_EQ(invoke("sleeper").status(), v1::SUCCESS);
+  v1::Request r;
+  r.mutable_get_status();
+  auto t = send(r).status().warm_agent_time();
+  EXPECT_EQ(t.samples(), 5u) << "one per warm success, the cold first call not counted";
+  EXPECT_EQ(t.total(), 5u);
+  EXPECT_GT(t.p50_us(), 0);
+  EXPECT_LT(t.p50_us(), 50000) << "the runtime's 50 ms are not the agent's";
+  EXPECT_GE(t.p99_us(), t.p50_us());
+}
+
 TEST_F(Warm, LogsOfBackToBackActivationsStayApart) {
   create("talker", kCounter);
   for (int round = 0; round < 5; ++round) {
