@@ -41,6 +41,17 @@ void ActivationWriter::write(Registry::ActivationWrite::Kind kind, v1::Activatio
   if (wake) wake_.notify_one();
 }
 
+void ActivationWriter::barrier(Done done) {
+  {
+    std::lock_guard lock(mu_);
+    Item item;
+    item.done = std::move(done);
+    item.barrier = true;
+    queue_.push_back(std::move(item));
+  }
+  wake_.notify_one();
+}
+
 uint64_t ActivationWriter::batches() const {
   std::lock_guard lock(mu_);
   return batches_;
@@ -95,7 +106,12 @@ void ActivationWriter::run() {
     items.reserve(taken.size());
     // Begins written as part of their finish: (completion, the finish's index in items).
     std::vector<std::pair<Done, size_t>> folded;
+    std::vector<Done> barriers;  // complete after this transaction, which holds every write before them
     for (auto& item : taken) {
+      if (item.barrier) {
+        barriers.push_back(std::move(item.done));
+        continue;
+      }
       const std::string& id = item.write.record.activation_id();
       if (item.write.kind == Registry::ActivationWrite::kBegin && begin_hold_.count() > 0 && !stopping &&
           !held_.count(id)) {
@@ -120,7 +136,7 @@ void ActivationWriter::run() {
       items.push_back(std::move(h->second));
       held_.erase(h);
     }
-    if (items.empty() && folded.empty()) continue;
+    if (items.empty() && folded.empty() && barriers.empty()) continue;
     std::vector<Registry::ActivationWrite> batch;
     batch.reserve(items.size());
     for (auto& item : items) batch.push_back(std::move(item.write));
@@ -138,6 +154,7 @@ void ActivationWriter::run() {
     completions->reserve(items.size() + folded.size());
     for (auto& [done, finish] : folded) completions->emplace_back(std::move(done), results[finish]);
     for (size_t i = 0; i < items.size(); ++i) completions->emplace_back(std::move(items[i].done), std::move(results[i]));
+    for (auto& done : barriers) completions->emplace_back(std::move(done), Status{});
     loop_.post([completions] {
       for (auto& [done, status] : *completions)
         if (done) done(std::move(status));

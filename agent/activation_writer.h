@@ -54,6 +54,10 @@ class ActivationWriter {
   // in flight), which lets a busy writer linger for them.
   void write(Registry::ActivationWrite::Kind kind, v1::Activation record, Done done, bool more_coming = false);
 
+  // Thread-safe. `done` runs on the loop once every write handed over before
+  // it is committed (a begin still held back excepted): a read after it sees them.
+  void barrier(Done done);
+
   // Since start: transactions committed and writes in them (their ratio is
   // the batching under the load seen).
   uint64_t batches() const;
@@ -65,6 +69,7 @@ class ActivationWriter {
   struct Item {
     Registry::ActivationWrite write;
     Done done;
+    bool barrier = false;  // no write: completes after the writes before it
   };
   void run();
 

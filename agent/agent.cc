@@ -157,9 +157,25 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   auto uids = HostUids::open(settings.state_dir + "/host_uids", host_ids_for_functions(a->settings_.host_ids));
   if (!uids.ok()) return uids.error().context("open host uid table");
   a->host_uids_ = std::move(uids.value());
-  // Reconcile after a crash: activations that were running (rows left
-  // running, and journaled ones whose row was never written) did not finish.
-  // The journal is emptied only once the registry has them.
+  // Reconcile after a crash. First the activation log: finished records
+  // whose registry rows may not have been written (replaying one that was
+  // changes nothing). Then activations that were running (rows left
+  // running, and journaled ones without a row) did not finish. Each file is
+  // emptied only once the registry has what it held.
+  auto activation_log = ActivationLog::open(settings.state_dir + "/activations.log");
+  if (!activation_log.ok()) return activation_log.error();
+  a->activation_log_ = std::move(activation_log.value());
+  auto logged = a->activation_log_->read_all();
+  if (!logged.ok()) return logged.error();
+  if (!logged->empty()) {
+    std::vector<Registry::ActivationWrite> replay;
+    replay.reserve(logged->size());
+    for (auto& rec : logged.value()) replay.push_back({Registry::ActivationWrite::kFinish, std::move(rec)});
+    for (const Status& st : a->registry_->write_activations(replay))
+      if (!st.ok()) return st.error().context("replay the activation log");
+    spdlog::info("activation log: {} finished record(s) replayed into the registry", replay.size());
+  }
+  if (Status cleared = a->activation_log_->clear(); !cleared.ok()) return cleared.error();
   auto journal = RunningJournal::open(settings.state_dir + "/running.journal");
   if (!journal.ok()) return journal.error();
   a->journal_ = std::move(journal.value());
@@ -302,8 +318,20 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
       // yet (a begin is held back to be folded into its finish).
       const std::string& aid = request.has_get_activation() ? request.get_activation().activation_id()
                                                             : request.get_activation_logs().activation_id();
+      // Finished and logged, its row not written yet: the record itself.
+      if (auto it = logged_.find(aid); it != logged_.end()) {
+        v1::Response r;
+        r.set_id(request.id());
+        if (request.has_get_activation()) {
+          *r.mutable_activation() = it->second;
+        } else {
+          *r.mutable_activation_logs()->mutable_logs() = it->second.logs();
+          r.mutable_activation_logs()->set_truncated(it->second.logs_truncated());
+        }
+        return reply(std::move(r));
+      }
       // What its running row says, nothing more: a result is not shown
-      // before its record is committed.
+      // before its record is stored.
       if (auto it = running_.find(aid); it != running_.end()) {
         v1::Response r;
         r.set_id(request.id());
@@ -322,10 +350,37 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
       }
       [[fallthrough]];
     }
+    case v1::Request::kListActivations:
+      // After the rows of every record logged so far are written: a list
+      // sees each activation whose reply went out before it was asked for.
+      if (!logged_.empty()) {
+        records_->barrier([this, request = std::move(request), reply = std::move(reply)](Status) mutable {
+          registry_request(std::move(request), std::move(reply));
+        });
+        return;
+      }
+      [[fallthrough]];
     case v1::Request::kGetFunction:
     case v1::Request::kListFunctions:
     case v1::Request::kDeleteFunction:
-    case v1::Request::kListActivations:
+      registry_request(std::move(request), std::move(reply));
+      return;
+    case v1::Request::kInvoke:
+      invoke(std::move(request), std::move(reply));
+      return;
+    case v1::Request::kGetStatus:
+      status(id, std::move(reply));
+      return;
+    case v1::Request::kHello:
+      reply(error_response(id, v1::Error::PROTOCOL_ERROR, "hello was already exchanged"));
+      return;
+    case v1::Request::BODY_NOT_SET:
+      break;
+  }
+  reply(error_response(id, v1::Error::INVALID_ARGUMENT, "the request has no body (unknown to this agent version?)"));
+}
+
+void Agent::registry_request(v1::Request request, Server::Reply reply) {
       // Registry reads and deletes: SQLite, so a worker.
       workers_->submit([this, request = std::move(request), reply = std::move(reply)](Worker&) mutable {
         v1::Response r;
@@ -393,20 +448,6 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
           reply(std::move(r));
         });
       });
-      return;
-    case v1::Request::kInvoke:
-      invoke(std::move(request), std::move(reply));
-      return;
-    case v1::Request::kGetStatus:
-      status(id, std::move(reply));
-      return;
-    case v1::Request::kHello:
-      reply(error_response(id, v1::Error::PROTOCOL_ERROR, "hello was already exchanged"));
-      return;
-    case v1::Request::BODY_NOT_SET:
-      break;
-  }
-  reply(error_response(id, v1::Error::INVALID_ARGUMENT, "the request has no body (unknown to this agent version?)"));
 }
 
 void Agent::create_or_update(bool create, v1::Request request, Server::Reply reply) {
@@ -837,7 +878,7 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
   // Other activations in flight will finish soon: the writer may gather
   // their records into one commit (read here: `complete` may run on a worker).
   const bool more_coming = running_.size() > 1;
-  auto complete = [this, run, more_coming, outcome = std::move(outcome)]() mutable {
+  auto complete = [this, run, more_coming, outcome = std::move(outcome)](bool on_loop) mutable {
     v1::Activation& rec = run->record;
     if (run->instance && run->reuse) {
       // The instance lives on: this activation's share of its cgroup's counters.
@@ -908,10 +949,20 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
     spdlog::info("function {} activation {}: {} in {:.1f} ms (wait {:.1f}, init {:.1f})", rec.function(),
                  rec.activation_id(), v1::ActivationStatus_Name(rec.status()), rec.duration_ms(), rec.wait_ms(),
                  rec.init_ms());
-    // The reply goes out once the record is stored (group commit).
-    records_->write(Registry::ActivationWrite::kFinish, rec, [this, run](Status saved) {
-      if (!saved.ok())
-        spdlog::error("activation {}: recording the result failed: {}", run->record.activation_id(), saved.error().message());
+    // The reply goes out once the record is stored: appended to the
+    // activation log, on the loop; its registry row follows (group commit).
+    auto record_and_reply = [this, run, more_coming] {
+      const v1::Activation& record = run->record;
+      Status saved = activation_log_->append(record);
+      if (saved.ok()) {
+        logged_[record.activation_id()] = record;
+        index_logged(record, more_coming);
+      } else {
+        spdlog::error("activation {}: recording the result failed: {}", record.activation_id(),
+                      saved.error().message());
+        // Its row, if the registry can still take one (the caller gets the error either way).
+        records_->write(Registry::ActivationWrite::kFinish, record, nullptr, more_coming);
+      }
       running_.erase(run->record.activation_id());
       // Its journal entry goes only with a stored record: one that could not
       // be stored (a full disk) stays there, so the next start records the
@@ -959,10 +1010,36 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
           fork_ahead(run->spec.function);  // after the activation: it had the CPU first
           ensure_image(run->spec, run->image_key);
         }
-    }, more_coming);
+    };
+    if (on_loop) record_and_reply();
+    else loop_->post(std::move(record_and_reply));
   };
-  if (run->instance && run->reuse) complete();
-  else workers_->submit([complete = std::move(complete)](Worker&) mutable { complete(); });
+  if (run->instance && run->reuse) complete(true);
+  else workers_->submit([complete = std::move(complete)](Worker&) mutable { complete(false); });
+}
+
+void Agent::index_logged(const v1::Activation& record, bool more_coming) {
+  records_->write(Registry::ActivationWrite::kFinish, record, [this, id = record.activation_id()](Status indexed) {
+    if (indexed.ok()) {
+      if (logged_.erase(id) > 0) clear_activation_log_when_indexed();
+      return;
+    }
+    // The log has it (and the next start would index it); until then reads
+    // are served from memory, and the row is tried again.
+    spdlog::warn("activation {}: writing its registry row failed, again in 1 s: {}", id, indexed.error().message());
+    loop_->timer(std::chrono::seconds(1), [this, id](int res) {
+      if (res == -ECANCELED || stopping_) return;
+      if (auto it = logged_.find(id); it != logged_.end()) index_logged(it->second, false);
+    });
+  }, more_coming);
+}
+
+void Agent::clear_activation_log_when_indexed() {
+  // Emptied when every record in it is in the registry, once it is worth a
+  // truncate (the loop is its only writer: no append can race this).
+  if (!logged_.empty() || activation_log_->size_bytes() < kActivationLogClearBytes) return;
+  if (Status s = activation_log_->clear(); !s.ok())
+    spdlog::warn("emptying the activation log failed (it keeps growing until the next start): {}", s.error().message());
 }
 
 void Agent::status(uint64_t id, Server::Reply reply) {

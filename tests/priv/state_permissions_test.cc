@@ -109,8 +109,9 @@ TEST_F(StatePermissions, RegistryAndCodeAreClosedToOtherLocalUsersEvenWhenLeftWi
   ASSERT_EQ(a.status(), v1::SUCCESS) << a.result_json() << agent_->log_text();
   EXPECT_EQ(json::parse(a.result_json())["secret"], "s3cr3t-holder");
 
-  // From the filesystem: every file holding secrets 0600, every directory 0700.
-  for (const char* f : {"registry.db", "registry.db-wal", "registry.db-shm"})
+  // From the filesystem: every file holding secrets 0600, every directory 0700
+  // (the activation log holds results and logs; the journal ids and names).
+  for (const char* f : {"registry.db", "registry.db-wal", "registry.db-shm", "activations.log", "running.journal"})
     EXPECT_EQ(mode_of(state() + "/" + f), 0600u) << f;
   for (const char* d : {"", "/code", "/images", "/images/index", "/prewarm"})
     EXPECT_EQ(mode_of(state() + d), 0700u) << "state" << d;
@@ -122,6 +123,7 @@ TEST_F(StatePermissions, RegistryAndCodeAreClosedToOtherLocalUsersEvenWhenLeftWi
   ASSERT_FALSE(code_tree.empty()) << "no code tree in the store";
   EXPECT_EQ(as_nobody("read", state() + "/registry.db"), "EACCES");
   EXPECT_EQ(as_nobody("read", state() + "/registry.db-wal"), "EACCES");
+  EXPECT_EQ(as_nobody("read", state() + "/activations.log"), "EACCES");
   EXPECT_EQ(as_nobody("list", state()), "EACCES");
   EXPECT_EQ(as_nobody("list", state() + "/code"), "EACCES");
   EXPECT_EQ(as_nobody("read", code_tree + "/main.py"), "EACCES");
