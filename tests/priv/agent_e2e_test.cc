@@ -418,6 +418,38 @@ TEST_F(AgentE2E, Kill9RightAfterAnIdWasGivenOutStillRecordsThatActivationAsInter
   EXPECT_NE(log.find("recorded 3 interrupted activation(s)"), std::string::npos) << log;
 }
 
+// The activation log: a reply goes out once the record is appended, before
+// its registry row is written; kill -9 right after the reply loses nothing,
+// and a list right after a reply shows that activation.
+TEST_F(AgentE2E, Kill9RightAfterRepliesKeepsEveryRepliedRecordWithItsResult) {
+  create("quick", 64 << 20, 10000);
+  auto client = agent_->connect();
+  std::vector<v1::Activation> replied;
+  for (int i = 0; i < 5; ++i) {
+    auto r = client.call(test::invoke_request("quick", json{{"i", i}}.dump()));
+    ASSERT_TRUE(r.ok() && r->has_activation()) << (r.ok() ? describe(*r) : r.error().message());
+    replied.push_back(r->activation());
+  }
+  v1::Request list;
+  list.mutable_list_activations()->set_function("quick");
+  auto listed = client.call(list);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->activation_list().activations_size(), 5) << "a list right after the replies misses some";
+  agent_->kill9();
+  agent_->restart();
+  for (const auto& want : replied) {
+    v1::Request get;
+    get.mutable_get_activation()->set_activation_id(want.activation_id());
+    auto got = call(get);
+    ASSERT_TRUE(got.has_activation()) << want.activation_id() << " was replied to and is lost: " << describe(got);
+    EXPECT_EQ(got.activation().status(), want.status());
+    EXPECT_EQ(got.activation().result_json(), want.result_json());
+    EXPECT_EQ(got.activation().end_ms(), want.end_ms());
+  }
+  EXPECT_NE(agent_->log_text().find("finished record(s) replayed into the registry"), std::string::npos)
+      << agent_->log_text();
+}
+
 TEST_F(AgentE2E, AnActivationInFlightIsVisibleByIdAtOnceAndInListsAfterItsRowIsWritten) {
   create("in-flight", 64 << 20, 60000);
   auto client = agent_->connect();

@@ -178,6 +178,29 @@ TEST(ActivationWriter, AWriteWithNothingElseComingIsNotHeldForTheLinger) {
   }
 }
 
+TEST(ActivationWriter, ABarrierCompletesOnlyAfterEveryWriteBeforeItIsStored) {
+  auto loop = EventLoop::create();
+  if (!loop) GTEST_SKIP() << "io_uring unavailable here";
+  test::TempDir dir;
+  auto reg = Registry::open(dir.file("state.db"));
+  ASSERT_TRUE(reg.ok());
+  Registry& registry = *reg.value();
+  ActivationWriter writer(registry, **loop, std::chrono::milliseconds(0), std::chrono::milliseconds(50));
+  for (int i = 0; i < 100; ++i) {
+    v1::Activation fin = record("b-" + std::to_string(i));
+    fin.set_status(v1::SUCCESS);
+    writer.write(Registry::ActivationWrite::kFinish, fin, nullptr, /*more_coming=*/true);
+  }
+  uint64_t stored_at_barrier = 0;
+  writer.barrier([&](Status s) {
+    EXPECT_TRUE(s.ok());
+    stored_at_barrier = registry.count_activations().value();
+    (*loop)->stop();
+  });
+  ASSERT_TRUE((*loop)->run().ok());
+  EXPECT_EQ(stored_at_barrier, 100u);
+}
+
 TEST(ActivationWriter, StoppingWritesBeginsStillHeldBack) {
   auto loop = EventLoop::create();
   if (!loop) GTEST_SKIP() << "io_uring unavailable here";
