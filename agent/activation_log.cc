@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "agent/checksum.h"
+
 namespace stoke::agent {
 
 namespace {
@@ -18,15 +20,6 @@ constexpr size_t kHeaderBytes = 16;
 // A record is at most a 1 MiB result, 1 MiB of logs and its fields.
 constexpr uint32_t kMaxPayload = 64u << 20;
 
-uint64_t fnv1a(const char* p, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < n; ++i) {
-    h ^= static_cast<unsigned char>(p[i]);
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-
 // The header of the payload that follows it in `record` (kHeaderBytes reserved at its start).
 void put_header(std::string& record) {
   const char* payload = record.data() + kHeaderBytes;
@@ -34,7 +27,7 @@ void put_header(std::string& record) {
   std::memcpy(record.data(), kMagic, 4);
   auto len = static_cast<uint32_t>(n);
   std::memcpy(record.data() + 4, &len, 4);
-  uint64_t sum = fnv1a(payload, n);
+  uint64_t sum = fnv1a64(payload, n);
   std::memcpy(record.data() + 8, &sum, 8);
 }
 
@@ -59,7 +52,7 @@ std::vector<v1::Activation> decode_log_records(const std::string& bytes, size_t*
     std::memcpy(&sum, h + 8, 8);
     if (len > kMaxPayload || bytes.size() - at - kHeaderBytes < len) break;  // torn
     const char* payload = h + kHeaderBytes;
-    if (fnv1a(payload, len) != sum) break;
+    if (fnv1a64(payload, len) != sum) break;
     v1::Activation a;
     if (!a.ParseFromArray(payload, static_cast<int>(len))) break;
     out.push_back(std::move(a));

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "agent/checksum.h"
+
 namespace stoke::agent {
 
 namespace {
@@ -20,15 +22,6 @@ constexpr char kMagic[4] = {'s', 't', 'k', 'j'};
 constexpr uint16_t kFormat = 1;
 constexpr size_t kIdAt = 32, kNameAt = 64;
 static_assert(kNameAt + RunningJournal::kMaxFunctionBytes == RunningJournal::kSlotBytes);
-
-uint64_t fnv1a(const unsigned char* p, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
 
 }  // namespace
 
@@ -45,7 +38,7 @@ bool encode_journal_slot(const JournalEntry& e, unsigned char (&slot)[RunningJou
   std::memcpy(slot + 24, &e.version, 4);
   std::memcpy(slot + kIdAt, e.activation_id.data(), RunningJournal::kIdBytes);
   std::memcpy(slot + kNameAt, e.function.data(), e.function.size());
-  uint64_t sum = fnv1a(slot + 16, RunningJournal::kSlotBytes - 16);
+  uint64_t sum = fnv1a64(slot + 16, RunningJournal::kSlotBytes - 16);
   std::memcpy(slot + 8, &sum, 8);
   return true;
 }
@@ -58,7 +51,7 @@ bool decode_journal_slot(const unsigned char* slot, JournalEntry* out) {
   if (format != kFormat || name_len == 0 || name_len > RunningJournal::kMaxFunctionBytes) return false;
   uint64_t sum = 0;
   std::memcpy(&sum, slot + 8, 8);
-  if (sum != fnv1a(slot + 16, RunningJournal::kSlotBytes - 16)) return false;
+  if (sum != fnv1a64(slot + 16, RunningJournal::kSlotBytes - 16)) return false;
   JournalEntry e;
   std::memcpy(&e.start_ms, slot + 16, 8);
   std::memcpy(&e.version, slot + 24, 4);

@@ -10,13 +10,15 @@ Run: /usr/bin/python3 -m unittest -v runtime_context_test   (from tests/unit)
 
 import json
 import os
-import select
 import shutil
+import sys
 import tempfile
 import unittest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-SENTINEL = b"XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX\n"
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+
+from bench_lib.shims_suite import Runtime as ProtocolRuntime  # noqa: E402
 CALLS = 20000
 
 PYTHON_FN = """import os, subprocess
@@ -44,38 +46,15 @@ def request(i, child=False):
                         "deadline": str(1765000000000 + i)}) + "\n").encode()
 
 
-class Runtime:
+class Runtime(ProtocolRuntime):
+    """A shim as a plain process with the protocol's pipes (the shims benchmark's driver);
+    each call's result parsed."""
+
     def __init__(self, argv):
-        r0, self.stdin = os.pipe()
-        self.logs, w1 = os.pipe()
-        self.results, w3 = os.pipe()
-        actions = [(os.POSIX_SPAWN_DUP2, r0, 0), (os.POSIX_SPAWN_DUP2, w1, 1),
-                   (os.POSIX_SPAWN_DUP2, w1, 2), (os.POSIX_SPAWN_DUP2, w3, 3)]
-        self.pid = os.posix_spawn(argv[0], argv, {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                                  file_actions=actions)
-        for fd in (r0, w1, w3):
-            os.close(fd)
-        self.pending = {self.results: b"", self.logs: b""}
+        super().__init__(argv, sentinels=True)
 
     def call(self, line):
-        os.write(self.stdin, line)
-        want = {self.results, self.logs}
-        while want:
-            ready, _, _ = select.select(list(want), [], [], 30)
-            if not ready:
-                raise RuntimeError("no answer in 30 s")
-            for fd in ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise RuntimeError(f"the runtime closed fd {fd}: {self.pending[fd][-500:]!r}")
-                self.pending[fd] += chunk
-                if (fd == self.results and self.pending[fd].endswith(b"\n")) or \
-                        (fd == self.logs and self.pending[fd].count(SENTINEL) >= 2):
-                    want.discard(fd)
-        result = self.pending[self.results]
-        for fd in self.pending:
-            self.pending[fd] = b""
-        return json.loads(result)
+        return json.loads(super().call(line))
 
     def rss_kib(self):
         with open(f"/proc/{self.pid}/status") as f:
@@ -83,12 +62,6 @@ class Runtime:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         return 0
-
-    def stop(self):
-        os.close(self.stdin)
-        for fd in (self.logs, self.results):
-            os.close(fd)
-        os.waitpid(self.pid, 0)
 
 
 class Context:
