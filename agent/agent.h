@@ -28,6 +28,7 @@
 #include "agent/function_slots.h"
 #include "agent/host_uids.h"
 #include "agent/idle_pool.h"
+#include "agent/image_builds.h"
 #include "agent/latency_window.h"
 #include "agent/image_store.h"
 #include "agent/memory_ledger.h"
@@ -148,10 +149,6 @@ class Agent {
   void zygote_died(const std::string& function);  // retire it and, unless it never forked, make a new one
   void fill_zygote_status(v1::Status& st);
   // Checkpoint images (image_pool.cc).
-  struct ImageBuild {
-    uint32_t version = 0;
-    std::vector<std::shared_ptr<Running>> waiting;  // --start restore, until it is built
-  };
   void ensure_image(const InstanceSpec& spec, const std::string& key);  // key: image_key of spec
   bool image_ready_for(const Running& run) const;
   void restore_instance(const std::shared_ptr<Running>& run);
@@ -232,9 +229,8 @@ class Agent {
   // Id indexes of the zygotes' host id block, for the agent's life.
   std::shared_ptr<ZygoteIdBlock> zygote_ids_;
   std::unique_ptr<ImageStore> images_;
-  std::unordered_map<std::string, ImageBuild> image_builds_;  // by function, while one is built
-  std::unordered_map<std::string, std::string> image_refused_;  // "fn@version" -> why it cannot be checkpointed
-  std::unordered_map<std::string, ino_t> verified_images_;  // image path -> inode checked compatible
+  // Builds in progress and their waiters, refused versions, image files checked compatible.
+  ImageBuilds<std::shared_ptr<Running>> images_building_;
   uint64_t started_ms_ = 0;
   bool stopping_ = false;
   std::chrono::milliseconds heartbeat_interval_{0};

@@ -20,8 +20,6 @@ using detail::ms_since;
 
 namespace {
 
-std::string key_of(const std::string& function, uint32_t version) { return function + "@" + std::to_string(version); }
-
 // Where the files an image maps come from on the host: the sandbox's binds,
 // the system directories of its lean rootfs included. check_compatible looks
 // at nothing outside them.
@@ -49,10 +47,9 @@ bool Agent::image_ready_for(const Running& run) const {
 void Agent::ensure_image(const InstanceSpec& spec, const std::string& key) {
   if (!settings_.checkpoints || !images_ || stopping_ || spec.runtime != v1::PYTHON || key.empty()) return;
   if (images_->image_for(spec.function, spec.version, key)) return;
-  if (image_refused_.count(key_of(spec.function, spec.version))) return;  // it cannot be checkpointed
-  auto building = image_builds_.find(spec.function);
-  if (building != image_builds_.end()) return;  // one at a time per function
-  image_builds_[spec.function].version = spec.version;
+  // One build at a time per function; never again for a version that cannot be checkpointed.
+  if (!images_building_.may_build(spec.function, spec.version)) return;
+  images_building_.started(spec.function, spec.version);
   const uint64_t generation = generation_[spec.function];
   std::chrono::milliseconds timeout{std::max<uint64_t>(30'000, settings_.default_timeout_ms)};
   workers_->submit([this, spec, generation, timeout, key](Worker& worker) {
@@ -61,13 +58,12 @@ void Agent::ensure_image(const InstanceSpec& spec, const std::string& key) {
         build_checkpoint_image(*worker.spawner, spec, images_->dir(), timeout, key));
     const double ms = ms_since(t0);
     loop_->post([this, spec, generation, built, ms, key] {
-      auto waiting = std::move(image_builds_[spec.function].waiting);
-      image_builds_.erase(spec.function);
+      auto waiting = images_building_.finished(spec.function);
       bool current = generation_[spec.function] == generation && !stopping_;
       if (!built->ok()) {
         spdlog::warn("function {} v{}: no checkpoint image: {}", spec.function, spec.version, built->error().message());
         // The same code would fail the same way: not again for this version.
-        image_refused_[key_of(spec.function, spec.version)] = built->error().message();
+        images_building_.refuse(spec.function, spec.version, built->error().message());
       } else if (current) {
         std::string sha = built->value().sha256;
         workers_->submit([this, spec, sha, key](Worker&) {
@@ -93,9 +89,8 @@ void Agent::ensure_image(const InstanceSpec& spec, const std::string& key) {
 
 void Agent::wait_for_image(const std::shared_ptr<Running>& run) {
   ensure_image(run->spec, run->image_key);
-  auto it = image_builds_.find(run->spec.function);
-  if (it != image_builds_.end() && it->second.version == run->spec.version) {
-    it->second.waiting.push_back(run);
+  if (images_building_.building(run->spec.function, run->spec.version)) {
+    images_building_.wait(run->spec.function, run);
     return;
   }
   if (image_ready_for(*run)) return restore_instance(run);
@@ -118,8 +113,7 @@ void Agent::restore_instance(const std::shared_ptr<Running>& run) {
   run->restore_requested = std::chrono::steady_clock::now();
   // Verified per image file and key: the labels are part of what is checked.
   const std::string verified_as = path + "\n" + key;
-  auto known = verified_images_.find(verified_as);
-  const ino_t verified_ino = known == verified_images_.end() ? 0 : known->second;
+  const ino_t verified_ino = images_building_.verified(verified_as).value_or(0);
   workers_->submit([this, run, path, key, verified_as, verified_ino](Worker& worker) {
     // The first restore of an image file in this agent checks it here (a
     // kernel or library changed since it was made: a clear reason, no spawn).
@@ -138,7 +132,7 @@ void Agent::restore_instance(const std::shared_ptr<Running>& run) {
                         : Result<std::unique_ptr<Instance>>(compatible.error()));
     loop_->post([this, run, verified_as, ino, instance] {
       if (!instance->ok()) return restore_failed(run, instance->error().message());
-      verified_images_[verified_as] = ino;
+      images_building_.set_verified(verified_as, ino);
       run->instance = std::move(instance->value());
       run->record.set_start_kind(v1::RESTORE);
       run->record.set_init_ms(run->instance->init_ms());  // until ready: set in finish()
@@ -150,9 +144,9 @@ void Agent::restore_instance(const std::shared_ptr<Running>& run) {
 
 void Agent::restore_failed(const std::shared_ptr<Running>& run, const std::string& why) {
   const std::string& key = run->image_key;
-  verified_images_.erase(run->pending_image + "\n" + key);
+  images_building_.forget_verified(run->pending_image + "\n" + key);
   if (auto path = images_ ? images_->image_for(run->spec.function, run->spec.version, key) : std::nullopt)
-    verified_images_.erase(*path + "\n" + key);
+    images_building_.forget_verified(*path + "\n" + key);
   spdlog::warn("function {} activation {}: restore failed, starting cold; image dropped: {}", run->spec.function,
                run->record.activation_id(), why);
   std::string fn = run->spec.function;

@@ -274,6 +274,14 @@ void Agent::function_changed(const std::string& function) {
   retire_zygote(function);  // its next instance must not come from the old code
   // Its images are of the old code (the new version's is built after its
   // first successful call). A build in flight is discarded when it lands.
+  // Refusals (of an image, of a zygote) go too: after a delete, a new
+  // function of the same name starts again at version 1, which an old
+  // refusal would otherwise still name.
+  images_building_.forget_refusals(function);
+  const std::string refused_prefix = function + "@";  // likewise the versions refused a zygote
+  for (auto it = zygote_refused_.lower_bound(refused_prefix);
+       it != zygote_refused_.end() && it->compare(0, refused_prefix.size(), refused_prefix) == 0;)
+    it = zygote_refused_.erase(it);
   if (images_) {
     auto store = images_.get();
     workers_->submit([store, function](Worker&) { store->drop_function(function); });

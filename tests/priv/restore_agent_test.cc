@@ -249,5 +249,21 @@ TEST_F(Restore, AFunctionThatCannotBeCheckpointedStillRuns) {
   EXPECT_NE(agent_->log_text().find("no checkpoint image"), std::string::npos) << agent_->log_text();
 }
 
+// A refusal is of a version's code: after a delete, a new function of the
+// same name starts again at version 1 and gets its image.
+TEST_F(Restore, ANewFunctionOfADeletedNameIsCheckpointedDespiteTheOldOnesRefusal) {
+  create("reborn", "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
+                   "def main(args):\n    return {'ok': True}\n", true);
+  auto refused = invoke("reborn", json::object(), v1::RESTORE);  // waits for the build, which is refused
+  EXPECT_EQ(refused.start_kind(), v1::COLD);
+  ASSERT_NE(agent_->log_text().find("no checkpoint image"), std::string::npos) << agent_->log_text();
+  v1::Request del;
+  del.mutable_delete_function()->set_name("reborn");
+  ASSERT_TRUE(send(del).has_deleted());
+  create("reborn", kStateful, true);
+  ASSERT_FALSE(wait_image("reborn", 1).empty());
+  restored("reborn");
+}
+
 }  // namespace
 }  // namespace stoke

@@ -224,6 +224,24 @@ TEST_F(Zygotes, CodeThatLeavesThreadsRunningGetsNoZygoteAndStillRuns) {
   EXPECT_LT(a.duration_ms(), 5000) << "a refused zygote must not be waited for";
 }
 
+// A refusal is of a version's code: after a delete, a new function of the
+// same name starts again at version 1 and gets its zygote.
+TEST_F(Zygotes, ANewFunctionOfADeletedNameGetsAZygoteDespiteTheOldOnesRefusal) {
+  create("reborn", "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
+                   "def main(args):\n    return {'ok': True}\n");
+  EXPECT_EQ(invoke("reborn").status(), v1::SUCCESS);
+  for (int i = 0; i < 200 && agent_->log_text().find("a zygote must be single-threaded") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(invoke("reborn", json::object(), v1::ZYGOTE).start_kind(), v1::COLD);
+  v1::Request del;
+  del.mutable_delete_function()->set_name("reborn");
+  ASSERT_TRUE(send(del).has_deleted());
+  create("reborn", "def main(args):\n    return {'ok': True}\n");
+  auto a = invoke("reborn", json::object(), v1::ZYGOTE);  // forced: waits for the new zygote
+  EXPECT_EQ(a.status(), v1::SUCCESS) << a.result_json();
+  EXPECT_EQ(a.start_kind(), v1::ZYGOTE) << agent_->log_text();
+}
+
 // Every process the agent started, by its pid's children chain: none may outlive it.
 std::vector<int> descendants_of(int pid) {
   std::vector<int> out, todo{pid};
