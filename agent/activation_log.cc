@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "agent/checksum.h"
+#include "sandbox/base/file_util.h"
 
 namespace stoke::agent {
 
@@ -63,14 +64,13 @@ std::vector<v1::Activation> decode_log_records(const std::string& bytes, size_t*
 }
 
 Result<std::unique_ptr<ActivationLog>> ActivationLog::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return sys_error("open the activation log " + path);
-  unique_fd owned(fd);
   // Results and logs of functions: the owner's alone, like the registry.
-  if (::fchmod(fd, 0600) != 0) return sys_error("chmod 0600 " + path);
+  auto owned = open_private_file(path, 0600);
+  if (!owned.ok()) return owned.error().context("open the activation log");
   struct stat st {};
-  if (::fstat(fd, &st) != 0) return sys_error("stat " + path);
-  return std::unique_ptr<ActivationLog>(new ActivationLog(std::move(owned), path, static_cast<uint64_t>(st.st_size)));
+  if (::fstat(owned->get(), &st) != 0) return sys_error("stat " + path);
+  return std::unique_ptr<ActivationLog>(
+      new ActivationLog(std::move(owned.value()), path, static_cast<uint64_t>(st.st_size)));
 }
 
 Result<std::vector<v1::Activation>> ActivationLog::read_all() const {

@@ -5,7 +5,8 @@
 // the serialized record, a length and a checksum before it) and its caller
 // gets the reply right away; the registry row is written afterwards by the
 // group-commit writer, off the reply's path. A SQLite commit and two thread
-// hand-offs cost the reply ~180 µs at low load; an append costs a few.
+// hand-offs cost the reply ~180 µs at low load; with the append instead, the
+// agent's whole own time per warm call measured 41-54 µs p50.
 // Like the registry's WAL under synchronous=NORMAL, an appended record
 // survives the agent's crash (kill -9: the page cache has it), not a power
 // loss. At start the agent replays the log into the registry (upserts:

@@ -381,73 +381,73 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
 }
 
 void Agent::registry_request(v1::Request request, Server::Reply reply) {
-      // Registry reads and deletes: SQLite, so a worker.
-      workers_->submit([this, request = std::move(request), reply = std::move(reply)](Worker&) mutable {
-        v1::Response r;
-        r.set_id(request.id());
-        Status ok;
-        switch (request.body_case()) {
-          case v1::Request::kGetFunction: {
-            auto f = registry_->get_function(request.get_function().name());
-            if (f.ok()) *r.mutable_function() = std::move(f.value());
-            else ok = f.error();
-            break;
-          }
-          case v1::Request::kListFunctions: {
-            auto l = registry_->list_functions();
-            if (l.ok()) *r.mutable_function_list() = std::move(l.value());
-            else ok = l.error();
-            break;
-          }
-          case v1::Request::kDeleteFunction: {
-            ok = registry_->delete_function(request.delete_function().name());
-            // Before the reply: no later create of the name may meet them.
-            if (ok.ok() && images_) images_->drop_function(request.delete_function().name());
-            if (ok.ok()) {
-              r.mutable_deleted();
-              spdlog::info("function {}: deleted", request.delete_function().name());
-            }
-            break;
-          }
-          case v1::Request::kGetActivation: {
-            auto act = registry_->get_activation(request.get_activation().activation_id());
-            if (act.ok()) *r.mutable_activation() = std::move(act.value());
-            else ok = act.error();
-            break;
-          }
-          case v1::Request::kListActivations: {
-            const auto& q = request.list_activations();
-            auto l = registry_->list_activations(q.function(), q.limit(), q.page_token());
-            if (l.ok()) *r.mutable_activation_list() = std::move(l.value());
-            else ok = l.error();
-            break;
-          }
-          case v1::Request::kGetActivationLogs: {
-            auto act = registry_->get_activation(request.get_activation_logs().activation_id());
-            if (act.ok()) {
-              auto* logs = r.mutable_activation_logs();
-              *logs->mutable_logs() = act->logs();
-              logs->set_truncated(act->logs_truncated());
-            } else {
-              ok = act.error();
-            }
-            break;
-          }
-          default:
-            break;
+  // Registry reads and deletes: SQLite, so a worker.
+  workers_->submit([this, request = std::move(request), reply = std::move(reply)](Worker&) mutable {
+    v1::Response r;
+    r.set_id(request.id());
+    Status ok;
+    switch (request.body_case()) {
+      case v1::Request::kGetFunction: {
+        auto f = registry_->get_function(request.get_function().name());
+        if (f.ok()) *r.mutable_function() = std::move(f.value());
+        else ok = f.error();
+        break;
+      }
+      case v1::Request::kListFunctions: {
+        auto l = registry_->list_functions();
+        if (l.ok()) *r.mutable_function_list() = std::move(l.value());
+        else ok = l.error();
+        break;
+      }
+      case v1::Request::kDeleteFunction: {
+        ok = registry_->delete_function(request.delete_function().name());
+        // Before the reply: no later create of the name may meet them.
+        if (ok.ok() && images_) images_->drop_function(request.delete_function().name());
+        if (ok.ok()) {
+          r.mutable_deleted();
+          spdlog::info("function {}: deleted", request.delete_function().name());
         }
-        if (!ok.ok()) r = error_response(request.id(), ok.error());
-        bool deleted = r.has_deleted();
-        std::string name = request.delete_function().name();
-        loop_->post([this, deleted, name, reply = std::move(reply), r = std::move(r)]() mutable {
-          if (deleted) {
-            function_changed(name);
-            if (Status s = host_uids_->release(name); !s.ok())
-              spdlog::warn("function {}: its host uid stays assigned: {}", name, s.error().message());
-          }
-          reply(std::move(r));
-        });
-      });
+        break;
+      }
+      case v1::Request::kGetActivation: {
+        auto act = registry_->get_activation(request.get_activation().activation_id());
+        if (act.ok()) *r.mutable_activation() = std::move(act.value());
+        else ok = act.error();
+        break;
+      }
+      case v1::Request::kListActivations: {
+        const auto& q = request.list_activations();
+        auto l = registry_->list_activations(q.function(), q.limit(), q.page_token());
+        if (l.ok()) *r.mutable_activation_list() = std::move(l.value());
+        else ok = l.error();
+        break;
+      }
+      case v1::Request::kGetActivationLogs: {
+        auto act = registry_->get_activation(request.get_activation_logs().activation_id());
+        if (act.ok()) {
+          auto* logs = r.mutable_activation_logs();
+          *logs->mutable_logs() = act->logs();
+          logs->set_truncated(act->logs_truncated());
+        } else {
+          ok = act.error();
+        }
+        break;
+      }
+      default:
+        break;
+    }
+    if (!ok.ok()) r = error_response(request.id(), ok.error());
+    bool deleted = r.has_deleted();
+    std::string name = request.delete_function().name();
+    loop_->post([this, deleted, name, reply = std::move(reply), r = std::move(r)]() mutable {
+      if (deleted) {
+        function_changed(name);
+        if (Status s = host_uids_->release(name); !s.ok())
+          spdlog::warn("function {}: its host uid stays assigned: {}", name, s.error().message());
+      }
+      reply(std::move(r));
+    });
+  });
 }
 
 void Agent::create_or_update(bool create, v1::Request request, Server::Reply reply) {

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "agent/checksum.h"
+#include "sandbox/base/file_util.h"
 
 namespace stoke::agent {
 
@@ -62,12 +63,10 @@ bool decode_journal_slot(const unsigned char* slot, JournalEntry* out) {
 }
 
 Result<std::unique_ptr<RunningJournal>> RunningJournal::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return sys_error("open the running journal " + path);
-  unique_fd owned(fd);
   // Activation ids and function names: the owner's alone, like the registry.
-  if (::fchmod(fd, 0600) != 0) return sys_error("chmod 0600 " + path);
-  return std::unique_ptr<RunningJournal>(new RunningJournal(std::move(owned), path));
+  auto owned = open_private_file(path, 0600);
+  if (!owned.ok()) return owned.error().context("open the running journal");
+  return std::unique_ptr<RunningJournal>(new RunningJournal(std::move(owned.value()), path));
 }
 
 Result<std::vector<JournalEntry>> RunningJournal::entries() const {

@@ -186,14 +186,7 @@ uint64_t SqliteDb::statements_prepared() const { return cache_ ? cache_->prepare
 Result<SqliteDb> SqliteDb::open(const std::string& path) {
   // Not through the process umask (the agent has threads; systemd's UMask
   // is 0022): an explicit mode on a file we create or fix ourselves.
-  {
-    unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));
-    if (!fd) return sys_error("create database " + path);
-    struct stat st;
-    if (::fstat(fd.get(), &st) != 0) return sys_error("stat " + path);
-    if (!S_ISREG(st.st_mode)) return plain_error("open database " + path, "not a regular file");
-    if ((st.st_mode & 07777) != 0600 && ::fchmod(fd.get(), 0600) != 0) return sys_error("chmod " + path);
-  }
+  if (auto created = open_private_file(path, 0600); !created.ok()) return created.error().context("open database");
   for (const char* side : {"-wal", "-shm", "-journal"}) STOKE_TRY(restrict_file_mode(path + side, 0600));
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &raw,

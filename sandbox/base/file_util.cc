@@ -101,6 +101,20 @@ Status restrict_file_mode(const std::string& path, unsigned mode) {
   return {};
 }
 
+Result<unique_fd> open_private_file(const std::string& path, unsigned mode) {
+  // O_NONBLOCK: a FIFO planted under the name must not block the open.
+  unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, mode));
+  if (!fd) return sys_error("open " + path);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return sys_error("stat " + path);
+  if (!S_ISREG(st.st_mode)) return plain_error(path, "is not a regular file");
+  if ((st.st_mode & 07777) != mode && ::fchmod(fd.get(), mode) != 0) return sys_error("chmod " + path);
+  // Back to blocking I/O: a regular file's reads and writes never wait on O_NONBLOCK anyway.
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) return sys_error("fcntl " + path);
+  return fd;
+}
+
 bool path_exists(const std::string& path) {
   struct stat st;
   return ::lstat(path.c_str(), &st) == 0;

@@ -25,6 +25,11 @@ Status make_private_dir(const std::string& path, unsigned mode = 0700);
 // Sets exactly `mode` on an existing regular file (not through a symlink);
 // a missing file is not an error (it will be created later).
 Status restrict_file_mode(const std::string& path, unsigned mode);
+// Opens (creating it if missing) a regular file for reading and writing
+// with exactly `mode`, tightening one an older version left wider. Not
+// through a symlink, never a FIFO or device planted under the name; not
+// through the process umask.
+Result<unique_fd> open_private_file(const std::string& path, unsigned mode = 0600);
 bool path_exists(const std::string& path);
 // An unnamed regular file in `dir` (mode 0600), gone when its last fd closes:
 // O_TMPFILE, or, where the filesystem has none (overlayfs before Linux 6.6,
