@@ -1,16 +1,12 @@
 #include "sandbox/child_setup.h"
 
 #include <fcntl.h>
-#include <linux/capability.h>
-#include <linux/close_range.h>
-#include <linux/securebits.h>
-#include <linux/seccomp.h>
+#include <stddef.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 
 #include "sandbox/base/raw_syscall.h"
@@ -39,14 +35,6 @@ struct MountAttr {
   uint64_t attr_clr;
   uint64_t propagation;
   uint64_t userns_fd;
-};
-
-// The kernel's struct sigaction (not glibc's): handler, flags, restorer, mask.
-struct KernelSigaction {
-  unsigned long handler;
-  unsigned long flags;
-  unsigned long restorer;
-  unsigned long mask;
 };
 
 [[noreturn]] void fail(const ChildPlan* plan, int32_t step, int32_t index, long ret) {
@@ -150,60 +138,6 @@ int receive(const ChildPlan* plan, ChildStep step, int* fds) {
   return n;
 }
 
-void drop_capabilities(const ChildPlan* plan) {
-  for (int cap = 0; cap <= plan->last_cap; ++cap)
-    if ((plan->keep_caps & (1ULL << cap)) == 0)
-      check(plan, kStepDropCapabilities, raw::call(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0));
-  check(plan, kStepDropCapabilities,
-        raw::call(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0));
-  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
-  struct __user_cap_data_struct data[2] = {};
-  if (plan->keep_caps != 0) {
-    // A zygote keeps a few through execve: the securebits below stop root
-    // from regaining capabilities, so they must be ambient (which needs them
-    // permitted and inheritable first).
-    for (int i = 0; i < 2; ++i)
-      data[i].permitted = data[i].effective = data[i].inheritable = static_cast<uint32_t>(plan->keep_caps >> (32 * i));
-    check(plan, kStepDropCapabilities, raw::call(SYS_capset, &header, data));
-    for (int cap = 0; cap <= plan->last_cap; ++cap)
-      if (plan->keep_caps & (1ULL << cap))
-        check(plan, kStepDropCapabilities, raw::call(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0));
-  }
-  // Root inside the sandbox must not regain capabilities through execve or
-  // uid changes; lock that in before the capability sets go to zero.
-  unsigned long bits = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
-                       SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
-                       SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
-  check(plan, kStepDropCapabilities, raw::call(SYS_prctl, PR_SET_SECUREBITS, bits, 0, 0, 0));
-  if (plan->keep_caps == 0) check(plan, kStepDropCapabilities, raw::call(SYS_capset, &header, data));
-}
-
-void place_fds(const ChildPlan* plan) {
-  // Stage every source above the scratch base first, so a mapping like 4->3
-  // plus 3->4 cannot clobber a source before it is used.
-  int staged[16];
-  for (size_t i = 0; i < plan->fd_count && i < 16; ++i) {
-    long r = raw::call(SYS_fcntl, plan->fds[i].source, F_DUPFD_CLOEXEC, plan->fd_scratch_base);
-    check(plan, kStepFds, r, static_cast<int32_t>(i));
-    staged[i] = static_cast<int>(r);
-  }
-  // Everything the parent had open is closed at execve...
-  check(plan, kStepFds, raw::call(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC));
-  // ...except exactly the mapped fds (dup3 without O_CLOEXEC).
-  for (size_t i = 0; i < plan->fd_count && i < 16; ++i)
-    check(plan, kStepFds, raw::call(SYS_dup3, staged[i], plan->fds[i].target, 0),
-          static_cast<int32_t>(i));
-}
-
-void reset_signals(const ChildPlan* plan) {
-  KernelSigaction dfl = {};  // SIG_DFL, no flags, empty mask
-  for (int sig = 1; sig <= 64; ++sig) {
-    if (sig == SIGKILL || sig == SIGSTOP) continue;
-    long r = raw::call(SYS_rt_sigaction, sig, &dfl, 0L, 8);
-    if (r < 0 && r != -EINVAL) check(plan, kStepResetSignals, r, sig);
-  }
-}
-
 }  // namespace
 
 const char* child_step_name(int32_t step) {
@@ -219,16 +153,17 @@ const char* child_step_name(int32_t step) {
     case kStepHostname: return "set hostname";
     case kStepWorkdir: return "change to workdir";
     case kStepWaitForCgroup: return "wait for cgroup";
-    case kStepJoinCgroup: return "join cgroup";
-    case kStepCgroupNamespace: return "new cgroup namespace";
-    case kStepDropCapabilities: return "drop capabilities";
-    case kStepParentDeathSignal: return "set parent-death signal";
-    case kStepNoNewPrivs: return "set no_new_privs";
-    case kStepNewSession: return "new session (setsid)";
-    case kStepResetSignals: return "reset signals";
-    case kStepFds: return "place file descriptors";
-    case kStepRlimits: return "set rlimits";
-    case kStepSeccomp: return "load seccomp filter";
+    case kStepJoinCgroup:
+    case kStepCgroupNamespace:
+    case kStepDropCapabilities:
+    case kStepParentDeathSignal:
+    case kStepNoNewPrivs:
+    case kStepNewSession:
+    case kStepResetSignals:
+    case kStepFds:
+    case kStepRlimits:
+    case kStepSeccomp:
+      return stoke_lockdown_step_name(step - kStepJoinCgroup);
     case kStepExec: return "exec";
     case kStepCount: break;
   }
@@ -306,52 +241,37 @@ int sandbox_child_main(void* arg) {
   check(plan, kStepWorkdir, raw::call(SYS_chdir, plan->workdir));
   done(plan, kStepWorkdir);
 
-  // 6. Join the cgroup the parent made meanwhile, by writing "0" to each of
-  //    its attach files: a task moving itself avoids the v1 lock stall. Then a
-  //    cgroup namespace rooted at that group.
+  // 6. The cgroup the parent made meanwhile arrives as its attach files.
   int cgroup_fds[kMaxCgroupFds];
   int cgroup_fd_count = receive(plan, kStepWaitForCgroup, cgroup_fds);
   done(plan, kStepWaitForCgroup);
-  for (int i = 0; i < cgroup_fd_count; ++i) {
-    check(plan, kStepJoinCgroup, raw::call(SYS_write, cgroup_fds[i], "0", 1), i);
-    raw::call(SYS_close, cgroup_fds[i]);
-  }
-  done(plan, kStepJoinCgroup);
-  check(plan, kStepCgroupNamespace, raw::call(SYS_unshare, CLONE_NEWCGROUP));
-  done(plan, kStepCgroupNamespace);
 
-  // 7. Privileges: no capabilities in any set, no way back, seccomp last.
-  drop_capabilities(plan);
-  done(plan, kStepDropCapabilities);
-  // Only now: a change of euid (becoming root in the user namespace) clears
-  // the parent-death signal. The parent is alive (it waits for our exec).
-  if (plan->parent_death_kill)
-    check(plan, kStepParentDeathSignal, raw::call(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
-  done(plan, kStepParentDeathSignal);
-  check(plan, kStepNoNewPrivs, raw::call(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
-  done(plan, kStepNoNewPrivs);
-  // A session of its own: no controlling terminal, so TIOCSTI (typing into a
-  // terminal's input) is refused on any tty fd it may hold, /dev/tty opens
-  // nothing, and the terminal's job-control signals do not reach it.
-  check(plan, kStepNewSession, raw::call(SYS_setsid));
-  done(plan, kStepNewSession);
-  reset_signals(plan);
-  done(plan, kStepResetSignals);
-  place_fds(plan);
-  raw::call(SYS_umask, 022);
-  done(plan, kStepFds);
-  // Only after place_fds: it stages the fds above the parent's highest fd
-  // number, which a RLIMIT_NOFILE of 1024 would forbid once the agent holds
-  // more than ~1000 fds (F_DUPFD fails with EINVAL at or above the limit).
-  // Lowering the limit leaves the staged fds open; they are CLOEXEC.
-  for (size_t i = 0; i < plan->rlimit_count; ++i)
-    check(plan, kStepRlimits,
-          raw::call(SYS_prlimit64, 0, plan->rlimits[i].resource, &plan->rlimits[i].value, 0L),
-          static_cast<int32_t>(i));
-  done(plan, kStepRlimits);
-  if (plan->seccomp != nullptr)
-    check(plan, kStepSeccomp, raw::call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, plan->seccomp));
-  done(plan, kStepSeccomp);
+  // 7. The lockdown every instance ends with (sandbox/lockdown.h): cgroup and
+  //    cgroup namespace, no capabilities and no way back, its own session,
+  //    default signals, exactly its fds, rlimits, seccomp last.
+  raw::call(SYS_umask, 022);  // 0 since step 3, for the plan's exact modes
+  static_assert(sizeof(FdMapping) == sizeof(stoke_fd_map) && offsetof(FdMapping, source) == 0 &&
+                    offsetof(FdMapping, target) == offsetof(stoke_fd_map, target),
+                "FdMapping is layout-compatible with the lockdown's fd map");
+  stoke_lockdown_plan lock = {};
+  lock.cgroup_fds = cgroup_fds;
+  lock.cgroup_fd_count = cgroup_fd_count;
+  lock.last_cap = plan->last_cap;
+  lock.keep_caps = plan->keep_caps;
+  lock.parent_death_kill = plan->parent_death_kill;
+  lock.reset_signals = 1;
+  lock.fds = reinterpret_cast<const stoke_fd_map*>(plan->fds);
+  lock.fd_count = plan->fd_count;
+  lock.fd_scratch_base = plan->fd_scratch_base;
+  lock.close_now = 0;  // the cgroup fds and the rest close at execve
+  lock.keep_fd = -1;
+  lock.rlimits = plan->rlimits;
+  lock.rlimit_count = plan->rlimit_count;
+  lock.seccomp = plan->seccomp;
+  lock.step_done_ns = plan->step_done_ns != nullptr ? plan->step_done_ns + kStepJoinCgroup : nullptr;
+  stoke_lockdown_failure failure = {};
+  if (stoke_lockdown(&lock, &failure) != 0)
+    fail(plan, kStepJoinCgroup + failure.step, failure.index, -static_cast<long>(failure.err));
 
   // 8. Unblock signals (the parent blocked them around clone) and exec.
   unsigned long empty_mask = 0;

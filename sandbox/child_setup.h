@@ -32,7 +32,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "sandbox/lockdown.h"
 #include "sandbox/mount_plan.h"
+#include "sandbox/spec.h"
 
 namespace stoke {
 
@@ -49,6 +51,8 @@ enum ChildStep : int32_t {
   kStepHostname,
   kStepWorkdir,
   kStepWaitForCgroup,
+  // The lockdown (sandbox/lockdown.h), shared with zygote instances: its
+  // steps, in its order.
   kStepJoinCgroup,
   kStepCgroupNamespace,
   kStepDropCapabilities,
@@ -63,6 +67,10 @@ enum ChildStep : int32_t {
   kStepCount,
 };
 const char* child_step_name(int32_t step);
+static_assert(kStepSeccomp - kStepJoinCgroup == STOKE_LOCKDOWN_SECCOMP &&
+                  kStepFds - kStepJoinCgroup == STOKE_LOCKDOWN_FDS &&
+                  kStepExec - kStepJoinCgroup == STOKE_LOCKDOWN_STEP_COUNT,
+              "ChildStep lists the lockdown's steps in its order");
 
 // Fixed-size record the child writes on failure.
 struct ChildError {
@@ -74,12 +82,9 @@ struct ChildError {
 inline constexpr uint32_t kChildErrorMagic = 0x53544b45;  // "STKE"
 
 // Most fds the "cgroup" message carries (one per v1 hierarchy).
-inline constexpr int kMaxCgroupFds = 8;
+inline constexpr int kMaxCgroupFds = STOKE_LOCKDOWN_MAX_CGROUP_FDS;
 
-struct ChildRlimit {
-  int resource;
-  struct rlimit64 value;
-};
+using ChildRlimit = stoke_rlimit;
 
 // Everything the child needs, prepared by the parent. Plain pointers into
 // storage the parent keeps alive until the child has exec'd or died.

@@ -27,6 +27,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -315,6 +316,13 @@ json status_fields() {
       j[key] = std::atoi(value.c_str());
     }
   }
+  // Kept across execve, so they show what the instance's lockdown set.
+  j["securebits"] = prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
+  // The session was made inside the sandbox (by the probe's parent, the
+  // function's process, or the probe itself): a session from outside the
+  // pid namespace would show as 0.
+  pid_t sid = getsid(0);
+  j["own_session"] = sid > 0 && (sid == getpid() || sid == getppid());
   return j;
 }
 

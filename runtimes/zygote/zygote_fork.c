@@ -14,9 +14,10 @@
 //      every capability in C and none anywhere else
 //   I: clone(CLONE_PARENT) → the instance, pid 2 under P, Z's child; I reports its
 //      pid and exits
-//   instance: its own session → joins its cgroup and moves P there too → new
-//      cgroup namespace → /code → every capability dropped → the default
-//      seccomp filter stacked → only fds 0..3 left → "set up"
+//   instance: /code → the lockdown a cold sandbox ends with too
+//      (sandbox/lockdown.h): joins its cgroup and moves P there too → new
+//      cgroup namespace → every capability dropped → its own session → only
+//      fds 0..3 left → the default seccomp filter stacked → "set up"
 //
 // Raw clone() instead of fork(): glibc's fork bookkeeping is redone by hand
 // where it matters: the cached tid (CLONE_CHILD_SETTID on the address glibc
@@ -29,7 +30,6 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
@@ -46,6 +46,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "sandbox/lockdown.h"
 
 // Exported by the python3 executable that loads us (Debian builds it with
 // -export-dynamic); declared here so the build needs no Python headers.
@@ -103,64 +105,45 @@ __attribute__((noreturn, format(printf, 1, 2))) static void die(const char* fmt,
     if ((call) < 0) die(__VA_ARGS__); \
   } while (0)
 
-static void place_fds(const struct stoke_fork* r) {
-  int staged[4];
+// The instance's setup: /code, then the lockdown every instance ends with,
+// cold or forked (sandbox/lockdown.h): its cgroup (with the namespace's init)
+// and cgroup namespace, no capability and no way back, the parent-death
+// signal, no_new_privs, its own session (as a cold sandbox's, so kill(0, ...)
+// reaches nothing of its zygote's), fds 0..3 and the status pipe only, the
+// default seccomp filter stacked last. The interpreter's signal handlers and
+// the zygote's rlimits stay: this is a fork, not an exec.
+static void setup_instance(const struct stoke_fork* r) {
+  CHECK(chdir("/code"), "chdir /code");
+  struct stoke_fd_map fds[4];
   for (int i = 0; i < 4; ++i) {
-    int src = r->fds[i];
-    int opened = -1;
-    if (src < 0) src = opened = open("/dev/null", O_RDWR | O_CLOEXEC);
-    CHECK(src, "open /dev/null");
-    staged[i] = fcntl(src, F_DUPFD_CLOEXEC, 512);
-    CHECK(staged[i], "stage fd %d", i);
-    if (opened >= 0) close(opened);
+    fds[i].source = r->fds[i];
+    fds[i].target = i;
+    if (fds[i].source < 0) {  // the descriptor is closed by the lockdown
+      fds[i].source = open("/dev/null", O_RDWR | O_CLOEXEC);
+      CHECK(fds[i].source, "open /dev/null");
+    }
   }
-  for (int i = 0; i < 4; ++i) CHECK(dup3(staged[i], i, 0), "place fd %d", i);
-  for (int i = 0; i < 4; ++i) close(staged[i]);
-}
-
-static void join_cgroup(const struct stoke_fork* r) {
-  for (int i = 0; i < r->cgroup_fd_count && i < 8; ++i)
-    CHECK(write(r->cgroup_fds[i], "0", 1), "join cgroup (fd %d)", i);
-  // P, init of this pid namespace, goes with the instance: its cgroup's kill
-  // ends the whole namespace, and nothing of it stays in the zygote's group.
-  for (int i = 0; i < r->cgroup_fd_count && i < 8; ++i)
-    CHECK(write(r->cgroup_fds[i], "1", 1), "move the namespace's init into the cgroup (fd %d)", i);
-  CHECK(unshare(CLONE_NEWCGROUP), "new cgroup namespace");
-}
-
-static void drop_capabilities(void) {
-  for (int cap = 0; cap < 64; ++cap)
-    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-      die("drop capability %d from the bounding set", cap);
-  CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities");
-  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
-  struct __user_cap_data_struct data[2];
-  memset(data, 0, sizeof data);
-  CHECK(syscall(SYS_capset, &header, data), "drop capabilities");
-}
-
-static void load_seccomp(const struct stoke_fork* r) {
   if (r->seccomp == NULL || r->seccomp_len == 0) die("no seccomp filter given%s", "");
   struct sock_fprog prog = {(unsigned short)r->seccomp_len, (struct sock_filter*)r->seccomp};
-  CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs");
-  CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0), "load seccomp filter");
-}
-
-static void close_other_fds(void) {
-  // Everything but 0..3 and the status pipe (closed by the caller last).
-  if (status_fd > 4) CHECK(syscall(SYS_close_range, 4, status_fd - 1, 0), "close inherited fds");
-  CHECK(syscall(SYS_close_range, status_fd + 1, ~0U, 0), "close inherited fds");
-}
-
-static void setup_instance(const struct stoke_fork* r) {
-  // A session (and process group) of its own, as a cold sandbox's: no
-  // controlling terminal, and kill(0, ...) reaches nothing of its zygote's.
-  CHECK(setsid(), "new session");
-  CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "parent death signal");
-  join_cgroup(r);
-  CHECK(chdir("/code"), "chdir /code");
-  drop_capabilities();
-  load_seccomp(r);
+  struct stoke_lockdown_plan lock;
+  memset(&lock, 0, sizeof lock);
+  lock.cgroup_fds = r->cgroup_fds;
+  lock.cgroup_fd_count = r->cgroup_fd_count;
+  lock.move_pid_1 = 1;
+  lock.last_cap = 63;  // each one this kernel has
+  lock.parent_death_kill = 1;
+  lock.fds = fds;
+  lock.fd_count = 4;
+  lock.fd_scratch_base = 512;
+  lock.close_now = 1;
+  lock.keep_fd = status_fd;
+  lock.seccomp = &prog;
+  struct stoke_lockdown_failure failure;
+  if (stoke_lockdown(&lock, &failure) != 0) {
+    errno = failure.err;
+    if (failure.index >= 0) die("%s (%d)", stoke_lockdown_step_name(failure.step), failure.index);
+    die("%s", stoke_lockdown_step_name(failure.step));
+  }
 }
 
 // ---- in the zygote ----------------------------------------------------------
@@ -234,8 +217,6 @@ __attribute__((visibility("default"))) int stoke_zygote_fork(struct stoke_fork* 
     long pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD | tid_flags, NULL, NULL, tid_address, 0);
     if (pid == 0) {
       setup_instance(r);
-      place_fds(r);
-      close_other_fds();
       ssize_t w = write(status_fd, "k", 1);
       (void)w;
       close(status_fd);

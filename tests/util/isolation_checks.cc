@@ -1,5 +1,7 @@
 #include "tests/util/isolation_checks.h"
 
+#include <linux/securebits.h>
+
 #include <string>
 
 #include <gtest/gtest.h>
@@ -11,6 +13,11 @@ void expect_isolation_baseline(const nlohmann::json& r) {
     EXPECT_EQ(std::stoull(r.value(set, std::string("ff")), nullptr, 16), 0u) << set;
   EXPECT_EQ(r["NoNewPrivs"], 1);
   EXPECT_EQ(r["Seccomp"], 2);
+  // Root may not regain capabilities through execve or a uid change, locked.
+  const int locked = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED |
+                     SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+  EXPECT_EQ(r.value("securebits", 0) & locked, locked) << "securebits " << r.value("securebits", 0);
+  EXPECT_EQ(r["own_session"], true);
   EXPECT_EQ(r["interfaces"], nlohmann::json::array({"lo"}));
   EXPECT_EQ(r["root_write"], "EROFS");
   EXPECT_EQ(r["etc_shadow"], false);
