@@ -850,8 +850,8 @@ void Agent::finish(const std::shared_ptr<Running>& run, ActivationOutcome outcom
         spdlog::warn("function {} activation {}: its zygote died under it; running it again from a cold start",
                      run->spec.function, run->record.activation_id());
         rerun_cold(run);
-        auto z = zygotes_.find(run->spec.function);
-        if (z != zygotes_.end() && z->second.zygote == origin) zygote_died(run->spec.function);
+        auto* z = zygotes_.find(run->spec.function);
+        if (z != nullptr && z->zygote == origin) zygote_died(run->spec.function);
         spawn_cold(run);
       });
     });

@@ -40,6 +40,7 @@
 #include "agent/start_path.h"
 #include "agent/worker_pool.h"
 #include "agent/zygote.h"
+#include "agent/zygote_pool.h"
 #include "sandbox/base/unique_fd.h"
 #include "sandbox/id_map.h"
 #include "sandbox/netns_pool.h"
@@ -121,22 +122,7 @@ class Agent {
   void serve_memory_waiting();
   void retire_idle(const std::string& function);    // every idle instance of it
   void function_changed(const std::string& function);  // updated or deleted
-  // Zygotes (zygote_pool.cc).
-  struct ZygoteEntry {
-    std::shared_ptr<FunctionZygote> zygote;  // null while it starts
-    uint32_t version = 0;
-    std::shared_ptr<ZygoteIdBlock::Lease> id;  // the zygote holds its own copy
-    uint64_t memory_bytes = 0;   // reserved against both budgets
-    uint64_t generation = 0;     // of the function when it was started
-    std::chrono::steady_clock::time_point since, last_used;
-    std::vector<std::shared_ptr<Running>> waiting;  // --start zygote, until it is ready
-    // Forked ahead of demand (Android's "USAP" pool): never served, fresh
-    // namespaces and cgroup, each with its memory reserved.
-    std::vector<std::unique_ptr<Instance>> ahead;
-    bool forking_ahead = false;
-    std::vector<std::shared_ptr<Running>> waiting_ahead;  // for the fork in flight
-    InstanceSpec spec;  // what forks ahead are made for
-  };
+  // Zygotes (zygote_pool.cc; their state: agent/zygote_pool.h).
   void ensure_zygote(const InstanceSpec& spec);
   bool zygote_ready_for(const Running& run);
   void fork_from_zygote(const std::shared_ptr<Running>& run);
@@ -224,8 +210,7 @@ class Agent {
   LatencyWindow warm_agent_time_;  // µs per successful warm activation (the status reports it)
   PrewarmPool prewarmed_;  // stem cells, per runtime
   uint64_t prewarm_counter_ = 0;
-  std::unordered_map<std::string, ZygoteEntry> zygotes_;  // by function
-  std::set<std::string> zygote_refused_;  // "fn@version" whose code cannot have a zygote
+  ZygotePool<FunctionZygote, Instance, InstanceSpec, std::shared_ptr<Running>> zygotes_;
   // Id indexes of the zygotes' host id block, for the agent's life.
   std::shared_ptr<ZygoteIdBlock> zygote_ids_;
   std::unique_ptr<ImageStore> images_;

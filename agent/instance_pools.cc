@@ -40,7 +40,7 @@ bool Agent::make_room(uint64_t bytes, const std::string& function) {
     pool.push_back({PooledMemory::kPrewarmed, "", p.since, p.memory_bytes, false});
     where.push_back({"", 0, rt});
   });
-  for (const auto& [fn, e] : zygotes_) {
+  zygotes_.for_each([&](const std::string& fn, const auto& e) {
     for (size_t i = 0; i < e.ahead.size(); ++i) {
       pool.push_back({PooledMemory::kForkedAhead, fn, e.since, e.spec.memory_bytes, false});
       where.push_back({fn, 0, {}});
@@ -48,7 +48,7 @@ bool Agent::make_room(uint64_t bytes, const std::string& function) {
     const bool busy = !e.zygote || e.forking_ahead || !e.waiting.empty() || !e.waiting_ahead.empty();
     pool.push_back({PooledMemory::kZygote, fn, e.last_used, e.memory_bytes, busy});
     where.push_back({fn, 0, {}});
-  }
+  });
   const uint64_t free = memory_.budget() - memory_.reserved();
   for (size_t i : choose_evictions(pool, function, free, bytes)) {
     const Where& w = where[i];
@@ -71,15 +71,15 @@ bool Agent::make_room(uint64_t bytes, const std::string& function) {
         break;
       }
       case PooledMemory::kForkedAhead: {
-        auto it = zygotes_.find(w.function);
-        if (it == zygotes_.end() || it->second.ahead.empty()) break;
+        auto* z = zygotes_.find(w.function);
+        if (z == nullptr || z->ahead.empty()) break;
         spdlog::info("function {}: an instance forked ahead yields its memory to an activation", w.function);
-        retire(std::move(it->second.ahead.back()), MemoryHolder::kForkedAhead, it->second.spec.memory_bytes);
-        it->second.ahead.pop_back();
+        retire(std::move(z->ahead.back()), MemoryHolder::kForkedAhead, z->spec.memory_bytes);
+        z->ahead.pop_back();
         break;
       }
       case PooledMemory::kZygote:
-        if (!zygotes_.count(w.function)) break;
+        if (zygotes_.find(w.function) == nullptr) break;
         spdlog::info("function {}: zygote stopped to make room for an activation under the memory budget", w.function);
         retire_zygote(w.function, /*wake=*/false);
         break;
@@ -278,10 +278,7 @@ void Agent::function_changed(const std::string& function) {
   // function of the same name starts again at version 1, which an old
   // refusal would otherwise still name.
   images_building_.forget_refusals(function);
-  const std::string refused_prefix = function + "@";  // likewise the versions refused a zygote
-  for (auto it = zygote_refused_.lower_bound(refused_prefix);
-       it != zygote_refused_.end() && it->compare(0, refused_prefix.size(), refused_prefix) == 0;)
-    it = zygote_refused_.erase(it);
+  zygotes_.forget_refusals(function);
   if (images_) {
     auto store = images_.get();
     workers_->submit([store, function](Worker&) { store->drop_function(function); });

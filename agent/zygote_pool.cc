@@ -61,40 +61,32 @@ HostIdRange prewarm_id_block(const HostIdRange& range) {
 
 void Agent::ensure_zygote(const InstanceSpec& spec) {
   if (!settings_.zygotes || stopping_ || spec.runtime != v1::PYTHON) return;
-  if (zygote_refused_.count(spec.function + "@" + std::to_string(spec.version))) return;
-  auto existing = zygotes_.find(spec.function);
-  if (existing != zygotes_.end()) {
-    const ZygoteEntry& e = existing->second;
-    if (e.version == spec.version && (!e.zygote || e.zygote->alive())) return;  // ready or starting
-    retire_zygote(spec.function);  // an older version's, or a dead one
-  }
+  if (zygotes_.refused(spec.function, spec.version)) return;
+  if (zygotes_.starting_or_alive(spec.function, spec.version)) return;
+  retire_zygote(spec.function);  // an older version's, or a dead one (if any)
   if (!path_exists(settings_.runtimes_dir + "/zygote/stoke-zygote-maker")) return;
   if (!memory_waiting_.empty()) return;  // pools never grow while an activation waits for memory
   const uint64_t need = spec.memory_bytes;
   // Room under the zygote budget: stop the least recently used ready ones.
   while (memory_.held(MemoryHolder::kZygote) + need > memory_.zygote_budget()) {
-    auto lru = zygotes_.end();
-    for (auto it = zygotes_.begin(); it != zygotes_.end(); ++it)
-      if (it->second.zygote && (lru == zygotes_.end() || it->second.last_used < lru->second.last_used)) lru = it;
-    if (lru == zygotes_.end()) return;  // only starting ones: try again later
-    spdlog::info("function {}: zygote stopped to make room under the zygote memory budget", lru->first);
-    retire_zygote(lru->first);
+    auto lru = zygotes_.least_recently_used_ready();
+    if (!lru) return;  // only starting ones: try again later
+    spdlog::info("function {}: zygote stopped to make room under the zygote memory budget", *lru);
+    retire_zygote(*lru);
   }
   if (!memory_.fits(need, MemoryHolder::kZygote)) return;  // only free memory: activations come first
   if (!zygote_ids_) zygote_ids_ = ZygoteIdBlock::make(kZygoteIds);
   auto id = zygote_ids_->take();
   if (!id) return;  // every id is held by a zygote or what it left alive
   if (!memory_.reserve(MemoryHolder::kZygote, need)) return;
-  ZygoteEntry& e = zygotes_[spec.function];
-  e.version = spec.version;
-  e.id = id;
-  e.memory_bytes = need;
-  e.generation = generation_[spec.function];
-  e.since = e.last_used = std::chrono::steady_clock::now();
-  e.spec = spec;
+  // The lease travels with the start and then stays with the zygote, which
+  // gives it back only once nothing it made is left (agent/zygote.h).
+  const uint64_t start =
+      zygotes_.starting(spec.function, spec.version, need, generation_[spec.function], spec, std::chrono::steady_clock::now())
+          .start;
 
   FunctionZygoteSpec fs;
-  fs.id = e.id;
+  fs.id = id;
   fs.host_id_base = zygote_id_block(settings_.host_ids).first;
   fs.runtimes_dir = settings_.runtimes_dir;
   fs.preload = settings_.zygote_preload;
@@ -108,34 +100,24 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
   fs.cpus = spec.cpus;
   fs.pids = spec.pids;
   fs.tmp_bytes = spec.tmp_bytes;
-  workers_->submit([this, fs](Worker& worker) {
+  workers_->submit([this, fs, start](Worker& worker) {
     auto z = std::make_shared<Result<std::unique_ptr<FunctionZygote>>>(FunctionZygote::start(*worker.spawner, fs));
-    loop_->post([this, fs, z] {
-      auto it = zygotes_.find(fs.function);
-      bool wanted = it != zygotes_.end() && !it->second.zygote && it->second.version == fs.version &&
-                    it->second.id == fs.id && it->second.generation == generation_[fs.function] &&
-                    !stopping_;
+    loop_->post([this, fs, start, z] {
+      auto* e = zygotes_.waiting_for(fs.function, start);
+      const bool wanted = e != nullptr && e->generation == generation_[fs.function] && !stopping_;
       if (!z->ok() || !wanted) {
         if (!z->ok()) spdlog::warn("function {}: zygote did not start: {}", fs.function, z->error().message());
-        if (!z->ok() && z->error().cause == ErrorCause::kPeerRefused)
-          zygote_refused_.insert(fs.function + "@" + std::to_string(fs.version));
+        if (!z->ok() && z->error().cause == ErrorCause::kPeerRefused) zygotes_.refuse(fs.function, fs.version);
         std::shared_ptr<FunctionZygote> doomed;
         if (z->ok()) doomed = std::move(z->value());
         if (doomed) workers_->submit([doomed](Worker&) mutable { doomed.reset(); });
-        if (it != zygotes_.end() && it->second.id == fs.id && !it->second.zygote) {
-          // Whoever waited for it starts cold instead.
-          auto waiting = std::move(it->second.waiting);
-          retire_zygote(fs.function);
-          for (auto& run : waiting) {
-            run->force_zygote = false;
-            spawn_cold(run);
-          }
-        }
+        // Whoever waited for it starts cold instead (retire_zygote does that).
+        if (e != nullptr) retire_zygote(fs.function);
         return;
       }
-      it->second.zygote = std::shared_ptr<FunctionZygote>(std::move(z->value()));
-      spdlog::info("function {}: zygote ready (pid {})", fs.function, it->second.zygote->zygote_pid());
-      auto waiting = std::move(it->second.waiting);
+      e->zygote = std::shared_ptr<FunctionZygote>(std::move(z->value()));
+      spdlog::info("function {}: zygote ready (pid {})", fs.function, e->zygote->zygote_pid());
+      auto waiting = std::move(e->waiting);
       for (auto& run : waiting) fork_from_zygote(run);
       serve_memory_waiting();  // activations waiting for memory come before it: it may yield at once
       fork_ahead(fs.function);
@@ -145,18 +127,15 @@ void Agent::ensure_zygote(const InstanceSpec& spec) {
 
 bool Agent::zygote_ready_for(const Running& run) {
   if (run.spec.runtime != v1::PYTHON || run.force_cold) return false;
-  auto it = zygotes_.find(run.spec.function);
-  return it != zygotes_.end() && it->second.zygote && it->second.version == run.spec.version &&
-         it->second.generation == generation_[run.spec.function];
+  return zygotes_.ready_for(run.spec.function, run.spec.version, generation_[run.spec.function]);
 }
 
 void Agent::wait_for_zygote(const std::shared_ptr<Running>& run) {
   ensure_zygote(run->spec);
-  auto it = zygotes_.find(run->spec.function);
-  if (it == zygotes_.end()) {
+  auto* e = zygotes_.find(run->spec.function);
+  if (e == nullptr) {
     // No zygote can be made now (budget, ids): ask again shortly.
-    if (!settings_.zygotes || run->cancelled || stopping_ ||
-        zygote_refused_.count(run->spec.function + "@" + std::to_string(run->spec.version))) {
+    if (!settings_.zygotes || run->cancelled || stopping_ || zygotes_.refused(run->spec.function, run->spec.version)) {
       run->force_zygote = false;
       spawn_cold(run);
       return;
@@ -172,18 +151,18 @@ void Agent::wait_for_zygote(const std::shared_ptr<Running>& run) {
     });
     return;
   }
-  if (it->second.zygote) fork_from_zygote(run);
-  else it->second.waiting.push_back(run);
+  if (e->zygote) fork_from_zygote(run);
+  else e->waiting.push_back(run);
 }
 
 void Agent::fork_from_zygote(const std::shared_ptr<Running>& run) {
-  auto it = zygotes_.find(run->spec.function);
-  if (it == zygotes_.end() || !it->second.zygote) {
+  auto* found = zygotes_.find(run->spec.function);
+  if (found == nullptr || !found->zygote) {
     run->force_zygote = false;
     spawn_cold(run);
     return;
   }
-  ZygoteEntry& e = it->second;
+  auto& e = *found;
   e.last_used = std::chrono::steady_clock::now();
   run->record.set_wait_ms(ms_between(run->queued, std::chrono::steady_clock::now()));
   // Instances forked ahead die with their zygote (their pid namespaces are
@@ -224,9 +203,9 @@ void Agent::fork_from_zygote(const std::shared_ptr<Running>& run) {
         // activation (finish() asks for one again).
         spdlog::warn("function {} activation {}: zygote fork failed ({}); starting cold", run->spec.function,
                      run->record.activation_id(), instance->error().message());
-        auto it2 = zygotes_.find(run->spec.function);
+        auto* now = zygotes_.find(run->spec.function);
         if (instance->error().cause == ErrorCause::kPeerUntrusted) zygote_untrusted(run->spec);
-        else if (it2 != zygotes_.end() && it2->second.zygote == zygote) zygote_died(run->spec.function);
+        else if (now != nullptr && now->zygote == zygote) zygote_died(run->spec.function);
         run->force_zygote = false;
         spawn_cold(run);
         return;
@@ -249,9 +228,9 @@ void Agent::start_zygote_instance(const std::shared_ptr<Running>& run, std::uniq
 }
 
 void Agent::fork_ahead(const std::string& function) {
-  auto it = zygotes_.find(function);
-  if (it == zygotes_.end() || stopping_) return;
-  ZygoteEntry& e = it->second;
+  auto* found = zygotes_.find(function);
+  if (found == nullptr || stopping_) return;
+  auto& e = *found;
   if (!e.zygote || e.forking_ahead || e.ahead.size() >= settings_.zygote_forked_ahead) return;
   if (!memory_waiting_.empty()) return;  // pools never grow while an activation waits for memory
   const uint64_t memory = e.spec.memory_bytes;
@@ -264,15 +243,15 @@ void Agent::fork_ahead(const std::string& function) {
         Instance::fork_from(zygote, worker.spawner->cgroups(), spec));
     const bool forked = instance->ok();
     loop_->post([this, zygote, spec, memory, instance] {
-      auto it2 = zygotes_.find(spec.function);
-      bool current = it2 != zygotes_.end() && it2->second.zygote == zygote;
-      if (current) it2->second.forking_ahead = false;
+      auto* now = zygotes_.find(spec.function);
+      const bool current = now != nullptr && now->zygote == zygote;
+      if (current) now->forking_ahead = false;
       if (!instance->ok() || !current || stopping_) {
         if (!instance->ok())
           spdlog::warn("function {}: fork ahead failed: {}", spec.function, instance->error().message());
         retire(instance->ok() ? std::move(instance->value()) : nullptr, MemoryHolder::kForkedAhead, memory);
         if (current) {
-          auto waiting = std::move(it2->second.waiting_ahead);
+          auto waiting = std::move(now->waiting_ahead);
           for (auto& run : waiting) {
             run->force_zygote = false;
             spawn_cold(run);
@@ -283,7 +262,7 @@ void Agent::fork_ahead(const std::string& function) {
         serve_memory_waiting();
         return;
       }
-      ZygoteEntry& e2 = it2->second;
+      auto& e2 = *now;
       if (!e2.waiting_ahead.empty()) {
         auto run = e2.waiting_ahead.front();
         e2.waiting_ahead.erase(e2.waiting_ahead.begin());
@@ -306,11 +285,11 @@ void Agent::fork_ahead(const std::string& function) {
 }
 
 void Agent::zygote_died(const std::string& function) {
-  auto it = zygotes_.find(function);
-  if (it == zygotes_.end()) return;
-  InstanceSpec spec = it->second.spec;
-  bool young = std::chrono::steady_clock::now() - it->second.since < std::chrono::seconds(10) &&
-               it->second.zygote && it->second.zygote->forks() == 0;
+  auto* e = zygotes_.find(function);
+  if (e == nullptr) return;
+  InstanceSpec spec = e->spec;
+  bool young = std::chrono::steady_clock::now() - e->since < std::chrono::seconds(10) && e->zygote &&
+               e->zygote->forks() == 0;
   retire_zygote(function);
   // Replaced at once, unless it died before ever forking (its init may kill
   // it every time): then the next successful activation asks again.
@@ -323,22 +302,17 @@ void Agent::zygote_untrusted(const InstanceSpec& spec) {
   spdlog::warn("function {} version {}: its zygote's fork failed the agent's checks; the zygote is retired and "
                "this version starts without one",
                spec.function, spec.version);
-  zygote_refused_.insert(spec.function + "@" + std::to_string(spec.version));
-  auto it = zygotes_.find(spec.function);
-  if (it != zygotes_.end() && it->second.version == spec.version) retire_zygote(spec.function);
+  zygotes_.refuse(spec.function, spec.version);
+  auto* e = zygotes_.find(spec.function);
+  if (e != nullptr && e->version == spec.version) retire_zygote(spec.function);
 }
 
 void Agent::retire_zygote(const std::string& function, bool wake) {
   std::vector<std::string> victims;
-  if (function.empty()) {
-    for (const auto& [fn, e] : zygotes_) victims.push_back(fn);
-  } else if (zygotes_.count(function)) {
-    victims.push_back(function);
-  }
+  if (function.empty()) victims = zygotes_.functions();
+  else if (zygotes_.find(function) != nullptr) victims.push_back(function);
   for (const auto& fn : victims) {
-    auto it = zygotes_.find(fn);
-    ZygoteEntry e = std::move(it->second);
-    zygotes_.erase(it);
+    auto e = std::move(*zygotes_.take(fn));
     memory_.release(MemoryHolder::kZygote, e.memory_bytes);
     if (e.zygote) {
       auto doomed = std::move(e.zygote);
@@ -359,12 +333,11 @@ void Agent::retire_zygote(const std::string& function, bool wake) {
 
 void Agent::fill_zygote_status(v1::Status& st) {
   auto now = std::chrono::steady_clock::now();
-  uint32_t ahead = 0;
-  for (const auto& [fn, e] : zygotes_) ahead += static_cast<uint32_t>(e.ahead.size());
+  const auto ahead = static_cast<uint32_t>(zygotes_.forked_ahead());
   (*st.mutable_pools())["zygote_forked_ahead"] = ahead;
   st.set_live_sandboxes(st.live_sandboxes() + ahead);
-  for (const auto& [fn, e] : zygotes_) {
-    if (!e.zygote) continue;
+  zygotes_.for_each([&](const std::string& fn, const auto& e) {
+    if (!e.zygote) return;
     v1::Zygote* z = st.add_zygotes();
     z->set_function(fn);
     z->set_version(e.version);
@@ -375,7 +348,7 @@ void Agent::fill_zygote_status(v1::Status& st) {
     z->set_forks(e.zygote->forks());
     z->set_age_ms(ms_between(e.since, now));
     z->set_reserved_memory_bytes(e.memory_bytes);
-  }
+  });
 }
 
 }  // namespace stoke::agent
