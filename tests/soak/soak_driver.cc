@@ -309,10 +309,21 @@ class Run {
     const auto& last = result_.samples.back();
     result_.baseline_rss_kib = base->rss_kib;
     result_.final_rss_kib = last.rss_kib;
-    result_.baseline_fds = base->fds;
+    // Open fds move with what is alive at the instant (sandboxes starting,
+    // forks in flight, pools refilling): one sample taken mid-load was seen
+    // anywhere from 231 to 306 with the final count at 285 every time. The
+    // baseline is the median of the samples after warm-up instead; a leak
+    // still grows the last sample past it (by half of what leaked after
+    // warm-up, for a steady leak).
+    std::vector<uint64_t> fds;
+    for (auto& s : result_.samples)
+      if (s.at_fraction >= o_.warmup_fraction && &s != &last) fds.push_back(s.fds);
+    if (fds.empty()) fds.push_back(base->fds);
+    std::nth_element(fds.begin(), fds.begin() + static_cast<std::ptrdiff_t>(fds.size() / 2), fds.end());
+    result_.baseline_fds = fds[fds.size() / 2];
     result_.final_fds = last.fds;
     result_.rss_growth = base->rss_kib ? double(last.rss_kib) / double(base->rss_kib) - 1 : 0;
-    result_.fd_growth = base->fds ? double(last.fds) / double(base->fds) - 1 : 0;
+    result_.fd_growth = result_.baseline_fds ? double(last.fds) / double(result_.baseline_fds) - 1 : 0;
   }
 
   const SoakOptions& o_;

@@ -58,7 +58,8 @@ struct SoakResult {
   // includes their work too.
   double agent_cpu_us_per_warm = 0;
   std::vector<ResourceSample> samples;
-  // Growth of the last sample over the baseline (the first sample after warm-up).
+  // Growth of the last sample over the baseline: for RSS the first sample
+  // after warm-up, for fds the median of those after warm-up.
   double rss_growth = 0, fd_growth = 0;
   uint64_t baseline_rss_kib = 0, final_rss_kib = 0, baseline_fds = 0, final_fds = 0;
   std::string error;  // setup failed (functions could not be created)
