@@ -22,6 +22,7 @@
 #include "agent/kernel_features.h"
 #include "agent/names.h"
 #include "api/wire/protocol.h"
+#include "agent/namespace_scope.h"
 #include "api/wire/responses.h"
 #include "sandbox/base/file_util.h"
 #include "sandbox/base/unique_fd.h"
@@ -153,6 +154,9 @@ Result<std::unique_ptr<Agent>> Agent::start(const AgentSettings& settings) {
   auto registry = Registry::open(settings.state_dir + "/registry.db");
   if (!registry.ok()) return registry.error().context("open registry");
   a->registry_ = std::move(registry.value());
+  auto namespaces = a->registry_->list_namespaces();
+  if (!namespaces.ok()) return namespaces.error().context("load namespaces");
+  for (const auto& row : namespaces.value()) a->namespace_keys_.set(row.name, {row.key_uuid, row.key_sha256});
   a->records_ = std::make_unique<ActivationWriter>(*a->registry_, *a->loop_, kBeginHold, kRecordLinger);
   auto uids = HostUids::open(settings.state_dir + "/host_uids", host_ids_for_functions(a->settings_.host_ids));
   if (!uids.ok()) return uids.error().context("open host uid table");
@@ -298,14 +302,29 @@ void Agent::heartbeat_tick() {
   loop_->timer(heartbeat_interval_, [this](int) { heartbeat_tick(); });
 }
 
-void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
-  (void)peer;
+void Agent::handle(const Peer& peer, v1::Request request, Server::Reply unscoped_reply) {
   const uint64_t id = request.id();
   if (stopping_) {
-    reply(error_response(id, v1::Error::UNAVAILABLE, "the agent is stopping"));
+    unscoped_reply(error_response(id, v1::Error::UNAVAILABLE, "the agent is stopping"));
     return;
   }
+  // The namespace it acts in; its names qualified, and the reply's names
+  // shown as that namespace sees them (agent/namespace_scope.h).
+  ScopeError denied;
+  const RequestScope scope = resolve_scope(settings_.access, peer, request, namespace_keys_, denied);
+  if (denied.code == v1::Error::OK) qualify_request(request, scope.ns, denied);
+  if (denied.code != v1::Error::OK) return unscoped_reply(error_response(id, denied.code, denied.message));
+  Server::Reply reply = [reply = std::move(unscoped_reply)](v1::Response r) {
+    present_response(r);
+    reply(std::move(r));
+  };
   switch (request.body_case()) {
+    case v1::Request::kCreateNamespace:
+    case v1::Request::kListNamespaces:
+    case v1::Request::kDeleteNamespace:
+    case v1::Request::kRotateNamespaceKey:
+      namespace_request(std::move(request), std::move(reply));
+      return;
     case v1::Request::kCreateFunction:
       create_or_update(true, std::move(request), std::move(reply));
       return;
@@ -319,7 +338,7 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
       const std::string& aid = request.has_get_activation() ? request.get_activation().activation_id()
                                                             : request.get_activation_logs().activation_id();
       // Finished and logged, its row not written yet: the record itself.
-      if (auto it = logged_.find(aid); it != logged_.end()) {
+      if (auto it = logged_.find(aid); it != logged_.end() && in_namespace(it->second.function(), scope.ns)) {
         v1::Response r;
         r.set_id(request.id());
         if (request.has_get_activation()) {
@@ -332,7 +351,7 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
       }
       // What its running row says, nothing more: a result is not shown
       // before its record is stored.
-      if (auto it = running_.find(aid); it != running_.end()) {
+      if (auto it = running_.find(aid); it != running_.end() && in_namespace(it->second->record.function(), scope.ns)) {
         v1::Response r;
         r.set_id(request.id());
         if (request.has_get_activation()) {
@@ -354,8 +373,8 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
       // After the rows of every record logged so far are written: a list
       // sees each activation whose reply went out before it was asked for.
       if (!logged_.empty()) {
-        records_->barrier([this, request = std::move(request), reply = std::move(reply)](Status) mutable {
-          registry_request(std::move(request), std::move(reply));
+        records_->barrier([this, request = std::move(request), reply = std::move(reply), ns = scope.ns](Status) mutable {
+          registry_request(std::move(request), std::move(reply), ns);
         });
         return;
       }
@@ -363,7 +382,7 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
     case v1::Request::kGetFunction:
     case v1::Request::kListFunctions:
     case v1::Request::kDeleteFunction:
-      registry_request(std::move(request), std::move(reply));
+      registry_request(std::move(request), std::move(reply), scope.ns);
       return;
     case v1::Request::kInvoke:
       invoke(std::move(request), std::move(reply));
@@ -380,9 +399,15 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply reply) {
   reply(error_response(id, v1::Error::INVALID_ARGUMENT, "the request has no body (unknown to this agent version?)"));
 }
 
-void Agent::registry_request(v1::Request request, Server::Reply reply) {
+void Agent::registry_request(v1::Request request, Server::Reply reply, std::string ns) {
   // Registry reads and deletes: SQLite, so a worker.
-  workers_->submit([this, request = std::move(request), reply = std::move(reply)](Worker&) mutable {
+  workers_->submit([this, request = std::move(request), reply = std::move(reply), ns = std::move(ns)](Worker&) mutable {
+    // Another namespace's activation is as unknown as one that never was.
+    auto own_activation = [&](Result<v1::Activation> act, const std::string& id) -> Result<v1::Activation> {
+      if (act.ok() && !in_namespace(act->function(), ns))
+        return kind_error(ErrorKind::kNotFound, "get activation '" + id + "'");
+      return act;
+    };
     v1::Response r;
     r.set_id(request.id());
     Status ok;
@@ -394,7 +419,7 @@ void Agent::registry_request(v1::Request request, Server::Reply reply) {
         break;
       }
       case v1::Request::kListFunctions: {
-        auto l = registry_->list_functions();
+        auto l = registry_->list_functions_in(ns);
         if (l.ok()) *r.mutable_function_list() = std::move(l.value());
         else ok = l.error();
         break;
@@ -410,20 +435,23 @@ void Agent::registry_request(v1::Request request, Server::Reply reply) {
         break;
       }
       case v1::Request::kGetActivation: {
-        auto act = registry_->get_activation(request.get_activation().activation_id());
+        auto act = own_activation(registry_->get_activation(request.get_activation().activation_id()),
+                                  request.get_activation().activation_id());
         if (act.ok()) *r.mutable_activation() = std::move(act.value());
         else ok = act.error();
         break;
       }
       case v1::Request::kListActivations: {
         const auto& q = request.list_activations();
-        auto l = registry_->list_activations(q.function(), q.limit(), q.page_token());
+        auto l = registry_->list_activations(q.function(), q.limit(), q.page_token(),
+                                             q.function().empty() ? std::optional<std::string>(ns) : std::nullopt);
         if (l.ok()) *r.mutable_activation_list() = std::move(l.value());
         else ok = l.error();
         break;
       }
       case v1::Request::kGetActivationLogs: {
-        auto act = registry_->get_activation(request.get_activation_logs().activation_id());
+        auto act = own_activation(registry_->get_activation(request.get_activation_logs().activation_id()),
+                                  request.get_activation_logs().activation_id());
         if (act.ok()) {
           auto* logs = r.mutable_activation_logs();
           *logs->mutable_logs() = act->logs();
@@ -454,7 +482,7 @@ void Agent::create_or_update(bool create, v1::Request request, Server::Reply rep
   const uint64_t id = request.id();
   const std::string name = create ? request.create_function().name() : request.update_function().name();
   const v1::FunctionConfig& cfg = create ? request.create_function().config() : request.update_function().config();
-  if (Status s = check_function_name(name); !s.ok())
+  if (Status s = check_qualified_name(name); !s.ok())
     return reply(error_response(id, v1::Error::INVALID_ARGUMENT, s.error().message()));
   if (cfg.runtime() == v1::RUNTIME_UNSPECIFIED)
     return reply(error_response(id, v1::Error::INVALID_ARGUMENT, "runtime is required (python, node or exec)"));

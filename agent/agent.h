@@ -32,6 +32,7 @@
 #include "agent/latency_window.h"
 #include "agent/image_store.h"
 #include "agent/memory_ledger.h"
+#include "agent/namespace_keys.h"
 #include "agent/prewarm_pool.h"
 #include "agent/registry.h"
 #include "agent/running_journal.h"
@@ -68,7 +69,9 @@ class Agent {
   Agent() = default;
   void handle(const Peer& peer, v1::Request request, Server::Reply reply);
   // Registry reads and deletes, on a worker; the reply comes back to the loop.
-  void registry_request(v1::Request request, Server::Reply reply);
+  void registry_request(v1::Request request, Server::Reply reply, std::string ns);
+  // Namespaces and their keys (operators only; agent/namespace_scope.h).
+  void namespace_request(v1::Request request, Server::Reply reply);
   void create_or_update(bool create, v1::Request request, Server::Reply reply);
   void invoke(v1::Request request, Server::Reply reply);
   // The function known: the activation is recorded as running, then admitted.
@@ -184,6 +187,7 @@ class Agent {
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<Server> server_;
   std::map<std::string, bool> features_;  // probed once at start
+  NamespaceKeys namespace_keys_;  // every namespace with a key, as the registry has them
   FunctionSlots<std::shared_ptr<Running>> slots_;  // per-function concurrency and queue
   std::unordered_map<std::string, std::shared_ptr<Running>> running_;  // by activation id
   IdlePool idle_;  // warm instances, by function

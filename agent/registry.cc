@@ -19,6 +19,7 @@ namespace {
 constexpr std::string_view kTagNotFound = "not found";
 constexpr std::string_view kTagAlreadyExists = "already exists";
 constexpr std::string_view kTagInvalid = "invalid";
+constexpr std::string_view kTagNotEmpty = "not empty";
 
 // detail is exactly the tag, or the tag followed by ": why".
 bool has_tag(const std::string& detail, std::string_view tag) {
@@ -34,6 +35,7 @@ Error kind_error(ErrorKind kind, std::string step, std::string why) {
     case ErrorKind::kNotFound: tag = kTagNotFound; break;
     case ErrorKind::kAlreadyExists: tag = kTagAlreadyExists; break;
     case ErrorKind::kInvalid: tag = kTagInvalid; break;
+    case ErrorKind::kNotEmpty: tag = kTagNotEmpty; break;
     case ErrorKind::kIo: return plain_error(std::move(step), std::move(why));
   }
   std::string detail(tag);
@@ -45,6 +47,7 @@ ErrorKind error_kind(const Error& error) {
   if (has_tag(error.detail, kTagNotFound)) return ErrorKind::kNotFound;
   if (has_tag(error.detail, kTagAlreadyExists)) return ErrorKind::kAlreadyExists;
   if (has_tag(error.detail, kTagInvalid)) return ErrorKind::kInvalid;
+  if (has_tag(error.detail, kTagNotEmpty)) return ErrorKind::kNotEmpty;
   return ErrorKind::kIo;
 }
 
@@ -53,6 +56,7 @@ v1::Error::Code error_code(ErrorKind kind) {
     case ErrorKind::kNotFound: return v1::Error::NOT_FOUND;
     case ErrorKind::kAlreadyExists: return v1::Error::ALREADY_EXISTS;
     case ErrorKind::kInvalid: return v1::Error::INVALID_ARGUMENT;
+    case ErrorKind::kNotEmpty: return v1::Error::FAILED_PRECONDITION;
     case ErrorKind::kIo: break;
   }
   return v1::Error::INTERNAL;
@@ -124,6 +128,17 @@ UPDATE activations SET stored_bytes = length(CAST(result_json AS BLOB)) + length
     R"sql(
 ALTER TABLE activations ADD COLUMN pids_peak INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 3 -> 4: namespaces other than the default one, each with its key (the
+    // secret's SHA-256 only). Functions of a namespace are named
+    // "<namespace>/<name>" (agent/names.h), so no other table changes.
+    R"sql(
+CREATE TABLE namespaces (
+  name       TEXT PRIMARY KEY NOT NULL,
+  key_uuid   TEXT NOT NULL UNIQUE,
+  key_sha256 TEXT NOT NULL,
+  created_ms INTEGER NOT NULL
+) STRICT;
+)sql",
 };
 constexpr int kMigrationCount = static_cast<int>(std::size(kMigrations));
 static_assert(kMigrationCount == Registry::kSchemaVersion, "one migration step per schema version");
@@ -170,7 +185,7 @@ bool is_sha256_hex(const std::string& s) {
 }
 
 Status check_name(const std::string& step, const std::string& name) {
-  auto st = check_function_name(name);
+  auto st = check_qualified_name(name);
   if (!st.ok()) return kind_error(ErrorKind::kInvalid, step, st.error().message());
   return {};
 }
@@ -531,12 +546,30 @@ Result<v1::Function> Registry::get_function_version(const std::string& name, uin
   return read_function(name, version);
 }
 
-Result<v1::FunctionList> Registry::list_functions() {
+namespace {
+
+// A WHERE condition on `column` (a qualified function name) for the
+// functions of `ns`, with ?1 bound by bind_namespace: the default namespace's
+// names have no '/', another's start with "ns/" (a range, so an index on the
+// column serves it: '0' follows '/').
+std::string in_namespace_sql(const std::string& column, const std::string& ns, int param) {
+  if (ns == kDefaultNamespace) return "instr(" + column + ", '/') = 0";
+  const std::string p = "?" + std::to_string(param);
+  return "(" + column + " > " + p + " || '/' AND " + column + " < " + p + " || '0')";
+}
+
+}  // namespace
+
+Result<v1::FunctionList> Registry::list_functions() { return list_functions_in(""); }
+
+Result<v1::FunctionList> Registry::list_functions_in(const std::string& ns) {
   std::lock_guard lock(mu_);
+  std::string where = ns.empty() ? "" : " WHERE " + in_namespace_sql("f.name", ns, 1);
   auto st = db_.prepare(std::string("SELECT ") + kVersionColumns +
-                        " FROM functions f JOIN versions v ON v.function = f.name AND v.version = f.current_version"
-                        " ORDER BY f.name");
+                        " FROM functions f JOIN versions v ON v.function = f.name AND v.version = f.current_version" +
+                        where + " ORDER BY f.name");
   if (!st.ok()) return st.error().context("list functions");
+  if (!ns.empty() && ns != kDefaultNamespace) st->bind_text(1, ns);
   v1::FunctionList out;
   for (;;) {
     auto row = st->step();
@@ -570,6 +603,77 @@ Status Registry::delete_function(const std::string& name) {
   st = tx->commit();
   current_.erase(name);
   if (!st.ok()) return st.error().context(step);
+  return {};
+}
+
+// ---- namespaces ---------------------------------------------------------------
+
+Status Registry::create_namespace(const NamespaceRow& row) {
+  const std::string step = "create namespace " + quoted(row.name);
+  if (auto s = check_namespace_name(row.name); !s.ok()) return kind_error(ErrorKind::kInvalid, step, s.error().message());
+  std::lock_guard lock(mu_);
+  DurableWrites durable(db_);
+  auto exists = db_.prepare("SELECT 1 FROM namespaces WHERE name = ?1 OR key_uuid = ?2");
+  if (!exists.ok()) return exists.error().context(step);
+  exists->bind_text(1, row.name).bind_text(2, row.key_uuid);
+  auto found = exists->step();
+  if (!found.ok()) return found.error().context(step);
+  if (*found) return kind_error(ErrorKind::kAlreadyExists, step);
+  auto ins = db_.prepare("INSERT INTO namespaces (name, key_uuid, key_sha256, created_ms) VALUES (?1, ?2, ?3, ?4)");
+  if (!ins.ok()) return ins.error().context(step);
+  ins->bind_text(1, row.name).bind_text(2, row.key_uuid).bind_text(3, row.key_sha256).bind_int64(4, row.created_ms);
+  if (auto st = ins->run(); !st.ok()) return st.error().context(step);
+  return {};
+}
+
+Result<std::vector<Registry::NamespaceRow>> Registry::list_namespaces() {
+  std::lock_guard lock(mu_);
+  auto st = db_.prepare("SELECT name, key_uuid, key_sha256, created_ms FROM namespaces ORDER BY name");
+  if (!st.ok()) return st.error().context("list namespaces");
+  std::vector<NamespaceRow> out;
+  for (;;) {
+    auto row = st->step();
+    if (!row.ok()) return row.error().context("list namespaces");
+    if (!*row) break;
+    out.push_back({st->column_text(0), st->column_text(1), st->column_text(2), st->column_int64(3)});
+  }
+  return out;
+}
+
+Status Registry::set_namespace_key(const std::string& name, const std::string& key_uuid,
+                                   const std::string& key_sha256) {
+  const std::string step = "set the key of namespace " + quoted(name);
+  std::lock_guard lock(mu_);
+  DurableWrites durable(db_);
+  auto up = db_.prepare("UPDATE namespaces SET key_uuid = ?2, key_sha256 = ?3 WHERE name = ?1");
+  if (!up.ok()) return up.error().context(step);
+  up->bind_text(1, name).bind_text(2, key_uuid).bind_text(3, key_sha256);
+  if (auto st = up->run(); !st.ok()) return st.error().context(step);
+  if (db_.changes() == 0) return kind_error(ErrorKind::kNotFound, step);
+  return {};
+}
+
+Status Registry::delete_namespace(const std::string& name) {
+  const std::string step = "delete namespace " + quoted(name);
+  if (auto s = check_namespace_name(name); !s.ok()) return kind_error(ErrorKind::kInvalid, step, s.error().message());
+  std::lock_guard lock(mu_);
+  DurableWrites durable(db_);
+  auto tx = SqliteTransaction::begin(db_);
+  if (!tx.ok()) return tx.error().context(step);
+  auto count = db_.prepare("SELECT count(*) FROM functions WHERE " + in_namespace_sql("name", name, 1));
+  if (!count.ok()) return count.error().context(step);
+  if (name != kDefaultNamespace) count->bind_text(1, name);
+  auto row = count->step();
+  if (!row.ok()) return row.error().context(step);
+  if (int64_t n = count->column_int64(0); n > 0)
+    return kind_error(ErrorKind::kNotEmpty, step,
+                      "it still has " + std::to_string(n) + " function" + (n == 1 ? "" : "s") + "; delete them first");
+  auto del = db_.prepare("DELETE FROM namespaces WHERE name = ?1");
+  if (!del.ok()) return del.error().context(step);
+  del->bind_text(1, name);
+  if (auto st = del->run(); !st.ok()) return st.error().context(step);
+  if (db_.changes() == 0) return kind_error(ErrorKind::kNotFound, step);
+  if (auto st = tx->commit(); !st.ok()) return st.error().context(step);
   return {};
 }
 
@@ -679,7 +783,8 @@ Result<v1::Activation> Registry::get_activation(const std::string& id) {
 }
 
 Result<v1::ActivationList> Registry::list_activations(const std::string& function, uint32_t limit,
-                                                      const std::string& page_token) {
+                                                      const std::string& page_token,
+                                                      const std::optional<std::string>& in_namespace) {
   const std::string step = "list activations";
   if (limit == 0) limit = kDefaultListLimit;
   if (limit > kMaxListLimit) limit = kMaxListLimit;
@@ -694,9 +799,13 @@ Result<v1::ActivationList> Registry::list_activations(const std::string& functio
   std::string sql = std::string("SELECT ") + kActivationColumns + " FROM activations WHERE 1";
   int next_param = 1;
   int p_function = 0, p_start = 0, p_id = 0;
+  int p_namespace = 0;
   if (!function.empty()) {
     p_function = next_param++;
     sql += " AND function = ?" + std::to_string(p_function);
+  } else if (in_namespace) {
+    p_namespace = next_param++;
+    sql += " AND " + in_namespace_sql("function", *in_namespace, p_namespace);
   }
   if (paged) {
     p_start = next_param++;
@@ -711,6 +820,7 @@ Result<v1::ActivationList> Registry::list_activations(const std::string& functio
   auto st = db_.prepare(sql);
   if (!st.ok()) return st.error().context(step);
   if (p_function != 0) st->bind_text(p_function, function);
+  if (p_namespace != 0 && *in_namespace != kDefaultNamespace) st->bind_text(p_namespace, *in_namespace);
   if (paged) st->bind_int64(p_start, after_start).bind_text(p_id, after_id);
   // One row more than asked says whether another page exists.
   st->bind_int64(p_limit, static_cast<int64_t>(limit) + 1);

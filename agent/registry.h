@@ -32,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -60,6 +61,7 @@ enum class ErrorKind {
   kNotFound,       // v1::Error::NOT_FOUND
   kAlreadyExists,  // v1::Error::ALREADY_EXISTS
   kInvalid,        // the caller's input is wrong: v1::Error::INVALID_ARGUMENT
+  kNotEmpty,       // it still holds something (a namespace its functions): FAILED_PRECONDITION
 };
 
 // An Error of the given kind; why (optional) follows the tag.
@@ -88,7 +90,7 @@ class Registry {
  public:
   // PRAGMA user_version of a database this code writes; see migrate() in
   // registry.cc for the steps from older versions.
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
   static constexpr uint32_t kDefaultListLimit = 20;
   static constexpr uint32_t kMaxListLimit = 1000;
 
@@ -109,8 +111,10 @@ class Registry {
   Result<v1::Function> get_function(const std::string& name);
   // Any kept version (e.g. the one an activation ran). kNotFound if absent.
   Result<v1::Function> get_function_version(const std::string& name, uint32_t version);
-  // Current versions, ordered by name.
+  // Current versions, ordered by name: every function, or those of one
+  // namespace (qualified names, agent/names.h).
   Result<v1::FunctionList> list_functions();
+  Result<v1::FunctionList> list_functions_in(const std::string& ns);
   // Removes the function and its versions; its activations remain.
   Status delete_function(const std::string& name);
   // code_sha256 of every function's current version: what the code store must
@@ -142,9 +146,27 @@ class Registry {
   // position, not an offset, so pages stay stable while new activations
   // arrive. Logs and result are omitted, as the API's list promises.
   // kInvalid for a token this registry did not make.
+  // With `in_namespace`, only that namespace's activations (when `function`
+  // is "").
   Result<v1::ActivationList> list_activations(const std::string& function, uint32_t limit,
-                                              const std::string& page_token);
+                                              const std::string& page_token,
+                                              const std::optional<std::string>& in_namespace = std::nullopt);
   Result<uint64_t> count_activations();
+
+  // Namespaces other than the default one (which always exists and has a
+  // row only once it is given a key). kAlreadyExists for a taken name or
+  // uuid; kNotFound for an unknown name; delete is kNotEmpty while the
+  // namespace has functions (its activations stay, like a function's).
+  struct NamespaceRow {
+    std::string name;
+    std::string key_uuid;
+    std::string key_sha256;
+    int64_t created_ms = 0;
+  };
+  Status create_namespace(const NamespaceRow& row);
+  Result<std::vector<NamespaceRow>> list_namespaces();
+  Status set_namespace_key(const std::string& name, const std::string& key_uuid, const std::string& key_sha256);
+  Status delete_namespace(const std::string& name);
 
   // Retention (docs/security/storage.md, finding 14): deletes finished
   // activations that started before `started_before_ms` (0: none by age), and

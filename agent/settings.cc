@@ -10,6 +10,7 @@ AgentSettings settings_from_config(const AgentConfig& c, uint64_t total_ram_byte
   s.socket_group = c.socket_group();
   s.access.allowed_uids.insert(c.allowed_uids().begin(), c.allowed_uids().end());
   s.access.allowed_gids.insert(c.allowed_gids().begin(), c.allowed_gids().end());
+  s.access.key_required_uids.insert(c.key_required_uids().begin(), c.key_required_uids().end());
   const config::ApiLimits& l = c.api_limits();
   s.api_limits.max_connections = l.max_connections();
   s.api_limits.max_connections_per_uid = l.max_connections_per_uid();

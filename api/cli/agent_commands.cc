@@ -1,6 +1,7 @@
 #include "api/cli/agent_commands.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -32,6 +33,9 @@ constexpr const char* kUsageText =
     "  invoke NAME [--data JSON | -p KEY=VALUE ...] [--json] [--async] [--start cold|prewarm|zygote|restore|warm]\n"
     "  activation get ID [--json] | activation list [--fn NAME] [--limit N] [--json] | activation logs ID\n"
     "  status [--json]\n"
+    "  ns create NAME | ns list [--json] | ns delete NAME | ns key NAME   (operators; the key is shown once)\n"
+    "Every verb takes --namespace NS (else $STOKE_NAMESPACE, else the default 'guest') and\n"
+    "--key UUID:SECRET (else $STOKE_API_KEY): with a key it acts in the key's namespace.\n"
     "The socket is --socket, else $STOKE_SOCKET, else /run/stoke/stoke.sock.\n";
 
 struct UsageError {
@@ -112,8 +116,47 @@ int agent_failed(const std::string& what, const Error& e) {
   return kAgentError;
 }
 
+// The namespace and key every request of this command carries.
+struct Scope {
+  std::string ns;
+  std::string key;
+};
+Scope g_scope;
+
+// Takes --namespace and --key out of args (anywhere after the verb).
+Scope take_scope(std::vector<std::string>& args) {
+  Scope scope;
+  if (const char* ns = std::getenv("STOKE_NAMESPACE")) scope.ns = ns;
+  if (const char* key = std::getenv("STOKE_API_KEY")) scope.key = key;
+  for (size_t i = 1; i < args.size();) {
+    std::string* into = nullptr;
+    std::string name = args[i], value;
+    bool inline_value = false;
+    if (auto eq = name.find('='); eq != std::string::npos && name.rfind("--", 0) == 0) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      inline_value = true;
+    }
+    if (name == "--namespace") into = &scope.ns;
+    if (name == "--key") into = &scope.key;
+    if (into == nullptr) {
+      ++i;
+      continue;
+    }
+    if (!inline_value) {
+      if (i + 1 >= args.size()) throw UsageError{"option " + name + " needs a value"};
+      value = args[i + 1];
+    }
+    *into = value;
+    args.erase(args.begin() + static_cast<std::ptrdiff_t>(i), args.begin() + static_cast<std::ptrdiff_t>(i + (inline_value ? 1 : 2)));
+  }
+  return scope;
+}
+
 // One call; prints the agent's error and returns nullopt on failure.
 std::optional<v1::Response> call(LazyClient& client, v1::Request request, const std::string& what, int& rc) {
+  request.set_namespace_(g_scope.ns);
+  request.set_api_key(g_scope.key);
   auto r = client.get().call(std::move(request));
   if (!r.ok()) {
     rc = agent_failed(what, r.error());
@@ -324,6 +367,44 @@ int run_verb(LazyClient& client, const std::vector<std::string>& args) {
     }
     throw UsageError{"unknown activation subcommand '" + sub + "'"};
   }
+  if (verb == "ns") {
+    if (args.size() < 2) throw UsageError{"ns needs a subcommand: create, list, delete, key"};
+    const std::string& sub = args[1];
+    Options o = parse(args, 2, {}, {"--json"});
+    v1::Request req;
+    if (sub == "list") {
+      req.mutable_list_namespaces();
+      auto r = call(client, std::move(req), "ns list", rc);
+      if (!r) return rc;
+      nlohmann::json all = nlohmann::json::array();
+      for (const auto& n : r->namespace_list().namespaces()) all.push_back(namespace_json(n));
+      if (o.flag("--json")) {
+        print_json(all);
+      } else {
+        for (const auto& n : r->namespace_list().namespaces())
+          std::printf("%-24s %s\n", n.name().c_str(), n.key_uuid().empty() ? "(no key)" : n.key_uuid().c_str());
+      }
+      return kOk;
+    }
+    if (o.positional.size() != 1) throw UsageError{"ns " + sub + " takes one NAME"};
+    const std::string& name = o.positional[0];
+    if (sub == "create") req.mutable_create_namespace()->set_name(name);
+    else if (sub == "key") req.mutable_rotate_namespace_key()->set_name(name);
+    else if (sub == "delete") req.mutable_delete_namespace()->set_name(name);
+    else throw UsageError{"unknown ns subcommand '" + sub + "'"};
+    auto r = call(client, std::move(req), "ns " + sub, rc);
+    if (!r) return rc;
+    if (sub == "delete") {
+      std::printf("deleted namespace %s\n", name.c_str());
+    } else if (o.flag("--json")) {
+      print_json(namespace_json(r->namespace_()));
+    } else {
+      // The only time the secret is ever shown: the agent keeps its hash.
+      std::printf("namespace %s\nkey %s\n", name.c_str(), r->namespace_().key().c_str());
+      std::fprintf(stderr, "stoke: keep the key now; the agent stores only its hash and cannot show it again\n");
+    }
+    return kOk;
+  }
   if (verb == "status") {
     Options o = parse(args, 1, {}, {"--json"});
     v1::Request req;
@@ -344,7 +425,7 @@ int run_verb(LazyClient& client, const std::vector<std::string>& args) {
 }  // namespace
 
 bool is_agent_verb(const std::string& verb) {
-  return verb == "fn" || verb == "invoke" || verb == "activation" || verb == "status";
+  return verb == "fn" || verb == "invoke" || verb == "activation" || verb == "status" || verb == "ns";
 }
 
 const char* agent_usage() { return kUsageText; }
@@ -353,8 +434,10 @@ int agent_command(const std::string& socket_path, const std::vector<std::string>
   try {
     // Arguments are checked before connecting, so usage errors need no agent.
     if (args.empty()) throw UsageError{"no command"};
+    std::vector<std::string> rest = args;
+    g_scope = take_scope(rest);
     LazyClient client(socket_path.empty() ? wire::default_socket_path() : socket_path);
-    return run_verb(client, args);
+    return run_verb(client, rest);
   } catch (const AgentUnreachable& e) {
     return agent_failed("cannot talk to the agent at " + e.path, e.error);
   } catch (const UsageError& e) {

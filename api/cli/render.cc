@@ -66,6 +66,7 @@ nlohmann::json activation_json(const v1::Activation& a) {
   const v1::Usage& u = a.usage();
   return {
       {"activationId", a.activation_id()},
+      {"namespace", a.namespace_()},
       {"function", a.function()},
       {"version", a.version()},
       {"start", a.start_ms()},
@@ -91,10 +92,16 @@ nlohmann::json activation_json(const v1::Activation& a) {
 nlohmann::json function_json(const v1::Function& f) {
   nlohmann::json env = nlohmann::json::object();
   for (const auto& [k, v] : f.env()) env[k] = v;
-  return {{"name", f.name()},           {"version", f.version()},         {"runtime", runtime_name(f.runtime())},
+  return {{"name", f.name()},           {"namespace", f.namespace_()},    {"version", f.version()},         {"runtime", runtime_name(f.runtime())},
           {"entry", f.entry()},         {"memoryBytes", f.memory_bytes()}, {"timeoutMs", f.timeout_ms()},
           {"concurrency", f.concurrency()}, {"env", env},                  {"codeSha256", f.code_sha256()},
           {"codeSize", f.code_size()},  {"created", f.created_ms()}};
+}
+
+nlohmann::json namespace_json(const v1::Namespace& n) {
+  nlohmann::json j = {{"name", n.name()}, {"keyUuid", n.key_uuid()}, {"created", n.created_ms()}};
+  if (!n.key().empty()) j["key"] = n.key();  // shown once, when made
+  return j;
 }
 
 nlohmann::json status_json(const v1::Status& s) {

@@ -19,6 +19,7 @@ bool parse_start_kind(const std::string& text, v1::StartKind& out);
 
 nlohmann::json activation_json(const v1::Activation& a);
 nlohmann::json function_json(const v1::Function& f);
+nlohmann::json namespace_json(const v1::Namespace& n);
 nlohmann::json status_json(const v1::Status& s);
 
 std::string activation_text(const v1::Activation& a);

@@ -510,7 +510,8 @@ TEST(Registry, ASchemaTwoRegistryMigratesAndKeepsItsActivations) {
   {
     auto db = SqliteDb::open(path);
     ASSERT_TRUE(db.ok());
-    ASSERT_TRUE(db->exec("ALTER TABLE activations DROP COLUMN pids_peak; PRAGMA user_version = 2").ok());
+    ASSERT_TRUE(
+        db->exec("DROP TABLE namespaces; ALTER TABLE activations DROP COLUMN pids_peak; PRAGMA user_version = 2").ok());
   }
   auto reg = open_registry(path);
   ASSERT_TRUE(reg);
@@ -522,6 +523,90 @@ TEST(Registry, ASchemaTwoRegistryMigratesAndKeepsItsActivations) {
   ASSERT_TRUE(reg->begin_activation(running("new", "f", 2000)).ok());
   ASSERT_TRUE(reg->finish_activation(finished(running("new", "f", 2000))).ok());
   EXPECT_EQ(reg->get_activation("new")->usage().pids_peak(), 7u);
+}
+
+// A registry of schema 3 (before namespaces) opens with its functions in the
+// default namespace, and namespaces can be made from then on.
+TEST(Registry, ASchemaThreeRegistryMigratesWithItsFunctionsInTheDefaultNamespace) {
+  test::TempDir dir;
+  std::string path = dir.file("state.db");
+  {
+    auto reg = open_registry(path);
+    ASSERT_TRUE(reg);
+    ASSERT_TRUE(reg->create_function("f", record()).ok());
+  }
+  {
+    auto db = SqliteDb::open(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE(db->exec("DROP TABLE namespaces; PRAGMA user_version = 3").ok());
+  }
+  auto reg = open_registry(path);
+  ASSERT_TRUE(reg);
+  EXPECT_EQ(reg->schema_version().value(), Registry::kSchemaVersion);
+  auto guest = reg->list_functions_in("guest");
+  ASSERT_TRUE(guest.ok());
+  ASSERT_EQ(guest.value().functions_size(), 1);
+  EXPECT_EQ(guest.value().functions(0).name(), "f");
+  ASSERT_TRUE(reg->create_namespace({"team", std::string(36, 'a'), std::string(64, 'b'), 1}).ok());
+  EXPECT_EQ(reg->list_namespaces()->size(), 1u);
+}
+
+// Namespaces' functions are "<ns>/<name>" rows: each namespace lists only its
+// own, activations too, and a namespace goes only once it has no function.
+TEST(Registry, NamespacesListOnlyTheirOwnFunctionsAndActivationsAndGoOnlyWhenEmpty) {
+  test::TempDir dir;
+  auto reg = open_registry(dir.file("state.db"));
+  ASSERT_TRUE(reg);
+  ASSERT_TRUE(reg->create_namespace({"a", "uuid-a", std::string(64, '1'), 1}).ok());
+  ASSERT_TRUE(reg->create_namespace({"ab", "uuid-ab", std::string(64, '2'), 1}).ok());
+  EXPECT_EQ(error_kind(reg->create_namespace({"a", "uuid-c", std::string(64, '3'), 1}).error()),
+            ErrorKind::kAlreadyExists);
+  EXPECT_EQ(error_kind(reg->create_namespace({"c", "uuid-a", std::string(64, '3'), 1}).error()),
+            ErrorKind::kAlreadyExists)
+      << "a key uuid names one namespace";
+  for (const char* name : {"f", "a/f", "a/g", "ab/f"}) ASSERT_TRUE(reg->create_function(name, record()).ok()) << name;
+  EXPECT_FALSE(reg->create_function("guest/f", record()).ok()) << "the default namespace's names are unqualified";
+  auto names = [&](const std::string& ns) {
+    std::vector<std::string> out;
+    auto list = reg->list_functions_in(ns);
+    if (!list.ok()) return out;
+    for (const auto& f : list.value().functions()) out.push_back(f.name());
+    return out;
+  };
+  EXPECT_EQ(names("guest"), (std::vector<std::string>{"f"}));
+  EXPECT_EQ(names("a"), (std::vector<std::string>{"a/f", "a/g"})) << "not ab's";
+  EXPECT_EQ(names("ab"), (std::vector<std::string>{"ab/f"}));
+  ASSERT_TRUE(reg->finish_activation(finished(running("x1", "a/f", 1000))).ok());
+  ASSERT_TRUE(reg->finish_activation(finished(running("x2", "ab/f", 1001))).ok());
+  ASSERT_TRUE(reg->finish_activation(finished(running("x3", "f", 1002))).ok());
+  auto ids = [&](const std::string& ns) {
+    std::vector<std::string> out;
+    auto list = reg->list_activations("", 0, "", ns);
+    if (!list.ok()) return out;
+    for (const auto& a : list.value().activations()) out.push_back(a.activation_id());
+    return out;
+  };
+  EXPECT_EQ(ids("a"), (std::vector<std::string>{"x1"}));
+  EXPECT_EQ(ids("ab"), (std::vector<std::string>{"x2"}));
+  EXPECT_EQ(ids("guest"), (std::vector<std::string>{"x3"}));
+  auto every = reg->list_activations("", 0, "");
+  ASSERT_TRUE(every.ok());
+  EXPECT_EQ(every.value().activations_size(), 3) << "unscoped: every one";
+
+  Status busy = reg->delete_namespace("a");
+  ASSERT_FALSE(busy.ok());
+  EXPECT_EQ(error_kind(busy.error()), ErrorKind::kNotEmpty);
+  EXPECT_NE(busy.error().message().find("2 functions"), std::string::npos) << busy.error().message();
+  ASSERT_TRUE(reg->delete_function("a/f").ok());
+  ASSERT_TRUE(reg->delete_function("a/g").ok());
+  EXPECT_TRUE(reg->delete_namespace("a").ok());
+  EXPECT_EQ(error_kind(reg->delete_namespace("a").error()), ErrorKind::kNotFound);
+  ASSERT_TRUE(reg->set_namespace_key("ab", "uuid-new", std::string(64, '9')).ok());
+  auto rows = reg->list_namespaces();
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ(rows->at(0).key_uuid, "uuid-new");
+  EXPECT_EQ(error_kind(reg->set_namespace_key("zz", "u", "h").error()), ErrorKind::kNotFound);
 }
 
 TEST(Registry, SchemaVersionAndWalModeArePersistedInTheFile) {
