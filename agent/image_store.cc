@@ -1,5 +1,7 @@
 #include "agent/image_store.h"
 
+#include <algorithm>
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -18,6 +20,15 @@ bool is_sha256(const std::string& s) {
   for (char c : s)
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   return true;
+}
+
+// The index file of function@version. A namespaced function's name holds a
+// '/' ("team/hello", agent/names.h), which a file name cannot: it is written
+// as '+', which no function or namespace name contains.
+std::string index_file_name(const std::string& function, uint32_t version) {
+  std::string name = function;
+  std::replace(name.begin(), name.end(), '/', '+');
+  return name + "@" + std::to_string(version);
 }
 
 }  // namespace
@@ -45,7 +56,9 @@ Status ImageStore::open() {
       std::filesystem::remove(entry.path(), ec);
       continue;
     }
-    index_[{name.substr(0, at), version}] = Entry{sha, key};
+    std::string function = name.substr(0, at);
+    std::replace(function.begin(), function.end(), '+', '/');
+    index_[{function, version}] = Entry{sha, key};
   }
   // Images nobody names any more, and temp files of a write a crash cut short.
   std::set<std::string> named;
@@ -73,8 +86,7 @@ Status ImageStore::record(const std::string& function, uint32_t version, const s
   if (!is_sha256(sha256)) return plain_error("record image", "not a sha256: " + sha256);
   if (!is_sha256(key)) return plain_error("record image", "not an image key: " + key);
   std::lock_guard<std::mutex> lock(mu_);
-  STOKE_TRY(write_file_atomic(dir_ + "/index/" + function + "@" + std::to_string(version), sha256 + "\n" + key + "\n",
-                              0600));
+  STOKE_TRY(write_file_atomic(dir_ + "/index/" + index_file_name(function, version), sha256 + "\n" + key + "\n", 0600));
   auto& slot = index_[{function, version}];
   std::string old = slot.sha256;
   slot = Entry{sha256, key};
@@ -93,7 +105,7 @@ void ImageStore::drop_locked(const std::string& function, uint32_t version) {
   std::string sha = it->second.sha256;
   index_.erase(it);
   std::error_code ec;
-  std::filesystem::remove(dir_ + "/index/" + function + "@" + std::to_string(version), ec);
+  std::filesystem::remove(dir_ + "/index/" + index_file_name(function, version), ec);
   remove_if_unused_locked(sha);
 }
 

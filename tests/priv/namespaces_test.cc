@@ -225,3 +225,37 @@ TEST_F(KeyOnlyPeer, TheGatewaysUidGetsNothingWithoutAValidKeyAndItsNamespaceWith
 
 }  // namespace
 }  // namespace stoke
+
+namespace stoke {
+namespace {
+
+// Zygotes and checkpoint images are kept per qualified name: a namespaced
+// function gets both, apart from the default namespace's function of the
+// same name.
+class NamespacedStarts : public Namespaces {
+  std::string extra_config() override { return "pools { python: 0 node: 0 }\n"; }
+};
+
+TEST_F(NamespacedStarts, ANamespacedFunctionStartsFromItsOwnZygoteAndItsOwnImage) {
+  make_namespace("team");
+  create("team", "hello", "T");
+  create("", "hello", "G");
+  for (const char* ns : {"team", ""}) {
+    auto first = as(ns, test::invoke_request("hello"));
+    ASSERT_EQ(first.activation().status(), v1::SUCCESS) << first.activation().result_json();
+  }
+  for (v1::StartKind kind : {v1::ZYGOTE, v1::RESTORE}) {
+    for (const char* ns : {"team", ""}) {
+      v1::Request r = test::invoke_request("hello");
+      r.mutable_invoke()->set_start(kind);
+      auto a = as(ns, r);
+      ASSERT_TRUE(a.has_activation()) << a.error().message();
+      EXPECT_EQ(a.activation().status(), v1::SUCCESS) << a.activation().result_json();
+      EXPECT_EQ(a.activation().start_kind(), kind) << ns << " " << v1::StartKind_Name(kind) << "\n" << agent_->log_text();
+      EXPECT_EQ(json::parse(a.activation().result_json())["tag"], *ns ? "T" : "G");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace stoke

@@ -82,6 +82,24 @@ TEST(ImageStore, LookupWithAnotherKeyFindsNothing) {
   EXPECT_FALSE(im.store->image_for("f", 1, bob).has_value());
 }
 
+// "team/f" (a function of namespace team) has an index file like any other
+// and is found again after a restart, apart from plain "f".
+TEST(ImageStore, ANamespacedFunctionsImageIsRecordedAndFoundAfterARestart) {
+  Images im;
+  im.add_image(kImageA);
+  im.add_image(kImageB);
+  const std::string k = image_key(spec_of("team/f", std::string(64, '1'), {}), "runtime-1");
+  ASSERT_TRUE(im.store->record("team/f", 1, k, kImageA).ok());
+  ASSERT_TRUE(im.store->record("f", 1, k, kImageB).ok());
+  im.reopen();
+  EXPECT_EQ(im.store->image_for("team/f", 1, k), im.dir.path() + "/images/" + kImageA + ".img");
+  EXPECT_EQ(im.store->image_for("f", 1, k), im.dir.path() + "/images/" + kImageB + ".img");
+  im.store->drop_function("team/f");
+  EXPECT_FALSE(im.store->image_for("team/f", 1, k).has_value());
+  EXPECT_TRUE(im.store->image_for("f", 1, k).has_value());
+  EXPECT_TRUE(std::filesystem::is_empty(im.dir.path() + "/images/index") == false);
+}
+
 TEST(ImageStore, RetainDropsEntriesOfDeletedOrChangedFunctionsAndTheirFiles) {
   Images im;
   im.add_image(kImageA);
