@@ -323,7 +323,8 @@ void Agent::handle(const Peer& peer, v1::Request request, Server::Reply unscoped
     case v1::Request::kListNamespaces:
     case v1::Request::kDeleteNamespace:
     case v1::Request::kRotateNamespaceKey:
-      namespace_request(std::move(request), std::move(reply));
+      namespace_request(std::move(request), std::move(reply),
+                        scope.operator_ ? std::nullopt : std::optional<std::string>(scope.ns));
       return;
     case v1::Request::kCreateFunction:
       create_or_update(true, std::move(request), std::move(reply));

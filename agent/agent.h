@@ -70,8 +70,9 @@ class Agent {
   void handle(const Peer& peer, v1::Request request, Server::Reply reply);
   // Registry reads and deletes, on a worker; the reply comes back to the loop.
   void registry_request(v1::Request request, Server::Reply reply, std::string ns);
-  // Namespaces and their keys (operators only; agent/namespace_scope.h).
-  void namespace_request(v1::Request request, Server::Reply reply);
+  // Namespaces and their keys (operators only, but a key holder may list
+  // its own: `only`; agent/namespace_scope.h).
+  void namespace_request(v1::Request request, Server::Reply reply, std::optional<std::string> only);
   void create_or_update(bool create, v1::Request request, Server::Reply reply);
   void invoke(v1::Request request, Server::Reply reply);
   // The function known: the activation is recorded as running, then admitted.

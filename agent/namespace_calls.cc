@@ -19,8 +19,8 @@ v1::Response registry_error(uint64_t id, const Error& e) {
 
 }  // namespace
 
-void Agent::namespace_request(v1::Request request, Server::Reply reply) {
-  workers_->submit([this, request = std::move(request), reply = std::move(reply)](Worker&) mutable {
+void Agent::namespace_request(v1::Request request, Server::Reply reply, std::optional<std::string> only) {
+  workers_->submit([this, request = std::move(request), reply = std::move(reply), only = std::move(only)](Worker&) mutable {
     const uint64_t id = request.id();
     v1::Response r;
     r.set_id(id);
@@ -92,8 +92,10 @@ void Agent::namespace_request(v1::Request request, Server::Reply reply) {
         auto* list = r.mutable_namespace_list();
         bool default_listed = false;
         for (const auto& row : rows.value()) default_listed |= row.name == kDefaultNamespace;
-        if (!default_listed) list->add_namespaces()->set_name(std::string(kDefaultNamespace));
+        if (!default_listed && (!only || *only == kDefaultNamespace))
+          list->add_namespaces()->set_name(std::string(kDefaultNamespace));
         for (const auto& row : rows.value()) {
+          if (only && row.name != *only) continue;
           v1::Namespace* ns = list->add_namespaces();
           ns->set_name(row.name);
           ns->set_key_uuid(row.key_uuid);

@@ -142,6 +142,12 @@ TEST(NamespaceScope, OperatorsActInTheDefaultOrANamedExistingNamespaceAndAloneMa
   ScopeError denied;
   f.scope(0, manage, denied);
   EXPECT_EQ(denied.code, v1::Error::PERMISSION_DENIED) << "not with a key, even from root";
+  v1::Request list;
+  list.mutable_list_namespaces();
+  list.set_api_key(f.team_key.text());
+  ScopeError listed;
+  EXPECT_EQ(f.scope(kGateway, list, listed).ns, "team") << "a key may list its own";
+  EXPECT_EQ(listed.code, v1::Error::OK);
 }
 
 TEST(NamespaceScope, NamesAreQualifiedOnTheWayInAndShownPlainOnTheWayOut) {
