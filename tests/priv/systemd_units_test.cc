@@ -108,6 +108,31 @@ TEST_F(PackagedUnits, SystemdAnalyzeVerifyAcceptsThem) {
       << "systemd-analyze warned about our units";
 }
 
+// The gateway's unit likewise: it loads, and it runs with no privilege.
+TEST_F(PackagedUnits, TheGatewaysUnitVerifiesAndRunsUnprivileged) {
+  std::string analyze = find_tool("systemd-analyze");
+  if (analyze.empty()) GTEST_SKIP() << "systemd-analyze is not installed (package systemd)";
+  std::string gateway = read_file(kPackaging + "/stoke-gateway.service");
+  ASSERT_FALSE(gateway.empty());
+  EXPECT_EQ(setting(gateway, "User"), "stoke-gateway");
+  EXPECT_EQ(setting(gateway, "NoNewPrivileges"), "yes");
+  EXPECT_EQ(setting(gateway, "CapabilityBoundingSet"), "");
+  EXPECT_EQ(setting(gateway, "ExecStart").rfind("/usr/local/bin/stoke-gateway --listen 127.0.0.1:3233", 0), 0u);
+  std::string copy = std::regex_replace(gateway, std::regex("^ExecStart=.*$", std::regex::multiline),
+                                        "ExecStart=/bin/true");
+  // The user exists only once packaging/stoke.sysusers was applied.
+  copy = std::regex_replace(copy, std::regex("^(User|Group|SupplementaryGroups)=.*$", std::regex::multiline), "");
+  TempDir dir;
+  ASSERT_TRUE(write_text(dir.file("stoke-gateway.service"), copy));
+  ASSERT_TRUE(write_text(dir.file("stoked.service"), std::regex_replace(service_, std::regex("^ExecStart=.*$",
+                                                     std::regex::multiline), "ExecStart=/bin/true")));
+  ASSERT_TRUE(write_text(dir.file("stoked.socket"), socket_));
+  RunResult r = run_command({analyze, "verify", "--man=no", dir.file("stoke-gateway.service")});
+  ASSERT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(lines_about(r.out + r.err, {"stoke-gateway.service"}), "") << "systemd-analyze warned about the unit";
+}
+
 // The check above must be able to fail: a unit with a typo is reported.
 TEST_F(PackagedUnits, SystemdAnalyzeVerifyCatchesMistakes) {
   std::string analyze = find_tool("systemd-analyze");

@@ -142,6 +142,35 @@ check "functions survive the crash and are served again" invoke_status success h
 leftovers=$(find "$unit_cg" -type d -name "sb-$crashed-*" 2>/dev/null | wc -l)
 check "the crashed agent's sandbox groups are gone" test "$leftovers" = 0
 
+# ---- the HTTP gateway: its own unprivileged user, admitted only with a key ------
+# As packaging/README.md installs it: the sysusers entries, the socket's group
+# for the gateway, the gateway's uid as key_required_uids, then its unit.
+check "systemd-sysusers applies packaging/stoke.sysusers" systemd-sysusers "$repo/packaging/stoke.sysusers"
+gateway_uid=$(id -u stoke-gateway 2>/dev/null || echo none)
+check "the gateway's user exists and is in the socket's group" sh -c "id -nG stoke-gateway | grep -qw stoke"
+systemctl stop stoked.service stoked.socket
+mkdir -p $units/stoked.socket.d $units/stoke-gateway.service.d
+printf '[Socket]\nSocketGroup=stoke\n' >$units/stoked.socket.d/gateway.conf
+printf 'log_level: "debug"\nkey_required_uids: %s\n' "$gateway_uid" >/etc/stoke/stoked.conf
+install -m 644 "$repo/packaging/stoke-gateway.service" $units/
+# The binary lives in the source tree, which may be under /root or /home.
+printf '[Service]\nExecStart=\nExecStart=%s/stoke-gateway --listen 127.0.0.1:3233 --socket /run/stoke/stoke.sock\nProtectHome=no\n' \
+  "$bin" >$units/stoke-gateway.service.d/test.conf
+systemctl daemon-reload
+check "stoked.socket starts again, group stoke" systemctl start stoked.socket
+check "stoke-gateway.service starts" systemctl start stoke-gateway.service
+gateway_key=$("$stoke" ns create web 2>/dev/null | awk '/^key /{print $2}')
+check "a namespace is made for the gateway's client" test -n "$gateway_key"
+check "a function is created in it" "$stoke" fn create hello --namespace web --runtime python --code "$work/hello.py" --memory 64M
+check "the gateway answers on 127.0.0.1:3233" wait_for 20 curl -sf -o /dev/null -u "$gateway_key" http://127.0.0.1:3233/api/v1/namespaces
+got=$(curl -s -u "$gateway_key" -X POST -H 'Content-Type: application/json' -d '{"name":"gateway"}' \
+  "http://127.0.0.1:3233/api/v1/namespaces/_/actions/hello?blocking=true&result=true")
+check "an invocation through the gateway under systemd returns the result ($got)" test "$got" = '{"hello":"gateway"}'
+check "no key: 401" test "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:3233/api/v1/namespaces/_/actions)" = 401
+check "the gateway runs as its own user with no capability" \
+  sh -c "grep -q '^Uid:.*$gateway_uid' /proc/$(prop stoke-gateway.service MainPID)/status && grep -q '^CapEff:.*0000000000000000' /proc/$(prop stoke-gateway.service MainPID)/status"
+check "stoke-gateway.service stops" systemctl stop stoke-gateway.service
+
 # ---- clean stop ----------------------------------------------------------------
 check "systemctl stop stoked.service succeeds" systemctl stop stoked.service
 check "the service is inactive, not failed" test "$(prop stoked.service ActiveState)" = inactive
