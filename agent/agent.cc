@@ -505,6 +505,18 @@ void Agent::create_or_update(bool create, v1::Request request, Server::Reply rep
         value.find('\0') != std::string::npos)
       return reply(error_response(id, v1::Error::INVALID_ARGUMENT, "environment variable '" + key + "' is not valid"));
   }
+  if (cfg.parameters_json().size() + cfg.annotations_json().size() > settings_.max_payload_bytes)
+    return reply(error_response(id, v1::Error::RESOURCE_EXHAUSTED,
+                                "parameters and annotations together may hold at most " +
+                                    std::to_string(settings_.max_payload_bytes) + " bytes (max_payload_bytes)"));
+  if (!cfg.parameters_json().empty()) {
+    if (Status valid = validate_json_object_bounded(cfg.parameters_json()); !valid.ok())
+      return reply(error_response(id, v1::Error::INVALID_ARGUMENT, "parameters: " + valid.error().message()));
+  }
+  if (!cfg.annotations_json().empty()) {
+    if (Status valid = validate_annotations(cfg.annotations_json()); !valid.ok())
+      return reply(error_response(id, v1::Error::INVALID_ARGUMENT, valid.error().message()));
+  }
   workers_->submit([this, create, name, request = std::move(request), reply = std::move(reply)](Worker&) mutable {
     const v1::FunctionConfig& c = create ? request.create_function().config() : request.update_function().config();
     v1::Response r;
@@ -524,6 +536,8 @@ void Agent::create_or_update(bool create, v1::Request request, Server::Reply rep
       rec.env.insert(c.env().begin(), c.env().end());
       rec.code_sha256 = stored->sha256;
       rec.code_size = stored->size;
+      if (!c.parameters_json().empty()) rec.parameters_json = json_on_one_line(c.parameters_json());
+      if (!c.annotations_json().empty()) rec.annotations_json = json_on_one_line(c.annotations_json());
       auto fn = create ? registry_->create_function(name, rec) : registry_->update_function(name, rec);
       if (fn.ok() && images_) images_->drop_function(name);  // of the old code, before the reply
       if (fn.ok()) {
@@ -683,6 +697,9 @@ void Agent::accept(const std::shared_ptr<Running>& run, const std::string& name,
                                  "runtime; Node.js has prewarm, warm and cold starts)"));
   if (Status s = fill_spec(*run, *fn); !s.ok())
     return answer(run, error_response(id, v1::Error::FAILED_PRECONDITION, s.error().message()));
+  // Bound parameters first, the invocation's own over them. Parsed only for
+  // a function that has some: the warm path of one that has none is untouched.
+  if (!fn->parameters_json().empty() && fn->parameters_json() != "{}") params = with_defaults(fn->parameters_json(), params);
   v1::Activation& rec = run->record;
   rec.set_activation_id(new_activation_id());
   rec.set_function(name);

@@ -71,6 +71,25 @@ Status validate_json_object_bounded(std::string_view text, size_t max_depth) {
   return {};
 }
 
+Status validate_annotations(std::string_view text) {
+  auto parsed = parse_json_bounded(text);
+  if (!parsed.ok()) return plain_error("annotations", parsed.error().message());
+  if (!parsed->is_array()) return plain_error("annotations", "must be a JSON array of {\"key\", \"value\"}");
+  for (const auto& a : *parsed)
+    if (!a.is_object() || !a.contains("key") || !a["key"].is_string() || !a.contains("value"))
+      return plain_error("annotations", "each must be an object with a string \"key\" and a \"value\"");
+  return {};
+}
+
+std::string with_defaults(std::string_view defaults, std::string_view overrides) {
+  auto d = parse_json_bounded(defaults);
+  auto o = parse_json_bounded(overrides);
+  if (!d.ok() || !d->is_object()) return std::string(overrides);
+  if (o.ok() && o->is_object())
+    for (auto& [k, v] : o->items()) (*d)[k] = v;
+  return d->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::string json_on_one_line(std::string_view valid_json) {
   std::string out(valid_json);
   for (char& c : out)

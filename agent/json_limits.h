@@ -40,6 +40,14 @@ Status validate_json_object_bounded(std::string_view text, size_t max_depth = kM
 // text fits in one line of a line-delimited protocol.
 std::string json_on_one_line(std::string_view valid_json);
 
+// Checks OpenWhisk-style annotations: a JSON array (bounded depth) of objects
+// each with a string "key" and a "value".
+Status validate_annotations(std::string_view text);
+
+// The JSON object `overrides` laid over the JSON object `defaults` (both
+// valid, as checked above): top-level keys of overrides win. One line.
+std::string with_defaults(std::string_view defaults, std::string_view overrides);
+
 // Appends `text` to `out` as a JSON string literal (quotes, backslashes and
 // control characters escaped; other bytes as they are), for JSON lines built
 // by hand on the hot path instead of through a value and dump().

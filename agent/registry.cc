@@ -130,7 +130,8 @@ ALTER TABLE activations ADD COLUMN pids_peak INTEGER NOT NULL DEFAULT 0;
 )sql",
     // 3 -> 4: namespaces other than the default one, each with its key (the
     // secret's SHA-256 only). Functions of a namespace are named
-    // "<namespace>/<name>" (agent/names.h), so no other table changes.
+    // "<namespace>/<name>" (agent/names.h). Versions gain default parameters
+    // and annotations (OpenWhisk's bound parameters, web-export, ...).
     R"sql(
 CREATE TABLE namespaces (
   name       TEXT PRIMARY KEY NOT NULL,
@@ -138,6 +139,8 @@ CREATE TABLE namespaces (
   key_sha256 TEXT NOT NULL,
   created_ms INTEGER NOT NULL
 ) STRICT;
+ALTER TABLE versions ADD COLUMN parameters_json TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE versions ADD COLUMN annotations_json TEXT NOT NULL DEFAULT '[]';
 )sql",
 };
 constexpr int kMigrationCount = static_cast<int>(std::size(kMigrations));
@@ -203,7 +206,7 @@ std::string quoted(const std::string& s) { return "'" + s + "'"; }
 // The columns of a version row, in the order row_to_function reads them.
 constexpr const char* kVersionColumns =
     "v.function, v.version, v.runtime, v.entry, v.memory_bytes, v.timeout_ms, v.concurrency, "
-    "v.env_json, v.code_sha256, v.code_size, v.created_ms";
+    "v.env_json, v.code_sha256, v.code_size, v.created_ms, v.parameters_json, v.annotations_json";
 
 Result<v1::Function> row_to_function(const SqliteStatement& st) {
   v1::Function f;
@@ -224,6 +227,8 @@ Result<v1::Function> row_to_function(const SqliteStatement& st) {
   f.set_code_sha256(st.column_text(8));
   f.set_code_size(static_cast<uint64_t>(st.column_int64(9)));
   f.set_created_ms(st.column_int64(10));
+  f.set_parameters_json(st.column_text(11));
+  f.set_annotations_json(st.column_text(12));
   return f;
 }
 
@@ -241,6 +246,8 @@ v1::Function record_to_function(const std::string& name, uint32_t version, int64
   f.set_code_sha256(r.code_sha256);
   f.set_code_size(r.code_size);
   f.set_created_ms(created_ms);
+  f.set_parameters_json(r.parameters_json);
+  f.set_annotations_json(r.annotations_json);
   return f;
 }
 
@@ -248,7 +255,8 @@ Status insert_version(SqliteDb& db, const std::string& name, uint32_t version, i
                       const FunctionRecord& r) {
   auto st = db.prepare(
       "INSERT INTO versions (function, version, runtime, entry, memory_bytes, timeout_ms, concurrency, "
-      "env_json, code_sha256, code_size, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+      "env_json, code_sha256, code_size, created_ms, parameters_json, annotations_json) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
   if (!st.ok()) return st.error();
   nlohmann::json env = nlohmann::json::object();
   for (const auto& [k, v] : r.env) env[k] = v;
@@ -262,7 +270,9 @@ Status insert_version(SqliteDb& db, const std::string& name, uint32_t version, i
       .bind_text(8, dump_json(env))
       .bind_text(9, r.code_sha256)
       .bind_int64(10, static_cast<int64_t>(r.code_size))
-      .bind_int64(11, created_ms);
+      .bind_int64(11, created_ms)
+      .bind_text(12, r.parameters_json)
+      .bind_text(13, r.annotations_json);
   return st->run();
 }
 

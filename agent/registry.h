@@ -84,6 +84,8 @@ struct FunctionRecord {
   std::map<std::string, std::string> env;
   std::string code_sha256;  // 64 lowercase hex digits, from CodeStore::store
   uint64_t code_size = 0;
+  std::string parameters_json = "{}";   // a JSON object (checked by the agent)
+  std::string annotations_json = "[]";  // a JSON array (checked by the agent)
 };
 
 class Registry {

@@ -92,6 +92,24 @@ json limits_of(const v1::Function& f) {
           {"concurrency", f.concurrency()}};
 }
 
+// OpenWhisk's [{"key", "value"}] lists from the agent's stored forms.
+json parameters_of(const v1::Function& f) {
+  json out = json::array();
+  json params = json::parse(f.parameters_json().empty() ? "{}" : f.parameters_json(), nullptr, false);
+  if (params.is_object())
+    for (auto& [k, v] : params.items()) out.push_back({{"key", k}, {"value", v}});
+  return out;
+}
+
+json annotations_of(const v1::Function& f) {
+  json out = json::parse(f.annotations_json().empty() ? "[]" : f.annotations_json(), nullptr, false);
+  if (!out.is_array()) out = json::array();
+  bool has_exec = false;
+  for (const auto& a : out) has_exec |= a.is_object() && a.value("key", "") == "exec";
+  if (!has_exec) out.push_back({{"key", "exec"}, {"value", kind_of(f.runtime())}});
+  return out;
+}
+
 json action_json(const v1::Function& f) {
   json exec = {{"kind", kind_of(f.runtime())}, {"binary", false}};
   if (!f.entry().empty()) exec["main"] = f.entry();
@@ -100,8 +118,8 @@ json action_json(const v1::Function& f) {
           {"version", "0.0." + std::to_string(f.version())},
           {"publish", false},
           {"exec", exec},
-          {"annotations", json::array({{{"key", "exec"}, {"value", kind_of(f.runtime())}}})},
-          {"parameters", json::array()},
+          {"annotations", annotations_of(f)},
+          {"parameters", parameters_of(f)},
           {"limits", limits_of(f)},
           {"updated", f.created_ms()}};
 }
@@ -249,11 +267,28 @@ std::optional<v1::FunctionConfig> config_from(const json& doc, HttpResponse& fai
     if (limits.contains("concurrency") && limits["concurrency"].is_number_unsigned())
       c.set_concurrency(limits["concurrency"]);
   }
+  // [{"key": k, "value": v}] -> {k: v}: the agent lays each invocation's
+  // params over these.
   const json params = doc.value("parameters", json::array());
-  if (params.is_array() && !params.empty()) {
-    failed = error_response(400, "bound parameters are not supported by this node yet");
+  if (!params.is_array()) {
+    failed = error_response(400, "parameters must be a list of {\"key\", \"value\"}");
     return std::nullopt;
   }
+  json bound = json::object();
+  for (const auto& p : params) {
+    if (!p.is_object() || !p.contains("key") || !p["key"].is_string()) {
+      failed = error_response(400, "parameters must be a list of {\"key\", \"value\"}");
+      return std::nullopt;
+    }
+    bound[p["key"].get<std::string>()] = p.value("value", json());
+  }
+  if (!bound.empty()) c.set_parameters_json(bound.dump());
+  const json annotations = doc.value("annotations", json::array());
+  if (!annotations.is_array()) {
+    failed = error_response(400, "annotations must be a list of {\"key\", \"value\"}");
+    return std::nullopt;
+  }
+  if (!annotations.empty()) c.set_annotations_json(annotations.dump());
   return c;
 }
 
@@ -373,6 +408,7 @@ HttpResponse activations(const AgentCall& agent, const HttpRequest& http, const 
   }
   const std::string& id = rest[0];
   if (rest.size() == 2 && rest[1] == "logs") {
+    // Logs come with the record (an activation in flight has none yet).
     v1::Request r;
     r.mutable_get_activation_logs()->set_activation_id(id);
     auto resp = call.run(std::move(r), failed);
@@ -387,6 +423,10 @@ HttpResponse activations(const AgentCall& agent, const HttpRequest& http, const 
   r.mutable_get_activation()->set_activation_id(id);
   auto resp = call.run(std::move(r), failed);
   if (!resp) return failed;
+  // Still running: OpenWhisk has no record yet and answers 404; its clients
+  // poll until there is one.
+  if (resp->activation().status() == v1::ACTIVATION_STATUS_UNSPECIFIED)
+    return error_response(404, "The requested resource does not exist.");
   if (rest.size() == 2) {
     const ResponseStatus rs = response_status(resp->activation().status());
     return json_response(200, {{"status", rs.status},

@@ -91,4 +91,20 @@ TEST(JsonText, AppendedStringsParseBackToTheSameBytes) {
 }
 
 }  // namespace
+TEST(JsonLimits, BoundParametersAreDefaultsTheInvocationsOwnParamsOverride) {
+  EXPECT_EQ(nlohmann::json::parse(with_defaults(R"({"a": 1, "b": {"x": 1}})", R"({"b": 2, "c": 3})")),
+            nlohmann::json::parse(R"({"a": 1, "b": 2, "c": 3})"));
+  EXPECT_EQ(nlohmann::json::parse(with_defaults(R"({"a": 1})", "{}")), nlohmann::json::parse(R"({"a": 1})"));
+  EXPECT_EQ(with_defaults(R"({"a": 1})", "{}").find('\n'), std::string::npos) << "one line";
+}
+
+TEST(JsonLimits, AnnotationsAreAListOfKeyAndValue) {
+  EXPECT_TRUE(validate_annotations(R"([{"key": "web-export", "value": true}, {"key": "x", "value": {"y": [1]}}])").ok());
+  EXPECT_TRUE(validate_annotations("[]").ok());
+  for (const char* bad : {"{}", R"([{"value": 1}])", R"([{"key": 1, "value": 1}])", R"([{"key": "k"}])", "[1]", "[",
+                          "nope"})
+    EXPECT_FALSE(validate_annotations(bad).ok()) << bad;
+  EXPECT_FALSE(validate_annotations(std::string(100, '[') + std::string(100, ']')).ok()) << "depth is bounded";
+}
+
 }  // namespace stoke::agent

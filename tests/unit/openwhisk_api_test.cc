@@ -147,6 +147,22 @@ TEST(OpenWhiskApi, InvokeAnswers202WithAnIdOr200And502WithTheResult) {
   EXPECT_EQ(api.handle(req("POST", "/api/v1/namespaces/_/actions/f", "[1, 2]")).status, 400);
 }
 
+TEST(OpenWhiskApi, AnActivationStillRunningIsNotFoundYetAsInOpenWhisk) {
+  FakeAgent agent;
+  OpenWhiskApi api(agent.call());
+  v1::Response running;
+  running.mutable_activation()->set_activation_id("abc");  // no status: in flight
+  agent.answers.push_back(running);
+  EXPECT_EQ(api.handle(req("GET", "/api/v1/namespaces/_/activations/abc")).status, 404);
+  agent.answers.push_back(running);
+  EXPECT_EQ(api.handle(req("GET", "/api/v1/namespaces/_/activations/abc/result")).status, 404);
+  v1::Response done = running;
+  done.mutable_activation()->set_status(v1::SUCCESS);
+  done.mutable_activation()->set_result_json("{}");
+  agent.answers.push_back(done);
+  EXPECT_EQ(api.handle(req("GET", "/api/v1/namespaces/_/activations/abc")).status, 200);
+}
+
 TEST(OpenWhiskApi, AgentErrorsMapToOpenWhiskStatusesAndADownAgentIs503) {
   FakeAgent agent;
   OpenWhiskApi api(agent.call());

@@ -511,7 +511,10 @@ TEST(Registry, ASchemaTwoRegistryMigratesAndKeepsItsActivations) {
     auto db = SqliteDb::open(path);
     ASSERT_TRUE(db.ok());
     ASSERT_TRUE(
-        db->exec("DROP TABLE namespaces; ALTER TABLE activations DROP COLUMN pids_peak; PRAGMA user_version = 2").ok());
+        db->exec("DROP TABLE namespaces; ALTER TABLE versions DROP COLUMN parameters_json; "
+                 "ALTER TABLE versions DROP COLUMN annotations_json; ALTER TABLE activations DROP COLUMN pids_peak; "
+                 "PRAGMA user_version = 2")
+            .ok());
   }
   auto reg = open_registry(path);
   ASSERT_TRUE(reg);
@@ -538,7 +541,9 @@ TEST(Registry, ASchemaThreeRegistryMigratesWithItsFunctionsInTheDefaultNamespace
   {
     auto db = SqliteDb::open(path);
     ASSERT_TRUE(db.ok());
-    ASSERT_TRUE(db->exec("DROP TABLE namespaces; PRAGMA user_version = 3").ok());
+    ASSERT_TRUE(db->exec("DROP TABLE namespaces; ALTER TABLE versions DROP COLUMN parameters_json; "
+                         "ALTER TABLE versions DROP COLUMN annotations_json; PRAGMA user_version = 3")
+                    .ok());
   }
   auto reg = open_registry(path);
   ASSERT_TRUE(reg);
@@ -547,6 +552,8 @@ TEST(Registry, ASchemaThreeRegistryMigratesWithItsFunctionsInTheDefaultNamespace
   ASSERT_TRUE(guest.ok());
   ASSERT_EQ(guest.value().functions_size(), 1);
   EXPECT_EQ(guest.value().functions(0).name(), "f");
+  EXPECT_EQ(guest.value().functions(0).parameters_json(), "{}") << "older versions have none";
+  EXPECT_EQ(guest.value().functions(0).annotations_json(), "[]");
   ASSERT_TRUE(reg->create_namespace({"team", std::string(36, 'a'), std::string(64, 'b'), 1}).ok());
   EXPECT_EQ(reg->list_namespaces()->size(), 1u);
 }

@@ -1,6 +1,7 @@
 // The official `openwhisk` npm client (3.21.x) against stoke-gateway, run by
 // tests/e2e/gateway_openwhisk_test.sh with a real agent behind the gateway:
-// actions of three kinds created, updated, read, listed and deleted;
+// actions of three kinds created, updated, read, listed and deleted, with
+// bound parameters and annotations;
 // invocations blocking and not; activations, results and logs read back with
 // paging; another namespace's key sees none of it; bad input gets OpenWhisk's
 // error shape and status.
@@ -75,6 +76,17 @@ test('actions: python, node and native are created, read, listed, updated and de
   await assert.rejects(ow.actions.create({ name: 'add', action: nodeCode }), (e) => e.statusCode === 409);
   const updated = await ow.actions.update({ name: 'add', action: nodeCode.replace('(args.a || 0)', '(args.a || 0) * 10'), kind: 'nodejs:20' });
   assert.equal(updated.version, '0.0.2');
+
+  // Bound parameters and annotations are kept; an invocation's own params win.
+  const bound = await ow.actions.create({ name: 'bound', action: pythonCode, kind: 'python:3',
+    params: { name: 'bound default' }, annotations: { 'web-export': true, team: 'docs' } });
+  assert.deepEqual(bound.parameters, [{ key: 'name', value: 'bound default' }]);
+  assert.ok(bound.annotations.some((a) => a.key === 'team' && a.value === 'docs'));
+  assert.deepEqual((await ow.actions.get({ name: 'bound' })).parameters, [{ key: 'name', value: 'bound default' }]);
+  assert.deepEqual(await ow.actions.invoke({ name: 'bound', blocking: true, result: true }), { greeting: 'hello bound default' });
+  assert.deepEqual(await ow.actions.invoke({ name: 'bound', params: { name: 'mine' }, blocking: true, result: true }),
+    { greeting: 'hello mine' });
+  await ow.actions.delete({ name: 'bound' });
 
   await ow.actions.create({ name: 'doomed', action: pythonCode, kind: 'python:3' });
   const deleted = await ow.actions.delete({ name: 'doomed' });
