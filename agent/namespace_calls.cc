@@ -32,6 +32,15 @@ void Agent::namespace_request(v1::Request request, Server::Reply reply, std::opt
       if (!key.ok()) return key.error().context("make a key for namespace '" + name + "'");
       return key;
     };
+    // The reply that shows a new key (its only showing) and the table's update.
+    auto issued = [&](const Registry::NamespaceRow& row, const NamespaceKey& key) {
+      v1::Namespace* ns = r.mutable_namespace_();
+      ns->set_name(row.name);
+      ns->set_key_uuid(row.key_uuid);
+      ns->set_key(key.text());
+      ns->set_created_ms(row.created_ms);
+      set_key.emplace(row.name, NamespaceKeys::Entry{row.key_uuid, row.key_sha256});
+    };
     switch (request.body_case()) {
       case v1::Request::kCreateNamespace: {
         const std::string& name = request.create_namespace().name();
@@ -50,12 +59,7 @@ void Agent::namespace_request(v1::Request request, Server::Reply reply, std::opt
           r = registry_error(id, s.error());
           break;
         }
-        v1::Namespace* ns = r.mutable_namespace_();
-        ns->set_name(name);
-        ns->set_key_uuid(row.key_uuid);
-        ns->set_key(key->text());
-        ns->set_created_ms(row.created_ms);
-        set_key.emplace(name, NamespaceKeys::Entry{row.key_uuid, row.key_sha256});
+        issued(row, *key);
         spdlog::info("namespace {}: created", name);
         break;
       }
@@ -75,11 +79,7 @@ void Agent::namespace_request(v1::Request request, Server::Reply reply, std::opt
           r = registry_error(id, s.error());
           break;
         }
-        v1::Namespace* ns = r.mutable_namespace_();
-        ns->set_name(name);
-        ns->set_key_uuid(row.key_uuid);
-        ns->set_key(key->text());
-        set_key.emplace(name, NamespaceKeys::Entry{row.key_uuid, row.key_sha256});
+        issued(row, *key);
         spdlog::info("namespace {}: new key {}", name, row.key_uuid);
         break;
       }

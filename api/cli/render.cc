@@ -1,19 +1,12 @@
 #include "api/cli/render.h"
 
+#include "api/wire/names.h"
+
 #include <cstdio>
 
 namespace stoke::cli {
 
-std::string start_kind_name(v1::StartKind kind) {
-  switch (kind) {
-    case v1::COLD: return "cold";
-    case v1::PREWARM: return "prewarm";
-    case v1::ZYGOTE: return "zygote";
-    case v1::RESTORE: return "restore";
-    case v1::WARM: return "warm";
-    default: return "";
-  }
-}
+std::string start_kind_name(v1::StartKind kind) { return wire::start_kind_name(kind); }
 
 bool parse_start_kind(const std::string& text, v1::StartKind& out) {
   for (v1::StartKind k : {v1::COLD, v1::PREWARM, v1::ZYGOTE, v1::RESTORE, v1::WARM})

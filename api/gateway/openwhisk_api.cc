@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <openssl/evp.h>
 
+#include "api/wire/names.h"
+
 namespace stoke::gateway {
 
 namespace {
@@ -140,17 +142,6 @@ ResponseStatus response_status(v1::ActivationStatus s) {
   }
 }
 
-const char* start_kind_name(v1::StartKind k) {
-  switch (k) {
-    case v1::COLD: return "cold";
-    case v1::PREWARM: return "prewarm";
-    case v1::ZYGOTE: return "zygote";
-    case v1::RESTORE: return "restore";
-    case v1::WARM: return "warm";
-    default: return "";
-  }
-}
-
 json result_of(const v1::Activation& a) {
   if (a.result_json().empty()) return json::object();
   json r = json::parse(a.result_json(), nullptr, false);
@@ -181,7 +172,7 @@ json activation_json(const v1::Activation& a, bool with_result) {
           {"logs", logs},
           {"annotations", annotations},
           {"publish", false},
-          {"startKind", start_kind_name(a.start_kind())},
+          {"startKind", wire::start_kind_name(a.start_kind())},
           {"usage",
            {{"cpuUserMs", u.cpu_user_ms()},
             {"cpuSystemMs", u.cpu_system_ms()},
