@@ -49,6 +49,11 @@ RequestScope resolve_scope(const AccessPolicy& access, const Peer& peer, const v
       error = {v1::Error::PERMISSION_DENIED, "namespaces are managed by the node's operators, not with a key"};
       return {};
     }
+    // The node's status names every namespace's functions (zygotes, pools).
+    if (request.has_get_status()) {
+      error = {v1::Error::PERMISSION_DENIED, "the node's status is for its operators, not for a key"};
+      return {};
+    }
     return {*ns, false};
   }
   if (access.requires_key(peer)) {

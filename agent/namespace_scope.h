@@ -9,7 +9,8 @@
 //   - a peer whose uid is in key_required_uids (the HTTP gateway) must send a
 //     key (UNAUTHENTICATED otherwise);
 //   - any other admitted peer is an operator: it names a namespace (which
-//     must exist) or acts in the default one, and alone may manage namespaces.
+//     must exist) or acts in the default one, and alone may manage namespaces
+//     and read the node's status (which names every namespace's functions).
 #pragma once
 
 #include <string>

@@ -148,6 +148,12 @@ TEST(NamespaceScope, OperatorsActInTheDefaultOrANamedExistingNamespaceAndAloneMa
   ScopeError listed;
   EXPECT_EQ(f.scope(kGateway, list, listed).ns, "team") << "a key may list its own";
   EXPECT_EQ(listed.code, v1::Error::OK);
+  v1::Request status;
+  status.mutable_get_status();
+  status.set_api_key(f.team_key.text());
+  ScopeError node_wide;
+  f.scope(kGateway, status, node_wide);
+  EXPECT_EQ(node_wide.code, v1::Error::PERMISSION_DENIED) << "the status names other namespaces' functions";
 }
 
 TEST(NamespaceScope, NamesAreQualifiedOnTheWayInAndShownPlainOnTheWayOut) {
