@@ -16,8 +16,11 @@
 namespace stoke::gateway {
 
 struct HttpLimits {
-  unsigned max_connections = 256;
-  unsigned max_connections_per_address = 64;
+  // Each connection holds one connection to the agent, which admits 128 per
+  // uid by default (api_limits.max_connections_per_uid): keep this at or
+  // below that, or raise both together.
+  unsigned max_connections = 128;
+  unsigned max_connections_per_address = 32;
   size_t max_header_bytes = 32 << 10;  // memory per connection for the request line and headers
   size_t max_body_bytes = 5 << 20;     // larger bodies get 413 (OpenWhisk's 50 MiB code limit is not ours)
   unsigned idle_timeout_s = 30;        // a connection silent this long is closed
