@@ -21,34 +21,46 @@ constexpr std::string_view kTagAlreadyExists = "already exists";
 constexpr std::string_view kTagInvalid = "invalid";
 constexpr std::string_view kTagNotEmpty = "not empty";
 
-// detail is exactly the tag, or the tag followed by ": why".
-bool has_tag(const std::string& detail, std::string_view tag) {
-  if (detail.compare(0, tag.size(), tag) != 0) return false;
-  return detail.size() == tag.size() || detail.compare(tag.size(), 2, ": ") == 0;
-}
-
 }  // namespace
 
 Error kind_error(ErrorKind kind, std::string step, std::string why) {
   std::string_view tag;
+  ErrorCause cause = ErrorCause::kUnspecified;
   switch (kind) {
-    case ErrorKind::kNotFound: tag = kTagNotFound; break;
-    case ErrorKind::kAlreadyExists: tag = kTagAlreadyExists; break;
-    case ErrorKind::kInvalid: tag = kTagInvalid; break;
-    case ErrorKind::kNotEmpty: tag = kTagNotEmpty; break;
+    case ErrorKind::kNotFound:
+      tag = kTagNotFound;
+      cause = ErrorCause::kNotFound;
+      break;
+    case ErrorKind::kAlreadyExists:
+      tag = kTagAlreadyExists;
+      cause = ErrorCause::kAlreadyExists;
+      break;
+    case ErrorKind::kInvalid:
+      tag = kTagInvalid;
+      cause = ErrorCause::kInvalid;
+      break;
+    case ErrorKind::kNotEmpty:
+      tag = kTagNotEmpty;
+      cause = ErrorCause::kNotEmpty;
+      break;
     case ErrorKind::kIo: return plain_error(std::move(step), std::move(why));
   }
+  // The words say it to people; the cause says it to code (error_kind).
   std::string detail(tag);
   if (!why.empty()) detail += ": " + why;
-  return plain_error(std::move(step), std::move(detail));
+  Error e = plain_error(std::move(step), std::move(detail));
+  e.cause = cause;
+  return e;
 }
 
 ErrorKind error_kind(const Error& error) {
-  if (has_tag(error.detail, kTagNotFound)) return ErrorKind::kNotFound;
-  if (has_tag(error.detail, kTagAlreadyExists)) return ErrorKind::kAlreadyExists;
-  if (has_tag(error.detail, kTagInvalid)) return ErrorKind::kInvalid;
-  if (has_tag(error.detail, kTagNotEmpty)) return ErrorKind::kNotEmpty;
-  return ErrorKind::kIo;
+  switch (error.cause) {
+    case ErrorCause::kNotFound: return ErrorKind::kNotFound;
+    case ErrorCause::kAlreadyExists: return ErrorKind::kAlreadyExists;
+    case ErrorCause::kInvalid: return ErrorKind::kInvalid;
+    case ErrorCause::kNotEmpty: return ErrorKind::kNotEmpty;
+    default: return ErrorKind::kIo;
+  }
 }
 
 v1::Error::Code error_code(ErrorKind kind) {

@@ -48,14 +48,14 @@ namespace stoke::agent {
 // ---- error kinds ----------------------------------------------------------
 //
 // Callers must tell "no such function" from "disk failed" to answer with the
-// right v1::Error code. The kind travels inside Error::detail as a fixed
-// leading tag, so it survives Error::context() and reads naturally in the
-// one-sentence message:
+// right v1::Error code. The kind travels as Error::cause (typed, kept by
+// Error::context()); the same words lead Error::detail, so the one-sentence
+// message reads naturally:
 //   kNotFound       "get function 'x': not found"
 //   kAlreadyExists  "create function 'x': already exists"
 //   kInvalid        "code archive entry '../a': invalid: has a '..' component"
-// Any error without a tag (SQLite, system calls) is kIo. The code store uses
-// the same kinds.
+// Any error without such a cause (SQLite, system calls) is kIo, whatever its
+// words say. The code store uses the same kinds.
 enum class ErrorKind {
   kIo,             // storage or system failure: v1::Error::INTERNAL
   kNotFound,       // v1::Error::NOT_FOUND

@@ -22,6 +22,11 @@ enum class ErrorCause : uint8_t {
   kExec,           // the program to run could not be executed (missing, not executable, bad format)
   kPeerRefused,    // a helper process answered with a refusal (a zygote whose code failed to load)
   kPeerUntrusted,  // a helper process's answer failed the caller's verification (a forged fork)
+  // The registry's and code store's kinds (agent/registry.h ErrorKind):
+  kNotFound,
+  kAlreadyExists,
+  kInvalid,        // the caller's input is wrong
+  kNotEmpty,       // it still holds something
 };
 
 struct Error {
