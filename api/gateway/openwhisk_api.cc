@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <openssl/evp.h>
 
+#include "agent/json_limits.h"
 #include "api/wire/names.h"
 
 namespace stoke::gateway {
@@ -76,6 +77,14 @@ std::optional<std::string> base64_decode(const std::string& in) {
   if (clean.size() > 1 && clean[clean.size() - 2] == '=') ++pad;
   out.resize(static_cast<size_t>(n) - pad);
   return out;
+}
+
+// A client's body: JSON nesting as deep as the agent allows (copying or
+// dumping a deeper value recurses past the thread's stack), or nothing.
+std::optional<json> parse_body(const std::string& body) {
+  auto parsed = agent::parse_json_bounded(body.empty() ? "{}" : body);
+  if (!parsed.ok()) return std::nullopt;
+  return std::move(parsed.value());
 }
 
 // ---- shapes ----------------------------------------------------------------------------
@@ -323,8 +332,9 @@ HttpResponse actions(const AgentCall& agent, const HttpRequest& http, const std:
     return json_response(200, action_json(before->function()));
   }
   if (http.method == "PUT") {
-    json doc = json::parse(http.body.empty() ? "{}" : http.body, nullptr, false);
-    if (doc.is_discarded() || !doc.is_object()) return error_response(400, "The request content was malformed.");
+    auto parsed = parse_body(http.body);
+    if (!parsed || !parsed->is_object()) return error_response(400, "The request content was malformed.");
+    const json& doc = *parsed;
     auto config = config_from(doc, failed);
     if (!config) return failed;
     v1::Request r;
@@ -341,8 +351,9 @@ HttpResponse actions(const AgentCall& agent, const HttpRequest& http, const std:
     return updated ? json_response(200, action_json(updated->function())) : failed;
   }
   if (http.method == "POST") {
-    json params = json::parse(http.body.empty() ? "{}" : http.body, nullptr, false);
-    if (params.is_discarded() || !params.is_object()) return error_response(400, "The request content was malformed.");
+    auto parsed = parse_body(http.body);
+    if (!parsed || !parsed->is_object()) return error_response(400, "The request content was malformed.");
+    const json& params = *parsed;
     const bool blocking = truthy(http.query, "blocking");
     v1::Request r;
     r.mutable_invoke()->set_function(name);

@@ -147,6 +147,17 @@ TEST(OpenWhiskApi, InvokeAnswers202WithAnIdOr200And502WithTheResult) {
   EXPECT_EQ(api.handle(req("POST", "/api/v1/namespaces/_/actions/f", "[1, 2]")).status, 400);
 }
 
+// A hostile body nested deeper than the agent's JSON limit is refused before
+// any value is built (copying or dumping it would recurse off the stack).
+TEST(OpenWhiskApi, ADeeplyNestedBodyIs400AndNeverReachesTheAgent) {
+  FakeAgent agent;
+  OpenWhiskApi api(agent.call());
+  const std::string deep = "{\"a\": " + std::string(1 << 20, '[') + std::string(1 << 20, ']') + "}";
+  EXPECT_EQ(api.handle(req("POST", "/api/v1/namespaces/_/actions/f", deep)).status, 400);
+  EXPECT_EQ(api.handle(req("PUT", "/api/v1/namespaces/_/actions/f", deep)).status, 400);
+  EXPECT_TRUE(agent.seen.empty());
+}
+
 TEST(OpenWhiskApi, AnActivationStillRunningIsNotFoundYetAsInOpenWhisk) {
   FakeAgent agent;
   OpenWhiskApi api(agent.call());
